@@ -1,0 +1,87 @@
+"""Each loader reads its format; the MSR-VTT and MSVD ones read the real files in ../shared/data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from video_mm.data.datasets import by_split, load_annotation_file, load_dataset
+from video_mm.errors import ConfigError, NotFound
+
+
+def test_msrvtt_real_annotations(shared_data: Path) -> None:
+    records = load_dataset(shared_data / "msrvtt")  # train_val + test files
+    assert len(records) == 10_000
+    assert len(by_split(records, "train")) == 6513
+    assert len(by_split(records, "val")) == 497  # MSR-VTT's "validate"
+    assert len(by_split(records, "test")) == 2990
+    assert sum(len(r.captions) for r in records) == 200_000
+    clip = next(r for r in records if r.video_id == "video8560")
+    assert clip.split == "test" and len(clip.captions) == 20
+    assert "a black lamborghini turns on a road" in clip.captions
+    assert clip.path is not None and clip.path.name == "video8560.mp4"  # the one video on disk
+    first = next(r for r in records if r.video_id == "video0")
+    assert (first.start, first.end) == (137.72, 149.44)
+
+
+def test_msvd_tsv_real_files(shared_data: Path) -> None:
+    records = load_dataset(shared_data / "msvd")
+    assert [len(by_split(records, s)) for s in ("train", "val", "test")] == [1200, 100, 670]
+    clip = next(r for r in records if r.video_id == "eyhzdC936uk_15_27")
+    assert clip.split == "test"
+    assert clip.captions[0] == "a boy playing with dog"
+    assert (clip.start, clip.end) == (15.0, 27.0)
+
+
+def test_msvd14_manifest_real_videos(shared_data: Path) -> None:
+    records = load_dataset(shared_data / "msvd14")
+    assert len(records) == 14 and all(r.path is not None and r.path.is_file() for r in records)
+    held = load_annotation_file(shared_data / "msvd14" / "heldout_captions.json")
+    assert {r.video_id for r in held} == {r.video_id for r in records}
+
+
+def test_msvd_all_video_descriptions(tmp_path: Path) -> None:
+    lines = ["# MSVD descriptions", "mv89psg6zh4_33_46 A bird is bathing in a sink.",
+             "mv89psg6zh4_33_46 a bird splashes", "60x_yxy7Sfw_1_7 a cat plays"]
+    (tmp_path / "AllVideoDescriptions.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "60x_yxy7Sfw_1_7.avi").write_bytes(b"")
+    records = {r.video_id: r for r in load_dataset(tmp_path)}
+    assert records["mv89psg6zh4_33_46"].captions == ["A bird is bathing in a sink.",
+                                                     "a bird splashes"]
+    assert records["mv89psg6zh4_33_46"].start == 33.0
+    assert records["60x_yxy7Sfw_1_7"].path == tmp_path / "videos" / "60x_yxy7Sfw_1_7.avi"
+    assert records["mv89psg6zh4_33_46"].path is None
+    assert all(r.split == "train" for r in records.values())  # the first 1200 in id order
+
+
+def test_vatex_json(tmp_path: Path) -> None:
+    items = [{"videoID": "Ptf_2VRj-V0_000122_000132", "enCap": ["a man plays", "someone plays"],
+              "chCap": ["..."]}]
+    path = tmp_path / "vatex_validation_v1.0.json"
+    path.write_text(json.dumps(items))
+    (record,) = load_dataset(tmp_path)
+    assert record.video_id == "Ptf_2VRj-V0_000122_000132" and record.split == "val"
+    assert record.captions == ["a man plays", "someone plays"]
+    assert (record.start, record.end) == (122.0, 132.0)
+
+
+def test_jsonl_manifest(tmp_path: Path) -> None:
+    rows = [{"video": "a.mp4", "captions": ["x y"], "split": "validate", "start": 1.5, "end": 3},
+            {"video": "/abs/b.mp4", "captions": ["z"], "id": "bee"}]
+    (tmp_path / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    a, b = load_dataset(tmp_path)
+    assert (a.video_id, a.path, a.split, a.start, a.end) == ("a", tmp_path / "a.mp4", "val", 1.5, 3)
+    assert (b.video_id, b.path, b.split) == ("bee", Path("/abs/b.mp4"), "train")
+
+
+def test_bad_inputs_raise_typed_errors(tmp_path: Path) -> None:
+    with pytest.raises(NotFound):
+        load_dataset(tmp_path / "missing")
+    with pytest.raises(NotFound):
+        load_dataset(tmp_path)  # a folder without any annotation file
+    (tmp_path / "manifest.jsonl").write_text('{"captions": ["no video key"]}\n')
+    with pytest.raises(ConfigError):
+        load_dataset(tmp_path)

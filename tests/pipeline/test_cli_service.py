@@ -1,0 +1,54 @@
+"""`vmm caption`, `vmm index`, `vmm status` through the real CLI app on real clips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from video_mm.cli import app
+from video_mm.cli import service as service_cli
+from video_mm.settings import Settings
+
+
+@pytest.fixture
+def cli(fast_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setattr(service_cli, "get_settings", lambda: fast_settings)
+    return CliRunner()
+
+
+def test_caption_vtt_srt_json(cli: CliRunner, msvd14_videos: list[Path]) -> None:
+    video = next(v for v in msvd14_videos if v.suffix == ".avi")
+    vtt = cli.invoke(app, ["caption", str(video), "--format", "vtt"])
+    assert vtt.exit_code == 0, vtt.output
+    assert vtt.stdout.startswith("WEBVTT\n\n1\n00:00:00.000 --> 00:00:04.000\n<v ")
+    srt = cli.invoke(app, ["caption", str(video), "--format", "srt", "--model", "lrcn"])
+    assert srt.exit_code == 0 and srt.stdout.startswith("1\n00:00:00,000 --> 00:00:04,000\n")
+    data = json.loads(cli.invoke(app, ["caption", str(video), "--format", "json"]).stdout)
+    assert data["filename"] == video.name and len(data["video_id"]) == 64
+    assert {c["model"] for c in data["cues"]} == {"lrcn", "attention"}
+    assert all(c["text"] for c in data["cues"])
+
+
+def test_index_then_status(cli: CliRunner, msvd14_videos: list[Path], tmp_path: Path) -> None:
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video")
+    result = cli.invoke(app, ["index", str(msvd14_videos[0]), str(bad), "--here", "--json"])
+    assert result.exit_code == 1  # one video failed
+    rows = json.loads(result.stdout)
+    assert [r["state"] for r in rows] == ["done", "failed"]
+    assert rows[1]["error"].startswith("not_a_video: notes.mp4:")
+    status = cli.invoke(app, ["status", "--json"])
+    jobs = {j["id"]: j for j in json.loads(status.stdout)}
+    assert jobs[rows[0]["job_id"]]["progress"] == 1.0
+    one = json.loads(cli.invoke(app, ["status", rows[1]["job_id"][:8], "--json"]).stdout)
+    assert one["state"] == "failed" and one["stage"] == "probe" and one["attempts"] == 1
+    again = cli.invoke(app, ["index", str(msvd14_videos[0]), "--here", "--json"])
+    assert json.loads(again.stdout)[0]["job_id"] == rows[0]["job_id"]  # nothing redone
+
+
+def test_worker_refuses_unknown_queue(cli: CliRunner) -> None:
+    result = cli.invoke(app, ["worker", "-Q", "cpu,tpu"])
+    assert result.exit_code != 0 and "tpu" in result.output

@@ -1,0 +1,136 @@
+"""The pipeline in-process on real clips: every stage's rows written once, bad input fails its job
+with the reason, re-running a finished job changes nothing, transient errors are retried."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from video_mm.errors import StorageError
+from video_mm.pipeline import run_job, submit_video
+from video_mm.pipeline import runner as runner_mod
+from video_mm.pipeline.runner import context
+from video_mm.settings import Settings
+
+
+def _counts(settings: Settings, video_id: str) -> dict:
+    from video_mm.index.base import open_index
+
+    cat = context(settings).catalog
+    clips = cat.get_clips(video_id)
+    index = open_index(settings)
+    try:
+        in_index = sum(f"{video_id}:{c.index}" in index for c in clips)
+        size = len(index)
+    finally:
+        index.close()
+    return {
+        "clips": len(clips),
+        "captions": len(cat.get_captions(video_id=video_id)),
+        "embeddings": len(cat.get_embeddings(video_id=video_id)),
+        "in_index": in_index,
+        "index_size": size,
+        "thumbnails": sum(c.thumbnail_key is not None for c in clips),
+    }
+
+
+@pytest.fixture
+def three_clips(msvd14_videos: list[Path]) -> list[Path]:
+    avi = [v for v in msvd14_videos if v.suffix == ".avi"]
+    gif = [v for v in msvd14_videos if v.suffix == ".gif"]
+    return [avi[0], avi[1], gif[0]]
+
+
+def test_jobs_run_to_done_with_every_result_once(
+    fast_settings: Settings, three_clips: list[Path], tiny_models: dict
+) -> None:
+    cat = context(fast_settings).catalog
+    n_captioners = len(tiny_models["captioners"])
+    for path in three_clips:
+        sub = submit_video(path, settings=fast_settings)
+        assert sub.created
+        assert run_job(sub.job_id, fast_settings) == "done"
+        job = cat.get_job(sub.job_id)
+        assert (job.state, job.stage, job.progress, job.error) == ("done", "index", 1.0, None)
+        video = cat.get_video(sub.video_id)
+        assert video.state == "ready" and video.duration > 1.0 and video.width > 0
+        c = _counts(fast_settings, sub.video_id)
+        assert c["clips"] >= 1
+        assert c["thumbnails"] == c["clips"]
+        assert c["captions"] == c["clips"] * n_captioners
+        if tiny_models["retrieval"]:
+            assert c["embeddings"] == c["in_index"] == c["clips"]
+        # Clips tile the video: start at 0, each starts where the last ended, end at the duration.
+        clips = cat.get_clips(sub.video_id)
+        assert clips[0].start == 0.0
+        assert clips[-1].end == pytest.approx(video.duration, abs=0.5)
+        for caption in cat.get_captions(video_id=sub.video_id):
+            assert caption.text.strip() and caption.score <= 0.0
+
+    # Running a finished job's stages again (a redelivered task) duplicates nothing.
+    before = {v.id: _counts(fast_settings, v.id) for v in cat.list_videos()}
+    ctx = context(fast_settings)
+    job = cat.list_jobs(limit=1)[0]
+    runner_mod.prepare(ctx, job.id)
+    key = runner_mod.analyse(ctx, job.id)
+    runner_mod.publish(ctx, job.id, key)
+    after = {v.id: _counts(fast_settings, v.id) for v in cat.list_videos()}
+    assert after == before
+
+
+def test_same_video_twice_is_one_video_and_one_job(
+    fast_settings: Settings, three_clips: list[Path], tmp_path: Path
+) -> None:
+    first = submit_video(three_clips[0], settings=fast_settings)
+    copy = tmp_path / "renamed.avi"
+    copy.write_bytes(three_clips[0].read_bytes())
+    with copy.open("rb") as f:
+        second = submit_video(f, settings=fast_settings, filename="renamed.avi")
+    assert second.video_id == first.video_id and second.job_id == first.job_id
+    assert not second.created
+    other = submit_video(three_clips[0], settings=fast_settings, idempotency_key="again")
+    assert other.created and other.video_id == first.video_id and other.job_id != first.job_id
+    assert len(list(context(fast_settings).blobs.keys())) == 1
+
+
+def test_bad_input_fails_its_job_and_the_next_job_completes(
+    fast_settings: Settings, three_clips: list[Path], tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 50)
+    cat = context(fast_settings).catalog
+    for bad in (empty, text):
+        sub = submit_video(bad, settings=fast_settings)
+        assert run_job(sub.job_id, fast_settings) == "failed"
+        job = cat.get_job(sub.job_id)
+        assert job.state == "failed" and job.stage == "probe"
+        assert job.error.startswith(("not_a_video:", "corrupt_video:")), job.error
+        assert bad.name in job.error
+        assert cat.get_video(sub.video_id).state == "failed"
+    good = submit_video(three_clips[2], settings=fast_settings)
+    assert run_job(good.job_id, fast_settings) == "done"
+
+
+def test_transient_error_is_retried_then_succeeds(
+    fast_settings: Settings, three_clips: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index is briefly unwritable (StorageError is transient): the step runs again."""
+    settings = fast_settings.model_copy(
+        update={"broker": fast_settings.broker.model_copy(update={"retry_backoff_s": 0.01})}
+    )
+    calls = []
+    real = runner_mod.publish
+
+    def flaky(ctx, job_id, key):  # type: ignore[no-untyped-def]
+        calls.append(job_id)
+        if len(calls) == 1:
+            raise StorageError("index volume briefly unavailable")
+        return real(ctx, job_id, key)
+
+    monkeypatch.setattr(runner_mod, "publish", flaky)
+    sub = submit_video(three_clips[1], settings=settings)
+    assert run_job(sub.job_id, settings) == "done"
+    assert len(calls) == 2

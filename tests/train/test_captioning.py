@@ -1,0 +1,116 @@
+"""Captioner training on a tiny synthetic set: it learns, resumes exactly, and evaluates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from video_mm.train.captioning import CaptionBatches, CaptionTrainConfig, train_captioner
+from video_mm.train.loop import TrainConfig
+
+BACKBONE = "mobilenet_v3_small"  # random weights; the cheapest backbone keeps these tests fast
+
+
+def _config(epochs: int, **kw) -> CaptionTrainConfig:
+    config = CaptionTrainConfig.load(
+        epochs=epochs, lr=5e-3, warmup_steps=5, patience=None, progress=False, seed=3,
+        n_frames=4, size=64, batch_size=16, val_split="all", backbone=BACKBONE, **kw,
+    )  # fmt: skip
+    config.model = {"embed_dim": 32, "hidden_dim": 64}
+    return config
+
+
+def test_training_lowers_val_loss_and_raises_cider(tiny_synth: Path, feature_cache: Path,
+                                                   tmp_path: Path) -> None:
+    result = train_captioner(tiny_synth, "attention", tmp_path / "run", _config(8),
+                             cache_dir=feature_cache)
+    first, last = result.history[0], result.history[-1]
+    assert last["val_loss"] < first["val_loss"] * 0.8
+    assert max(h["CIDEr"] for h in result.history[1:]) > first["CIDEr"] + 0.1
+    assert (tmp_path / "run" / "best" / "model.safetensors").exists()
+    assert (tmp_path / "run" / "metrics.csv").read_text().count("\n") == 9
+
+
+def test_resume_matches_uninterrupted(tiny_synth: Path, feature_cache: Path, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    train_captioner(tiny_synth, "lrcn", tmp_path / "a", _config(3), cache_dir=feature_cache)
+
+    real = CaptionBatches.__call__
+
+    def interrupted(self: CaptionBatches, epoch: int):
+        if epoch == 1:
+            raise KeyboardInterrupt("killed during epoch 2")
+        return real(self, epoch)
+
+    monkeypatch.setattr(CaptionBatches, "__call__", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_captioner(tiny_synth, "lrcn", tmp_path / "b", _config(3), cache_dir=feature_cache)
+    monkeypatch.setattr(CaptionBatches, "__call__", real)
+    result = train_captioner(tiny_synth, "lrcn", tmp_path / "b", _config(3),
+                             cache_dir=feature_cache)
+    assert result.epochs_run == 3
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert a["history"] == b["history"]
+    best_a = load_file(tmp_path / "a" / "best" / "model.safetensors")
+    best_b = load_file(tmp_path / "b" / "best" / "model.safetensors")
+    assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
+
+
+def test_scheduled_sampling_and_scst_run(tiny_synth: Path, feature_cache: Path,
+                                         tmp_path: Path) -> None:
+    config = _config(2, scheduled_sampling=0.25, scst_epochs=1, scst_samples=3)
+    result = train_captioner(tiny_synth, "meanpool", tmp_path / "run", config,
+                             cache_dir=feature_cache)
+    assert (tmp_path / "run" / "scst" / "last.pt").exists()
+    assert result.best_metric is not None
+
+
+def test_cli_train_then_eval_json(tiny_synth: Path, tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from video_mm.cli import app
+    from video_mm.settings import get_settings
+
+    monkeypatch.setenv("VMM_DATA_DIR", str(tmp_path / "vmm"))  # the feature cache goes there
+    get_settings.cache_clear()
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(
+        "batch_size = 16\n[train]\nepochs = 2\nlr = 3e-3\nprogress = false\n"
+        f"[features]\nn_frames = 4\nsize = 64\nbackbone = '{BACKBONE}'\n"
+        "[model]\nembed_dim = 32\nhidden_dim = 64\n"
+    )
+    runner = CliRunner()
+    run = tmp_path / "run"
+    res = runner.invoke(app, ["train", "captioner", "--data", str(tiny_synth), "--arch", "lrcn",
+                              "--conditioning", "init", "--out", str(run), "--config", str(config),
+                              "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output.strip().splitlines()[-1])
+    assert summary["epochs_run"] == 2
+    assert json.loads((run / "best" / "config.json").read_text())["model"]["conditioning"] == "init"
+    res = runner.invoke(app, ["eval", "captioner", "--model", str(run / "best"), "--data",
+                              str(tiny_synth), "--split", "train", "--json", "--beam-size", "2"])
+    assert res.exit_code == 0, res.output
+    scores = json.loads(res.output.strip().splitlines()[-1])
+    for key in ("Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"):
+        assert 0.0 <= scores[key] <= 10.0
+    predictions = json.loads((run / "best" / "predictions_train.json").read_text())
+    assert len(predictions["predictions"]) == scores["n_videos"] > 0
+
+
+def test_bad_config_is_a_typed_error(tmp_path: Path) -> None:
+    from video_mm.errors import ConfigError
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nepochz = 3\n")
+    with pytest.raises(ConfigError):
+        CaptionTrainConfig.load(bad)
+    assert TrainConfig.from_dict({"epochs": 2}).epochs == 2

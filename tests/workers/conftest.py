@@ -1,0 +1,158 @@
+"""Real worker processes on real brokers, for the reliability tests.
+
+Each test gets its own data folder and its own queue names (``broker.queue_prefix``), so tests and
+other users of the same Redis or RabbitMQ never see each other's jobs. Workers are `vmm worker`
+processes in their own process group; teardown kills the whole group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from video_mm.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _pipeline_conftest():  # type: ignore[no-untyped-def]
+    """The tiny-model fixtures of tests/pipeline, shared without a package or a root plugin."""
+    spec = importlib.util.spec_from_file_location(
+        "vmm_tests_pipeline_conftest", REPO / "tests" / "pipeline" / "conftest.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_pipeline = _pipeline_conftest()
+tiny_models = _pipeline.tiny_models
+pipeline_settings = _pipeline.pipeline_settings
+BROKERS = {
+    "redis": ("redis://127.0.0.1:6379/0", ("127.0.0.1", 6379)),
+    "rabbitmq": ("amqp://guest:guest@127.0.0.1:5672//", ("127.0.0.1", 5672)),
+}
+JOB_DEADLINE_S = 300.0  # a hang guard, not a speed assertion
+
+
+def broker_up(name: str) -> bool:
+    try:
+        socket.create_connection(BROKERS[name][1], timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process build exactly these settings."""
+    env = {"VMM_DATA_DIR": str(settings.data_dir)}
+    for section, values in settings.model_dump(mode="json").items():
+        if not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            name = f"VMM_{section.upper()}__{key.upper()}"
+            env[name] = value if isinstance(value, str) else json.dumps(value)
+    return env
+
+
+class Workers:
+    """Start and kill `vmm worker` processes for one settings object."""
+
+    def __init__(self, settings: Settings, logs: Path) -> None:
+        self.settings = settings
+        self.logs = logs
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, queues: str = "cpu,gpu,index", concurrency: int = 1) -> subprocess.Popen:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VMM_")}
+        env.update(settings_env(self.settings))
+        log = (self.logs / f"worker{len(self.procs)}.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "video_mm", "worker", "-Q", queues, "-c", str(concurrency),
+             "-l", "info", "-n", f"w{len(self.procs)}-{uuid.uuid4().hex[:6]}@%h"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def kill(self, proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+        """Kill the worker and its pool processes at once (kill -9 of the machine's worker)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        proc.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.wait(timeout=20)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    self.kill(proc)
+            else:
+                # Pool children of a worker whose main process died may linger: end the group.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+
+    def log_tail(self, n: int = 4000) -> str:
+        logs = sorted(self.logs.glob("*.log"))
+        return "\n".join(p.read_text(errors="replace")[-n:] for p in logs)
+
+
+def wait_jobs(settings: Settings, job_ids: list[str], workers: Workers) -> dict[str, str]:
+    """Poll the catalog until every job is done or failed; job id -> state."""
+    from video_mm.pipeline.runner import context
+
+    cat = context(settings).catalog
+    deadline = time.monotonic() + JOB_DEADLINE_S
+    while True:
+        states = {j: cat.get_job(j).state for j in job_ids}
+        if all(s in ("done", "failed") for s in states.values()):
+            return states
+        if time.monotonic() > deadline:
+            pytest.fail(f"jobs unfinished after {JOB_DEADLINE_S}s: {states}\n{workers.log_tail()}")
+        time.sleep(0.25)
+
+
+@pytest.fixture
+def worker_settings(request: pytest.FixtureRequest, tmp_path: Path, tiny_models: dict) -> Settings:
+    """Fast settings on the broker the test names (``redis``, ``rabbitmq``, ``embedded``);
+    videos over 200 s are refused (the too-long case)."""
+    name = request.param if hasattr(request, "param") else "redis"
+    if name != "embedded" and not broker_up(name):
+        pytest.skip(f"{name} is not running at {BROKERS[name][1]}")
+    url = "" if name == "embedded" else BROKERS[name][0]
+    return pipeline_settings(
+        tmp_path / "vmm", tiny_models,
+        io={"max_duration_s": 200.0},
+        broker={"url": url, "queue_prefix": f"vmmtest-{uuid.uuid4().hex[:8]}-",
+                "visibility_timeout_s": 10, "retry_backoff_s": 0.5,
+                "task_soft_time_limit_s": 120, "task_time_limit_s": 150},
+    )
+
+
+@pytest.fixture
+def wait() -> object:
+    """``wait(settings, job_ids, workers) -> {job id: state}``."""
+    return wait_jobs
+
+
+@pytest.fixture
+def workers(worker_settings: Settings, tmp_path: Path) -> Iterator[Workers]:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    w = Workers(worker_settings, logs)
+    yield w
+    w.stop_all()

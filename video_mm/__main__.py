@@ -1,0 +1,3 @@
+from video_mm.cli import main
+
+main()

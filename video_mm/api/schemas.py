@@ -1,0 +1,120 @@
+"""The API's response bodies: what the OpenAPI schema publishes and what clients can rely on."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable machine-readable name, e.g. not_found, not_a_video")
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
+
+
+class SubmissionOut(BaseModel):
+    video_id: str
+    job_id: str
+    created: bool = Field(
+        description="False when the same video (or Idempotency-Key) was sent before"
+    )
+    filename: str
+    job_url: str
+    video_url: str
+
+
+class BatchOut(BaseModel):
+    items: list[SubmissionOut]
+
+
+class JobOut(BaseModel):
+    id: str
+    video_id: str
+    filename: str = ""
+    state: str = Field(description="queued | running | done | failed")
+    stage: str
+    progress: float = Field(ge=0, le=1)
+    attempts: int
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+
+
+class CaptionOut(BaseModel):
+    model: str
+    text: str
+    score: float
+    attention: list[list[float]] | None = Field(
+        None, description="[words, frames] attention weights, for models that attend"
+    )
+
+
+class ClipOut(BaseModel):
+    index: int
+    start: float
+    end: float
+    thumbnail_url: str | None
+    captions: list[CaptionOut]
+
+
+class VideoSummary(BaseModel):
+    id: str
+    filename: str
+    state: str = Field(description="pending | processing | ready | failed | deleting")
+    error: str | None
+    duration: float | None
+    width: int | None
+    height: int | None
+    fps: float | None
+    created_at: datetime
+    url: str
+    file_url: str
+
+
+class VideoList(BaseModel):
+    videos: list[VideoSummary]
+
+
+class VideoOut(VideoSummary):
+    captions_vtt_url: str
+    captions_srt_url: str
+    jobs: list[JobOut]
+    clips: list[ClipOut]
+
+
+class DeletedOut(BaseModel):
+    video_id: str
+    clips: int
+    deleted: bool = True
+
+
+class HitOut(BaseModel):
+    video_id: str
+    filename: str
+    clip_index: int
+    start: float
+    end: float
+    score: float
+    caption: str
+    thumbnail_url: str
+    video_url: str
+    file_url: str
+
+
+class SearchOut(BaseModel):
+    query: str
+    k: int
+    hits: list[HitOut]
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

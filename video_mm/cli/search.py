@@ -1,0 +1,124 @@
+"""`vmm search` and `vmm delete`: query the archive by text; remove a video from it."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from video_mm.settings import get_settings
+
+out = Console(highlight=False, soft_wrap=True)
+
+
+def _date(value: str | None) -> datetime | None:
+    """ISO date or date-time; without a timezone it is taken as UTC."""
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not a date like 2026-01-31 or 2026-01-31T12:00"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(seconds, 60)
+    return f"{int(m)}:{s:04.1f}"
+
+
+def search(
+    query: Annotated[str, typer.Argument(help="What happens in the clip, in words.")],
+    k: Annotated[int, typer.Option("-k", "--top", min=1, help="How many clips to return.")] = 10,
+    video: Annotated[
+        str | None, typer.Option("--video", help="Only clips of this video id.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only videos added at or after this date (ISO, UTC).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Only videos added before this date (ISO, UTC).")
+    ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(help="hybrid (vectors + captions), vector or text; default: settings."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Search indexed videos by text: the best-matching clips with times and captions."""
+    from video_mm.search import hits_to_json
+    from video_mm.search import search as run_search
+
+    hits = run_search(
+        query,
+        k,
+        settings=get_settings(),
+        mode=mode,  # type: ignore[arg-type]
+        video_id=video,
+        since=_date(since),
+        until=_date(until),
+    )
+    if as_json:
+        print(hits_to_json(hits))
+        return
+    if not hits:
+        out.print("no matching clips (only videos whose processing finished are searched)")
+        return
+    table = Table(title=f"{query!r}: top {len(hits)} ({hits[0].extra.get('mode', '')})")
+    for col in ("#", "score", "video", "from", "to", "caption"):
+        table.add_column(col, justify="right" if col in ("#", "score", "from", "to") else "left")
+    for i, h in enumerate(hits, start=1):
+        name = h.extra.get("filename") or h.video_id[:12]
+        table.add_row(str(i), f"{h.score:.4f}", name, _clock(h.start), _clock(h.end), h.caption)
+    out.print(table)
+
+
+def delete(
+    video_id: Annotated[str, typer.Argument(help="The video's id (its sha256).")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Delete a video: its index entries, blobs, clips, captions and jobs."""
+    from video_mm.index.base import open_index
+    from video_mm.storage.blobs import BlobStore
+    from video_mm.storage.catalog import Catalog
+
+    settings = get_settings()
+    with Catalog.from_settings(settings) as catalog:
+        video = catalog.get_video(video_id)  # NotFound before anything is touched
+        if not yes:
+            typer.confirm(f"delete {video.filename or video.id} and all its results?", abort=True)
+        index = open_index(settings)
+        try:
+            report = catalog.delete_video(
+                video_id, blobs=BlobStore.from_settings(settings), index=index
+            )
+        finally:
+            index.close()
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "video_id": report.video_id,
+                    "clips": report.clips,
+                    "index_entries": len(report.index_ids),
+                    "blobs": len(report.blobs),
+                }
+            )
+        )
+    else:
+        out.print(
+            f"deleted {report.video_id}: {report.clips} clips, "
+            f"{len(report.index_ids)} index entries, {len(report.blobs)} blobs"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(search)
+    app.command()(delete)

@@ -1,0 +1,1 @@
+"""Caption datasets (loaders, the synthetic benchmark) and the vocabulary."""

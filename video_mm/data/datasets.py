@@ -1,0 +1,244 @@
+"""Caption datasets: videos on disk plus one annotation file in a standard format.
+
+Every loader returns ``list[VideoRecord]``; splits are normalised to ``train`` / ``val`` / ``test``
+(MSR-VTT's ``validate`` becomes ``val``) and other names (``compositional``) pass through.
+Formats:
+
+- MSR-VTT ``videodatainfo.json``: ``videos`` (``video_id``, ``split``, ``start time``,
+  ``end time``) and ``sentences`` (``video_id``, ``caption``); our synthetic benchmark uses it too.
+- MSVD ``AllVideoDescriptions.txt``: ``<clip id> <caption>`` per line, ``#`` comments; the clip id
+  is ``<youtube id>_<start>_<end>``. No split in the file: the standard 1200/100/670 split is
+  applied in sorted clip-id order unless a split file says otherwise.
+- MSVD TSV (``MSVD_{train,val,test}.tsv``): captions joined by ``", "``, a tab, the clip id; the
+  split is in the file name.
+- VATEX JSON: a list of ``{"videoID": "<ytid>_<start>_<end>", "enCap": [...]}``; the split is in the
+  file name (``vatex_training``, ``vatex_validation``, ``vatex_public_test``).
+- JSON manifest (``captions.json``): ``{"videos": [{"video_id", "file", "captions", "split"?}]}``.
+- JSONL manifest: one ``{"video": path, "captions": [...], "split"?, "start"?, "end"?, "id"?}``
+  per line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from video_mm.errors import ConfigError, NotFound
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif", ".m4v", ".mpg", ".mpeg")
+SPLIT_ALIASES = {"validate": "val", "validation": "val", "valid": "val", "training": "train",
+                 "public_test": "test", "testing": "test"}  # fmt: skip
+MSVD_STANDARD_SPLIT = (1200, 100, 670)
+
+
+@dataclass
+class VideoRecord:
+    """One video (or a time span of one) with its reference captions."""
+
+    video_id: str
+    path: Path | None  # None when the video file is not on disk (annotation-only datasets)
+    captions: list[str]
+    split: str = "train"
+    start: float | None = None
+    end: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def normalise_split(name: str) -> str:
+    name = name.strip().lower()
+    return SPLIT_ALIASES.get(name, name)
+
+
+def find_video(root: Path, video_id: str) -> Path | None:
+    """The file for ``video_id`` under ``root`` or ``root/videos``, any common suffix."""
+    for folder in (root / "videos", root / "video", root):
+        for suffix in VIDEO_SUFFIXES:
+            candidate = folder / f"{video_id}{suffix}"
+            if candidate.is_file():
+                return candidate
+        nested = folder / video_id / f"{video_id}.mp4"  # e.g. msrvtt/video8560/video8560.mp4
+        if nested.is_file():
+            return nested
+    return None
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not readable JSON ({exc})") from exc
+
+
+def load_msrvtt(path: Path, video_root: Path | None = None) -> list[VideoRecord]:
+    data = _read_json(path)
+    if not isinstance(data, dict) or "videos" not in data or "sentences" not in data:
+        raise ConfigError(f"{path}: not MSR-VTT format (needs 'videos' and 'sentences')")
+    root = video_root or path.parent
+    captions: dict[str, list[str]] = {}
+    for s in data["sentences"]:
+        captions.setdefault(str(s["video_id"]), []).append(str(s["caption"]).strip())
+    records = []
+    for v in data["videos"]:
+        vid = str(v["video_id"])
+        extra = {k: v[k] for k in ("synth", "category") if k in v}
+        records.append(VideoRecord(vid, find_video(root, vid), captions.get(vid, []),
+                                   normalise_split(str(v.get("split", "train"))),
+                                   v.get("start time"), v.get("end time"), extra))  # fmt: skip
+    return records
+
+
+def _msvd_span(clip_id: str) -> tuple[float | None, float | None]:
+    match = re.fullmatch(r".+_(\d+)_(\d+)", clip_id)
+    return (float(match[1]), float(match[2])) if match else (None, None)
+
+
+def _standard_msvd_split(ids: list[str]) -> dict[str, str]:
+    train, val, _ = MSVD_STANDARD_SPLIT
+    ordered = sorted(ids)
+    return {vid: "train" if i < train else "val" if i < train + val else "test"
+            for i, vid in enumerate(ordered)}  # fmt: skip
+
+
+def load_msvd_descriptions(path: Path, video_root: Path | None = None) -> list[VideoRecord]:
+    """``AllVideoDescriptions.txt``: every line ``<clip id> <caption>``."""
+    captions: dict[str, list[str]] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        clip_id, _, caption = line.partition(" ")
+        if caption:
+            captions.setdefault(clip_id, []).append(caption.strip())
+    if not captions:
+        raise ConfigError(f"{path}: no '<clip id> <caption>' lines")
+    root = video_root or path.parent
+    splits = _standard_msvd_split(list(captions))
+    return [VideoRecord(vid, find_video(root, vid), caps, splits[vid], *_msvd_span(vid))
+            for vid, caps in captions.items()]  # fmt: skip
+
+
+def load_msvd_tsv(paths: Iterable[Path], video_root: Path | None = None) -> list[VideoRecord]:
+    """``MSVD_<split>.tsv``: ``caption, caption, ...<TAB>clip id`` per line."""
+    records = []
+    for path in paths:
+        split = normalise_split(path.stem.rsplit("_", 1)[-1])
+        root = video_root or path.parent
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            text, sep, clip_id = line.rpartition("\t")
+            if not sep:
+                raise ConfigError(f"{path}:{n}: expected '<captions>\\t<clip id>'")
+            caps = [c.strip() for c in text.split(", ") if c.strip()]
+            clip_id = clip_id.strip()
+            records.append(VideoRecord(clip_id, find_video(root, clip_id), caps, split,
+                                       *_msvd_span(clip_id)))  # fmt: skip
+    return records
+
+
+def load_vatex(path: Path, video_root: Path | None = None) -> list[VideoRecord]:
+    data = _read_json(path)
+    if not isinstance(data, list) or (data and "videoID" not in data[0]):
+        raise ConfigError(f"{path}: not VATEX format (a list of objects with 'videoID')")
+    stem = path.stem.lower()
+    split = "val" if "val" in stem else "test" if "test" in stem else "train"
+    root = video_root or path.parent
+    records = []
+    for item in data:
+        vid = str(item["videoID"])
+        start, end = _msvd_span(vid)
+        records.append(VideoRecord(vid, find_video(root, vid), list(item.get("enCap", [])),
+                                   split, start, end))  # fmt: skip
+    return records
+
+
+def load_json_manifest(path: Path, video_root: Path | None = None) -> list[VideoRecord]:
+    """``{"videos": [{"video_id", "file"?, "captions", "split"?}]}`` (msvd14 captions.json)."""
+    data = _read_json(path)
+    if not isinstance(data, dict) or not all("captions" in v for v in data.get("videos", [])):
+        raise ConfigError(f"{path}: not a caption manifest ('videos' with 'captions')")
+    root = video_root or path.parent
+    records = []
+    for v in data["videos"]:
+        vid = str(v["video_id"])
+        file = root / v["file"] if v.get("file") else find_video(root, vid)
+        split = normalise_split(str(v.get("split", v.get("msvd_split", "train"))))
+        records.append(VideoRecord(vid, file, list(v["captions"]), split,
+                                   v.get("start"), v.get("end")))  # fmt: skip
+    return records
+
+
+def load_jsonl(path: Path, video_root: Path | None = None) -> list[VideoRecord]:
+    root = video_root or path.parent
+    records = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            video = Path(item["video"])
+            caps = [str(c) for c in item.get("captions", [])]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path}:{n}: expected {{'video': ..., 'captions': [...]}}") from exc
+        video = video if video.is_absolute() else root / video
+        records.append(VideoRecord(str(item.get("id", video.stem)), video, caps,
+                                   normalise_split(str(item.get("split", "train"))),
+                                   item.get("start"), item.get("end")))  # fmt: skip
+    return records
+
+
+def load_dataset(folder: Path | str, *, annotation: Path | str | None = None) -> list[VideoRecord]:
+    """Find the annotation file in ``folder`` (or take ``annotation``) and load it."""
+    folder = Path(folder)
+    if annotation is not None:
+        return load_annotation_file(Path(annotation), video_root=folder)
+    if not folder.is_dir():
+        if folder.is_file():
+            return load_annotation_file(folder)
+        raise NotFound(f"dataset folder not found: {folder}")
+    tsv = sorted(folder.glob("MSVD_*.tsv"))
+    if tsv:
+        return load_msvd_tsv(tsv, folder)
+    candidates = ["annotations.json", "videodatainfo.json", "train_val_videodatainfo.json",
+                  "captions.json", "manifest.jsonl", "AllVideoDescriptions.txt"]  # fmt: skip
+    for name in candidates:
+        if (folder / name).is_file():
+            records = load_annotation_file(folder / name)
+            if (
+                name == "train_val_videodatainfo.json"
+                and (folder / "test_videodatainfo.json").is_file()
+            ):
+                records += load_annotation_file(folder / "test_videodatainfo.json")
+            return records
+    found = sorted([*folder.glob("*.jsonl"), *folder.glob("*vatex*.json")])
+    if found:
+        return [r for p in found for r in load_annotation_file(p)]
+    raise NotFound(f"no annotation file in {folder} (looked for {', '.join(candidates)}, "
+                   "MSVD_*.tsv, *.jsonl, *vatex*.json)")  # fmt: skip
+
+
+def load_annotation_file(path: Path, video_root: Path | None = None) -> list[VideoRecord]:
+    """Load one annotation file, telling the format from its name and content."""
+    if not path.is_file():
+        raise NotFound(f"annotation file not found: {path}")
+    name = path.name.lower()
+    if name.endswith(".jsonl"):
+        return load_jsonl(path, video_root)
+    if name.endswith(".tsv"):
+        return load_msvd_tsv([path], video_root)
+    if name.endswith(".txt"):
+        return load_msvd_descriptions(path, video_root)
+    data = _read_json(path)
+    if isinstance(data, list):
+        return load_vatex(path, video_root)
+    if isinstance(data, dict) and "sentences" in data:
+        return load_msrvtt(path, video_root)
+    return load_json_manifest(path, video_root)
+
+
+def by_split(records: Iterable[VideoRecord], split: str) -> list[VideoRecord]:
+    split = normalise_split(split)
+    return [r for r in records if r.split == split]

@@ -1,0 +1,334 @@
+"""The embedded default index: FAISS in memory, one file on local disk.
+
+Search is exact (flat inner product) while the index holds at most ``exact_max`` vectors; beyond
+that it is rebuilt as HNSW or IVF (``settings.ann``). String ids map to int64 labels that are never
+reused, so a replaced vector gets a fresh label.
+
+- Deletes: flat and IVF remove in place; HNSW cannot, so deleted labels become tombstones that a
+  search selector skips, and the graph is rebuilt once ``compact_fraction`` of it is dead.
+- Durability: :meth:`flush` writes the whole index to a temporary file, fsyncs it and renames it
+  over the old one, so a crash leaves either the old or the new index, never half of one.
+- Several processes: writes are applied in memory and logged; :meth:`flush` takes an exclusive
+  file lock, reloads the file if another process flushed since, replays the log and writes. A
+  reader notices another process's flush on its next search and reloads.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import faiss
+import numpy as np
+
+from video_mm.errors import IndexError_, NotFound
+from video_mm.index.base import SearchResult, check_queries, check_vectors
+from video_mm.settings import IndexSettings
+
+Kind = Literal["flat", "hnsw", "ivf"]
+FORMAT_VERSION = 1
+
+
+class FaissIndex:
+    """A :class:`~video_mm.index.base.VectorIndex` backed by one FAISS file."""
+
+    def __init__(self, path: Path, settings: IndexSettings, dim: int | None = None) -> None:
+        self.path = path
+        self.settings = settings
+        self._lock = threading.RLock()
+        self._reset(dim)
+        self._stamp: tuple[int, int, int] | None = None
+        self._pending: list[tuple[str, Any, Any]] = []
+        if path.exists():
+            self._load()
+
+    @classmethod
+    def open(
+        cls, url: str, collection: str, settings: IndexSettings, *, dim: int | None = None
+    ) -> FaissIndex:
+        """Open ``<url>/<collection>.faiss`` (``url`` is a local directory), creating it lazily."""
+        if "://" in url and not url.startswith("file://"):
+            raise IndexError_(f"the faiss backend needs a local directory, got {url!r}")
+        directory = Path(url.removeprefix("file://"))
+        index = cls(directory / f"{collection}.faiss", settings, dim)
+        if dim is not None and index.dim not in (None, dim):
+            raise IndexError_(f"{index.path} holds dimension {index.dim}, asked for {dim}")
+        return index
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def _reset(self, dim: int | None) -> None:
+        self._dim = dim
+        self._kind: Kind = "flat"
+        self._index: Any = None
+        self._label_of: dict[str, int] = {}
+        self._name_of: dict[int, str] = {}
+        self._next_label = 0
+        self._tombstones: set[int] = set()
+        self._trained_on = 0  # live vectors when the IVF quantizer was trained
+
+    @property
+    def dim(self) -> int | None:
+        return self._dim
+
+    @property
+    def kind(self) -> Kind:
+        """Which structure answers searches now: ``flat`` (exact), ``hnsw`` or ``ivf``."""
+        return self._kind
+
+    def __len__(self) -> int:
+        return len(self._label_of)
+
+    def __contains__(self, id_: object) -> bool:
+        return id_ in self._label_of
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def add(self, ids: Sequence[str], vectors: np.ndarray) -> None:
+        ids = list(ids)
+        array = check_vectors(ids, vectors, self._dim)
+        if not ids:
+            return
+        with self._lock:
+            self._apply_add(ids, array)
+            self._pending.append(("add", ids, array))
+
+    def update(self, ids: Sequence[str], vectors: np.ndarray) -> None:
+        missing = [i for i in ids if i not in self._label_of]
+        if missing:
+            raise NotFound(f"cannot update ids not in the index: {missing[:5]}")
+        self.add(ids, vectors)
+
+    def delete(self, ids: Iterable[str]) -> int:
+        with self._lock:
+            present = [i for i in ids if i in self._label_of]
+            self._apply_delete(present)
+            if present:
+                self._pending.append(("delete", present, None))
+            return len(present)
+
+    def delete_prefix(self, prefix: str) -> int:
+        if not prefix:
+            raise IndexError_("an empty prefix would delete everything")
+        with self._lock:
+            return self.delete([i for i in self._label_of if i.startswith(prefix)])
+
+    def _apply_add(self, ids: list[str], vectors: np.ndarray) -> None:
+        if self._dim is None:
+            self._dim = int(vectors.shape[1])
+        self._apply_delete([i for i in ids if i in self._label_of])
+        if self._index is None:
+            self._index = self._build("flat", np.empty((0, self._dim), np.float32), _NO_LABELS)
+        labels = np.arange(self._next_label, self._next_label + len(ids), dtype=np.int64)
+        self._next_label += len(ids)
+        self._index.add_with_ids(vectors, labels)
+        for name, label in zip(ids, labels.tolist(), strict=True):
+            self._label_of[name] = label
+            self._name_of[label] = name
+        self._maybe_rebuild()
+
+    def _apply_delete(self, ids: list[str]) -> None:
+        if not ids:
+            return
+        labels = np.array([self._label_of.pop(i) for i in ids], dtype=np.int64)
+        for label in labels.tolist():
+            del self._name_of[label]
+        if self._kind == "hnsw":
+            self._tombstones.update(labels.tolist())
+        else:
+            self._index.remove_ids(faiss.IDSelectorArray(labels))
+        self._maybe_rebuild()
+
+    # -- structure -----------------------------------------------------------------------------
+
+    def _wanted_kind(self) -> Kind:
+        return "flat" if len(self) <= self.settings.exact_max else self.settings.ann
+
+    def _maybe_rebuild(self) -> None:
+        """Switch structure when the size crosses ``exact_max``, compact HNSW, regrow IVF."""
+        wanted = self._wanted_kind()
+        dead = len(self._tombstones) > self.settings.compact_fraction * max(self._index.ntotal, 1)
+        outgrown = self._kind == "ivf" and len(self) > 4 * self._trained_on
+        if wanted != self._kind or dead or outgrown:
+            labels = np.fromiter(self._name_of, dtype=np.int64, count=len(self._name_of))
+            vectors = self._index.reconstruct_batch(labels) if len(labels) else None
+            if vectors is None:
+                vectors = np.empty((0, self._dim), np.float32)
+            self._index = self._build(wanted, vectors, labels)
+            self._kind = wanted
+            self._tombstones.clear()
+
+    def _build(self, kind: Kind, vectors: np.ndarray, labels: np.ndarray) -> Any:
+        dim = self._dim
+        s = self.settings
+        if kind == "flat":
+            index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        elif kind == "hnsw":
+            graph = faiss.IndexHNSWFlat(dim, s.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            graph.hnsw.efConstruction = s.ef_construction
+            index = faiss.IndexIDMap2(graph)
+        else:
+            nlist = s.ivf_nlist or max(1, int(4 * np.sqrt(len(vectors))))
+            index = faiss.IndexIVFFlat(
+                faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT
+            )
+            rng = np.random.default_rng(0)
+            sample = vectors[rng.permutation(len(vectors))[: s.ivf_train_max]]
+            index.train(sample)
+            index.set_direct_map_type(faiss.DirectMap.Hashtable)
+            self._trained_on = len(vectors)
+        if len(vectors):
+            index.add_with_ids(vectors, labels)
+        return index
+
+    # -- search --------------------------------------------------------------------------------
+
+    def search(self, queries: np.ndarray, k: int) -> SearchResult:
+        self._reload_if_changed()
+        with self._lock:
+            array = check_queries(queries, self._dim, k)
+            if not len(self):
+                return [[] for _ in range(len(array))]
+            k = min(k, len(self))
+            scores, labels = self._index.search(array, k, params=self._search_params())
+            return [
+                [
+                    (self._name_of[label], float(score))
+                    for score, label in zip(row_s.tolist(), row_l.tolist(), strict=True)
+                    if label >= 0
+                ]
+                for row_s, row_l in zip(scores, labels, strict=True)
+            ]
+
+    def _search_params(self) -> Any:
+        if self._kind == "hnsw":
+            params = faiss.SearchParametersHNSW(efSearch=self.settings.ef_search)
+            if self._tombstones:
+                dead = np.fromiter(self._tombstones, dtype=np.int64)
+                # Keep the selector alive as long as the params object.
+                params.sel = self._selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(dead))
+            return params
+        if self._kind == "ivf":
+            return faiss.SearchParametersIVF(nprobe=self.settings.ivf_nprobe)
+        return None
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        with self._lock, self._file_lock():
+            pending = self._pending
+            if self._on_disk_stamp() != self._stamp and self.path.exists():
+                self._load()
+                for op, ids, vectors in pending:
+                    if op == "add":
+                        self._apply_add(ids, vectors)
+                    else:
+                        self._apply_delete([i for i in ids if i in self._label_of])
+            if pending or not self.path.exists():
+                self._write()
+            self._pending = []
+
+    def close(self) -> None:
+        self.flush()
+
+    def _write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        labels = np.fromiter(self._name_of, dtype=np.int64, count=len(self._name_of))
+        names = "\n".join(self._name_of[label] for label in labels.tolist()).encode()
+        meta = {
+            "format": FORMAT_VERSION,
+            "dim": self._dim,
+            "kind": self._kind,
+            "next_label": self._next_label,
+            "trained_on": self._trained_on,
+        }
+        index_bytes = (
+            faiss.serialize_index(self._index) if self._index is not None else np.empty(0, np.uint8)
+        )
+        arrays = {
+            "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
+            "index": index_bytes,
+            "labels": labels,
+            "names": np.frombuffer(names, np.uint8),
+            "tombstones": np.fromiter(self._tombstones, dtype=np.int64),
+        }
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(self.path.parent)
+        self._stamp = self._on_disk_stamp()
+
+    def _load(self) -> None:
+        try:
+            data = self.path.read_bytes()
+            stamp = self._on_disk_stamp()
+            with np.load(io.BytesIO(data)) as arrays:
+                meta = json.loads(arrays["meta"].tobytes())
+                index_bytes = arrays["index"]
+                labels = arrays["labels"]
+                names = arrays["names"].tobytes().decode()
+                tombstones = arrays["tombstones"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise IndexError_(f"cannot read index file {self.path}: {exc}") from exc
+        if meta.get("format") != FORMAT_VERSION:
+            raise IndexError_(f"{self.path}: unknown index format {meta.get('format')}")
+        self._reset(meta["dim"])
+        self._kind = meta["kind"]
+        self._next_label = meta["next_label"]
+        self._trained_on = meta["trained_on"]
+        self._index = faiss.deserialize_index(index_bytes) if len(index_bytes) else None
+        name_list = names.split("\n") if names else []
+        self._name_of = dict(zip(labels.tolist(), name_list, strict=True))
+        self._label_of = {name: label for label, name in self._name_of.items()}
+        self._tombstones = set(tombstones.tolist())
+        self._stamp = stamp
+        self._pending = []
+
+    def _reload_if_changed(self) -> None:
+        """Pick up another process's flush, unless this one has writes of its own pending."""
+        with self._lock:
+            if not self._pending and self._on_disk_stamp() not in (None, self._stamp):
+                self._load()
+
+    def _on_disk_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    @contextmanager
+    def _file_lock(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+_NO_LABELS = np.empty(0, np.int64)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

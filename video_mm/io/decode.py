@@ -1,0 +1,370 @@
+"""One reader interface over Decord, with PyAV for what Decord cannot read correctly.
+
+Decord (decord2) is fast at random access, but measured on real files it returns the wrong frames
+after a seek in AVIs without timestamps, returns mis-shaped arrays at some frame sizes (96 px wide,
+1x1, rotated and resized), and cannot open variable-frame-rate Matroska. So Decord is used only
+when its own index checks out (finite, ordered timestamps; no rotation; a first frame of the
+expected shape); everything else, and every file object, goes through PyAV, which decodes forward
+from the nearest keyframe. Both resize on decode (short side = ``size``) and return RGB uint8
+``[T, H, W, 3]`` in display orientation.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from types import ModuleType
+from typing import BinaryIO, Literal
+
+import av
+import numpy as np
+
+from video_mm.errors import CorruptVideo, UnsupportedCodec, VideoError
+from video_mm.io.guard import Source, check_input, describe
+from video_mm.io.probe import (
+    Deadline,
+    cut_message,
+    open_container,
+    probe,
+    read_timeout,
+    video_stream,
+)
+from video_mm.records import VideoInfo
+from video_mm.settings import IOSettings, get_settings
+
+Backend = Literal["auto", "decord", "pyav"]
+# Decord batches are this many frames, so the decode-time limit is checked between them.
+DECORD_CHUNK = 16
+
+
+class Reader:
+    """Frames of one video by index. Use as a context manager, or call :meth:`close`."""
+
+    backend: str
+    info: VideoInfo
+
+    def __init__(self, info: VideoInfo, size: int | None, limits: IOSettings) -> None:
+        self.info, self.size, self.limits = info, size, limits
+        self.out_width, self.out_height = output_size(info.width, info.height, size, limits)
+
+    def frame_times(self) -> np.ndarray:
+        """Presentation time of every frame, seconds from the first frame, ``float64 [N]``."""
+        raise NotImplementedError
+
+    def keyframe_indices(self) -> np.ndarray:
+        """Indices of the frames that decode without others (seek points), ``int64``."""
+        raise NotImplementedError
+
+    def get_frames(self, indices: np.ndarray | list[int]) -> np.ndarray:
+        """RGB uint8 ``[T, H, W, 3]`` for ``indices`` (any order, repeats allowed)."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(self)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(
+                f"{self.info.path}: frame indices must lie in [0, {n}), "
+                f"got {idx.min()}..{idx.max()}"
+            )
+        if not idx.size:
+            return np.zeros((0, self.out_height, self.out_width, 3), np.uint8)
+        unique, inverse = np.unique(idx, return_inverse=True)
+        return self._decode(unique, Deadline(self.info.path, self.limits.decode_timeout_s))[inverse]
+
+    def iter_frames(self, chunk: int = 32) -> Iterator[tuple[int, np.ndarray]]:
+        """Every frame in order as ``(index, RGB uint8 [H, W, 3])``, decoded ``chunk`` at a time."""
+        for start in range(0, len(self), chunk):
+            batch = self.get_frames(np.arange(start, min(start + chunk, len(self))))
+            yield from enumerate(batch, start)
+
+    def _decode(self, unique: np.ndarray, deadline: Deadline) -> np.ndarray:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.frame_times())
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_video(
+    source: Source,
+    *,
+    size: int | None = None,
+    limits: IOSettings | None = None,
+    backend: Backend = "auto",
+) -> Reader:
+    """A :class:`Reader` for ``source`` (a local path or a seekable binary file object).
+
+    ``backend="auto"`` takes ``io.backend`` from the settings: Decord where it reads the file
+    correctly, else PyAV. ``size`` resizes on decode so the short side is ``size`` pixels.
+    """
+    limits = limits or get_settings().io
+    if backend == "auto":
+        backend = limits.backend
+    if size is not None and size < 1:
+        raise ValueError(f"size must be a positive number of pixels, got {size}")
+    checked = check_input(source, limits)
+    info = probe(checked, limits)
+    if backend in ("auto", "decord"):
+        try:
+            return DecordReader(checked, info, size, limits)
+        except _DecordUnusable as why:
+            if backend == "decord":
+                raise UnsupportedCodec(
+                    info.path, f"Decord cannot read it correctly: {why}"
+                ) from None
+    return PyAVReader(checked, info, size, limits)
+
+
+def output_size(width: int, height: int, size: int | None, limits: IOSettings) -> tuple[int, int]:
+    """Display size after resizing the short side to ``size`` (keeping the aspect ratio).
+
+    The long side never exceeds the frame-size limit, so a 4097x8 strip is not blown up to
+    114716x224; such extreme shapes end with a short side below ``size``.
+    """
+    if size is None:
+        return width, height
+    scale = min(
+        size / min(width, height), max(limits.max_width, limits.max_height) / max(width, height)
+    )
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _coded(width: int, height: int, rotation: int) -> tuple[int, int]:
+    return (height, width) if rotation in (90, 270) else (width, height)
+
+
+def _import_decord() -> ModuleType:
+    """Import Decord without its preload of every pip-installed NVIDIA library.
+
+    decord2 dlopens all of ``site-packages/nvidia/*/lib/*.so*`` with RTLD_GLOBAL on import; among
+    them is libnvblas, which then takes over BLAS for the whole process and makes the first CPU
+    matmul in torch crash when no GPU is present. We decode on the CPU and never use Decord's CUDA
+    context, so hide the ``nvidia`` namespace for the duration of the import (a ``None`` entry in
+    ``sys.modules`` makes ``find_spec`` answer "not installed").
+    """
+    if "decord" in sys.modules:
+        return sys.modules["decord"]
+    hidden = "nvidia" not in sys.modules
+    if hidden:
+        sys.modules["nvidia"] = None  # type: ignore[assignment]
+    try:
+        import decord
+    finally:
+        if hidden:
+            del sys.modules["nvidia"]
+    return decord
+
+
+class _DecordUnusable(Exception):
+    """Decord opened the file but would return wrong frames or times."""
+
+
+class DecordReader(Reader):
+    backend = "decord"
+
+    def __init__(
+        self, checked: Path | BinaryIO, info: VideoInfo, size: int | None, limits: IOSettings
+    ) -> None:
+        super().__init__(info, size, limits)
+        if not isinstance(checked, Path):
+            raise _DecordUnusable("file objects are read with PyAV")
+        if info.rotation:
+            raise _DecordUnusable(
+                f"rotated video ({info.rotation} degrees): Decord mis-shapes rotated frames"
+            )
+        decord = _import_decord()
+        kwargs = {"width": self.out_width, "height": self.out_height} if size is not None else {}
+        try:
+            self._vr = decord.VideoReader(str(checked), ctx=decord.cpu(0), **kwargs)
+            stamps = self._vr.get_frame_timestamp(range(len(self._vr)))[:, 0].astype(np.float64)
+            first = self._vr[0].asnumpy()
+            self._vr.seek(0)
+        except (RuntimeError, decord.DECORDError) as exc:
+            raise _DecordUnusable(str(exc).splitlines()[0][:200]) from None
+        if (
+            not len(stamps)
+            or not np.isfinite(stamps).all()
+            or stamps.min() < -1e-6
+            or (np.diff(stamps) < -1e-6).any()
+        ):
+            raise _DecordUnusable(
+                "its frames carry no usable timestamps, so its seeks land on wrong frames"
+            )
+        if first.shape != (self.out_height, self.out_width, 3):
+            raise _DecordUnusable(
+                f"it returns frames of shape {first.shape}, "
+                f"expected {(self.out_height, self.out_width, 3)}"
+            )
+        self._times = np.round(stamps - stamps[0], 6)  # Decord keeps float32 seconds
+
+    def frame_times(self) -> np.ndarray:
+        return self._times
+
+    def keyframe_indices(self) -> np.ndarray:
+        return np.asarray(self._vr.get_key_indices(), dtype=np.int64)
+
+    def _decode(self, unique: np.ndarray, deadline: Deadline) -> np.ndarray:
+        decord = _import_decord()
+        chunks = []
+        for start in range(0, len(unique), DECORD_CHUNK):
+            deadline.check()
+            try:
+                chunks.append(
+                    self._vr.get_batch(unique[start : start + DECORD_CHUNK].tolist()).asnumpy()
+                )
+            except (RuntimeError, decord.DECORDError) as exc:
+                raise CorruptVideo(
+                    self.info.path, f"Decord failed to decode: {str(exc).splitlines()[0][:200]}"
+                ) from None
+        return np.concatenate(chunks)
+
+    def close(self) -> None:
+        self._vr = None
+
+
+class PyAVReader(Reader):
+    """Seeks to the keyframe at or before each wanted frame and decodes forward to it."""
+
+    backend = "pyav"
+
+    def __init__(
+        self, checked: Path | BinaryIO, info: VideoInfo, size: int | None, limits: IOSettings
+    ) -> None:
+        super().__init__(info, size, limits)
+        self._checked = checked
+        self._name = describe(checked)
+        self._coded_w, self._coded_h = _coded(self.out_width, self.out_height, info.rotation)
+        self._turns = -info.rotation // 90  # np.rot90 turns counter-clockwise
+        self._stack: ExitStack | None = None
+        self._index(Deadline(self._name, limits.decode_timeout_s))
+        self._open()
+
+    def _open(self) -> None:
+        if self._stack is not None:
+            self._stack.close()
+        self._stack = ExitStack()
+        self._container, _ = self._stack.enter_context(open_container(self._checked, self.limits))
+        self._stream = video_stream(self._container, self._checked, [])
+        self._stream.codec_context.thread_type = "AUTO"
+        self._frames = None  # a live decode iterator, or None before the first frame
+        self._pos = -1  # index of the last frame decoded
+
+    def _index(self, deadline: Deadline) -> None:
+        """Timestamps and keyframe flags of every frame, from demuxing (no decoding)."""
+        stamps: list[int] = []
+        keys: list[bool] = []
+        missing = False
+        with open_container(self._checked, self.limits) as (container, logs):
+            stream = video_stream(container, self._checked, logs)
+            try:
+                for packet in container.demux(stream):
+                    deadline.check()
+                    if not packet.size:
+                        continue
+                    stamp = packet.pts if packet.pts is not None else packet.dts
+                    missing |= stamp is None
+                    stamps.append(stamp if stamp is not None else len(stamps))
+                    keys.append(packet.is_keyframe)
+            except av.error.ExitError as exc:
+                raise read_timeout(self._name, self.limits.decode_timeout_s) from exc
+            except av.error.FFmpegError:
+                pass  # a damaged tail: index what is there; decoding past it raises CorruptVideo
+            time_base = float(stream.time_base)
+            promised = stream.frames
+        if not stamps:
+            raise CorruptVideo(self._name, "no video packets: the stream is empty")
+        if promised and len(stamps) < promised:
+            raise CorruptVideo(self._name, cut_message(len(stamps), promised))
+        order = np.argsort(np.asarray(stamps), kind="stable")
+        self._pts = np.asarray(stamps, dtype=np.int64)[order]
+        if missing:  # no timestamps: frames are numbered in decode order, paced by the frame rate
+            self._times = np.arange(len(stamps)) / (self.info.fps or 25.0)
+        else:
+            self._times = (self._pts - self._pts[0]) * time_base
+        self._keys = np.flatnonzero(np.asarray(keys)[order]).astype(np.int64)
+        self._seekable = not missing and len(self._keys) > 0
+        if not len(self._keys) or self._keys[0] != 0:
+            self._keys = np.union1d([0], self._keys)
+
+    def frame_times(self) -> np.ndarray:
+        return self._times
+
+    def keyframe_indices(self) -> np.ndarray:
+        return self._keys
+
+    def _decode(self, unique: np.ndarray, deadline: Deadline) -> np.ndarray:
+        out = np.empty((len(unique), self.out_height, self.out_width, 3), np.uint8)
+        try:
+            for i, target in enumerate(unique.tolist()):
+                out[i] = self._frame(target, deadline)
+        except av.error.ExitError as exc:  # ffmpeg's I/O interrupt callback: the read timed out
+            self._open()
+            raise read_timeout(self._name, self.limits.decode_timeout_s) from exc
+        except av.error.FFmpegError as exc:
+            self._open()
+            raise CorruptVideo(self._name, f"decoding failed: {exc}") from exc
+        except VideoError:
+            self._open()
+            raise
+        return out
+
+    def _frame(self, target: int, deadline: Deadline) -> np.ndarray:
+        key = int(self._keys[np.searchsorted(self._keys, target, side="right") - 1])
+        if target <= self._pos or (self._seekable and key > self._pos + 1) or self._frames is None:
+            self._seek(key if self._seekable else 0)
+        return self._decode_forward(target, deadline)
+
+    def _decode_forward(self, target: int, deadline: Deadline) -> np.ndarray:
+        start = self._pos
+        for frame in self._frames:
+            deadline.check()
+            index = self._index_of(frame)
+            if index > target and self._pos == start >= 0:
+                self._seek(0)  # a seek overshot (an inexact index): decode from the start
+                return self._decode_forward(target, deadline)
+            self._pos = index
+            if index >= target:
+                return self._rgb(frame)
+        raise CorruptVideo(
+            self._name,
+            f"the stream ends before frame {target} of {len(self._pts)}: "
+            "the file is cut or damaged",
+        )
+
+    def _seek(self, key: int) -> None:
+        """Position the decoder just before frame ``key`` (0, or a keyframe)."""
+        if key == 0 or not self._seekable:
+            self._open()
+            key = 0
+        else:
+            try:
+                self._container.seek(
+                    int(self._pts[key]), stream=self._stream, backward=True, any_frame=False
+                )
+            except av.error.FFmpegError:
+                self._open()
+                key = 0
+        self._pos = key - 1
+        self._frames = self._container.decode(self._stream)
+
+    def _index_of(self, frame: av.VideoFrame) -> int:
+        if frame.pts is None or not self._seekable:
+            return self._pos + 1
+        return max(int(np.searchsorted(self._pts, frame.pts, side="right")) - 1, 0)
+
+    def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        rgb = frame.reformat(width=self._coded_w, height=self._coded_h, format="rgb24").to_ndarray()
+        return np.rot90(rgb, self._turns) if self._turns % 4 else rgb
+
+    def close(self) -> None:
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None

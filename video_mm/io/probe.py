@@ -1,0 +1,330 @@
+"""``probe``: what a video is, from container metadata and one decoded frame (no full decode).
+
+It is also the gate every reader goes through: the limits (size, duration, frame size, frame
+count) are checked here, and every ffmpeg failure becomes a typed error that names the file.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from fractions import Fraction
+from pathlib import Path
+from typing import BinaryIO
+
+import av
+import av.logging
+import numpy as np
+
+from video_mm.errors import (
+    CorruptVideo,
+    DecodeTimeout,
+    NotAVideo,
+    UnsupportedCodec,
+    VideoError,
+    VideoTooLarge,
+)
+from video_mm.io.guard import Source, check_input, describe
+from video_mm.records import VideoInfo
+from video_mm.settings import IOSettings, get_settings
+
+# Packets scanned (demuxed, not decoded) to tell constant from variable frame rate.
+VFR_SCAN_PACKETS = 300
+# Frame-to-frame gaps may spread this much around the median before the rate counts as variable.
+VFR_TOLERANCE = 0.1
+
+_BAD_SIZE = re.compile(r"Picture size (\d+)x(\d+) is invalid")
+_LOG_LOCK = threading.Lock()
+
+
+def probe(
+    source: Source, limits: IOSettings | None = None, *, isolate: bool | None = None
+) -> VideoInfo:
+    """Duration, frame rate, frame count, display size, rotation, codec, pixel format, audio.
+
+    With ``isolate`` (default: ``io.isolate_probe``) a path is probed in a child process that is
+    killed after ``io.decode_timeout_s``, so even a decoder that never returns cannot hang us.
+    """
+    limits = limits or get_settings().io
+    checked = check_input(source, limits)
+    if (limits.isolate_probe if isolate is None else isolate) and isinstance(checked, Path):
+        from video_mm.io.isolate import run_isolated
+
+        return run_isolated(
+            probe,
+            checked,
+            limits,
+            isolate=False,
+            timeout=limits.decode_timeout_s,
+            source=str(checked),
+        )
+    deadline = Deadline(checked, limits.decode_timeout_s)
+    with open_container(checked, limits) as (container, logs):
+        stream = video_stream(container, checked, logs)
+        return _info(container, stream, checked, limits, deadline)
+
+
+class Deadline:
+    """The decode-time limit of one operation; checked between frames and packets."""
+
+    def __init__(self, source: Path | BinaryIO, seconds: float) -> None:
+        self.source, self.seconds = describe(source), seconds
+        self.end = time.monotonic() + seconds
+
+    def check(self) -> None:
+        if time.monotonic() > self.end:
+            raise DecodeTimeout(
+                self.source, f"decoding took longer than {self.seconds:g} s (io.decode_timeout_s)"
+            )
+
+
+@contextmanager
+def open_container(
+    checked: Path | BinaryIO, limits: IOSettings
+) -> Iterator[tuple[av.container.InputContainer, list[tuple[int, str, str]]]]:
+    """Open with PyAV: only the ``file`` protocol, ffmpeg's own I/O timeout, typed errors.
+
+    Yields the container and the ffmpeg log lines captured while opening it.
+    """
+    name = describe(checked)
+    target = str(checked) if isinstance(checked, Path) else checked
+    if not isinstance(checked, Path):
+        checked.seek(0)
+    with _LOG_LOCK:
+        previous = av.logging.get_level()
+        av.logging.set_level(av.logging.ERROR)
+        try:
+            with av.logging.Capture() as logs:
+                container = av.open(
+                    target,
+                    options={"protocol_whitelist": "file"},
+                    timeout=(limits.decode_timeout_s, limits.decode_timeout_s),
+                )
+        except av.error.ExitError as exc:
+            raise DecodeTimeout(
+                name,
+                f"opening took longer than {limits.decode_timeout_s:g} s (io.decode_timeout_s)",
+            ) from exc
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise _open_error(checked, exc) from exc
+        finally:
+            av.logging.set_level(previous)
+    try:
+        yield container, list(logs)
+    except av.error.ExitError as exc:
+        raise DecodeTimeout(
+            name, f"reading took longer than {limits.decode_timeout_s:g} s (io.decode_timeout_s)"
+        ) from exc
+    except av.error.FFmpegError as exc:
+        raise CorruptVideo(name, f"ffmpeg could not read it: {exc}") from exc
+    finally:
+        container.close()
+
+
+def video_stream(
+    container: av.container.InputContainer, checked: Path | BinaryIO, logs: list
+) -> av.video.stream.VideoStream:
+    """The first real video stream (cover art in audio files does not count)."""
+    name = describe(checked)
+    streams = [
+        s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic
+    ]
+    if not streams:
+        if container.streams.audio:
+            raise NotAVideo(name, "audio only: the file has no video stream")
+        raise NotAVideo(name, f"no video stream in this {container.format.name} file")
+    stream = streams[0]
+    if stream.codec_context is None or stream.codec_context.codec is None:
+        raise UnsupportedCodec(name, f"no decoder for its video codec ({stream.codec_context})")
+    if not stream.width or not stream.height:
+        for _, _, message in logs:
+            found = _BAD_SIZE.search(message)
+            if found:
+                raise VideoTooLarge(
+                    name,
+                    f"the header declares {found[1]}x{found[2]} frames, beyond what can be decoded",
+                )
+        raise CorruptVideo(name, "the video stream declares no frame size")
+    return stream
+
+
+def rotation_of(frame: av.VideoFrame) -> int:
+    """Degrees clockwise the frame must turn for display (ffmpeg stores counter-clockwise)."""
+    return round(-frame.rotation / 90.0) % 4 * 90
+
+
+def check_frame_size(name: str, width: int, height: int, limits: IOSettings) -> None:
+    fits = (width <= limits.max_width and height <= limits.max_height) or (
+        width <= limits.max_height and height <= limits.max_width
+    )
+    if not fits:
+        raise VideoTooLarge(
+            name,
+            f"frames are {width}x{height}, over the limit of "
+            f"{limits.max_width}x{limits.max_height} (io.max_width, io.max_height)",
+        )
+
+
+def _info(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    checked: Path | BinaryIO,
+    limits: IOSettings,
+    deadline: Deadline,
+) -> VideoInfo:
+    name = describe(checked)
+    check_frame_size(name, stream.width, stream.height, limits)
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    fps = float(rate) if rate else 0.0
+    if stream.duration and stream.time_base:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration:
+        duration = container.duration / av.time_base
+    else:
+        duration = stream.frames / fps if stream.frames and fps else 0.0
+    if duration > limits.max_duration_s:
+        raise VideoTooLarge(
+            name,
+            f"lasts {duration:.1f} s, over the limit of {limits.max_duration_s:g} s "
+            "(io.max_duration_s)",
+        )
+    frame_count = stream.frames or round(duration * fps)
+    if frame_count > limits.max_frames:
+        raise VideoTooLarge(
+            name, f"has {frame_count} frames, over the limit of {limits.max_frames} (io.max_frames)"
+        )
+    first, stamps, complete = _scan(container, stream, name, deadline)
+    if complete and stamps.size:  # the scan saw every packet: the count is exact
+        if stream.frames and stamps.size < stream.frames:
+            raise CorruptVideo(name, cut_message(stamps.size, stream.frames))
+        frame_count = int(stamps.size)
+    gaps = np.diff(stamps) * float(stream.time_base or Fraction(1))
+    gaps = gaps[gaps > 0]
+    rotation = rotation_of(first)
+    width, height = (
+        (stream.height, stream.width) if rotation in (90, 270) else (stream.width, stream.height)
+    )
+    if not fps and gaps.size:
+        fps = 1.0 / float(np.median(gaps))
+    if complete and duration and _variable(gaps):  # the container's rate is only a guess here
+        fps = frame_count / duration
+    if not duration and fps:
+        duration = frame_count / fps
+    size = checked.stat().st_size if isinstance(checked, Path) else _fileobj_size(checked)
+    return VideoInfo(
+        path=name,
+        container=container.format.name,
+        codec=stream.codec_context.name,
+        pix_fmt=stream.codec_context.pix_fmt or first.format.name,
+        width=width,
+        height=height,
+        rotation=rotation,
+        duration=duration,
+        fps=fps,
+        variable_fps=_variable(gaps),
+        frame_count=frame_count,
+        has_audio=bool(container.streams.audio),
+        size_bytes=size,
+    )
+
+
+def _scan(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    name: str,
+    deadline: Deadline,
+) -> tuple[av.VideoFrame, np.ndarray, bool]:
+    """Decode the first frame (it carries the rotation and proves the codec decodes) and demux up
+    to ``VFR_SCAN_PACKETS`` packets for their timestamps (sorted), and whether that was all."""
+    first: av.VideoFrame | None = None
+    stamps: list[int] = []
+    complete = True
+    try:
+        for packet in container.demux(stream):
+            deadline.check()
+            if first is None:
+                frames = stream.decode(packet)
+                first = frames[0] if frames else None
+            if packet.size and packet.pts is not None:
+                stamps.append(packet.pts)
+            if first is not None and len(stamps) >= VFR_SCAN_PACKETS:
+                complete = False
+                break
+        if first is None:
+            frames = stream.decode(None)
+            first = frames[0] if frames else None
+    except av.error.ExitError as exc:
+        raise read_timeout(name, deadline.seconds) from exc
+    except av.error.FFmpegError as exc:
+        complete = False
+        if first is None:
+            raise CorruptVideo(name, f"the first frame does not decode: {exc}") from exc
+    if first is None:
+        raise CorruptVideo(
+            name, "no frame decodes: the stream is empty or cut before its first frame"
+        )
+    return first, np.sort(np.asarray(stamps, dtype=np.float64)), complete
+
+
+def read_timeout(name: str, seconds: float) -> DecodeTimeout:
+    """ffmpeg's I/O interrupt callback stopped a read that ran past the limit."""
+    return DecodeTimeout(name, f"a read took longer than {seconds:g} s (io.decode_timeout_s)")
+
+
+def cut_message(found: int, promised: int) -> str:
+    return f"the header promises {promised} frames but only {found} are there: the file is cut"
+
+
+def _variable(gaps: np.ndarray) -> bool:
+    if gaps.size < 2:
+        return False
+    median = float(np.median(gaps))
+    return bool((gaps.max() - gaps.min()) > VFR_TOLERANCE * median)
+
+
+def _fileobj_size(fobj: BinaryIO) -> int:
+    here = fobj.tell()
+    size = fobj.seek(0, 2)
+    fobj.seek(here)
+    return size
+
+
+# First bytes of the containers ffmpeg reads: a file that starts like one but does not open is
+# corrupt; anything else is simply not a video.
+_SIGNATURES: tuple[tuple[int, bytes], ...] = (
+    (4, b"ftyp"),
+    (4, b"moov"),
+    (4, b"mdat"),
+    (4, b"free"),
+    (4, b"wide"),
+    (4, b"skip"),
+    (0, b"\x1a\x45\xdf\xa3"),
+    (0, b"RIFF"),
+    (0, b"GIF87a"),
+    (0, b"GIF89a"),
+    (0, b"OggS"),
+    (0, b"FLV"),
+    (0, b"\x00\x00\x01\xba"),
+    (0, b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"),
+    (0, b"YUV4MPEG2"),
+)
+
+
+def _open_error(checked: Path | BinaryIO, exc: Exception) -> VideoError:
+    name = describe(checked)
+    if isinstance(checked, Path):
+        with checked.open("rb") as f:
+            head = f.read(16)
+    else:
+        checked.seek(0)
+        head = checked.read(16)
+        checked.seek(0)
+    if any(head[at : at + len(sig)] == sig for at, sig in _SIGNATURES):
+        detail = getattr(exc, "strerror", None) or str(exc)
+        return CorruptVideo(
+            name, f"looks like a video container but ffmpeg cannot open it ({detail})"
+        )
+    return NotAVideo(name, "not a video file ffmpeg recognises")

@@ -1,0 +1,93 @@
+"""Send a job to where it runs: Celery workers when asked (or when a broker is configured), else
+this process.
+
+The Celery side is one chain per video, ``prepare`` (queue ``cpu``) -> ``analyse`` (``gpu``) ->
+``publish`` (``index``); workers of each queue scale on their own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from video_mm.errors import NotFound
+from video_mm.settings import Settings
+
+TASKS = (("vmm.prepare", "cpu"), ("vmm.analyse", "gpu"), ("vmm.publish", "index"))
+QUEUES = tuple(queue for _, queue in TASKS)
+
+
+def queue_name(settings: Settings, queue: str) -> str:
+    """The broker-side name of a queue: ``broker.queue_prefix`` keeps systems sharing a broker
+    apart."""
+    return f"{settings.broker.queue_prefix}{queue}"
+
+
+def uses_workers(settings: Settings) -> bool:
+    """True when a broker is configured: jobs then go to workers unless told otherwise."""
+    return bool(settings.broker.url)
+
+
+def enqueue(job_id: str, settings: Settings, *, queue: bool | None = None) -> str:
+    """Run the job in-process (returns its final state) or send it to the workers (returns
+    ``"queued"``). ``queue=None`` decides by :func:`uses_workers`; ``queue=True`` with no broker
+    configured uses the embedded SQLite broker, which ``vmm worker`` also reads."""
+    if queue is None:
+        queue = uses_workers(settings)
+    if not queue:
+        from video_mm.pipeline.runner import run_job
+
+        return run_job(job_id, settings)
+    from celery import chain
+
+    from workers.app import make_app
+
+    app = make_app(settings)
+    first, *rest = (app.signature(name, queue=queue_name(settings, q)) for name, q in TASKS)
+    # The first task gets the job id; each next one gets what the previous returned.
+    chain(first.clone(args=(job_id,)), *rest).apply_async()
+    return "queued"
+
+
+def expand_paths(paths: list[Path]) -> list[Path]:
+    """Files as given; folders give their files (sorted, hidden ones skipped), recursively."""
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files += sorted(
+                f for f in p.rglob("*")
+                if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
+        elif p.exists():
+            files.append(p)
+        else:
+            raise NotFound(f"no such file or folder: {p}")
+    return files
+
+
+def index_paths(
+    paths: list[Path], settings: Settings, *, queue: bool | None = None, progress: bool = True
+) -> list[dict]:
+    """Submit every video and run its job here or send it to workers; one summary per file
+    (``path``, ``video_id``, ``job_id``, ``state``, ``error``), with a progress bar."""
+    from tqdm.auto import tqdm
+
+    from video_mm.pipeline.runner import context
+    from video_mm.pipeline.submit import submit_video
+
+    files = expand_paths(paths)
+    queue = uses_workers(settings) if queue is None else queue
+    catalog = context(settings).catalog
+    rows = []
+    bar = tqdm(files, desc="queue" if queue else "index", unit="video", disable=not progress)
+    for f in bar:
+        bar.set_postfix_str(f.name[-40:])
+        sub = submit_video(f, settings=settings)
+        state = catalog.get_job(sub.job_id).state
+        # A new job runs; an old one only if it never finished here (queued jobs already sent to
+        # workers are theirs). Done and failed jobs are results: submitting again changes nothing.
+        if sub.created or (not queue and state in ("queued", "running")):
+            state = enqueue(sub.job_id, settings, queue=queue)
+        job = catalog.get_job(sub.job_id)
+        rows.append(dict(path=str(f), video_id=sub.video_id, job_id=sub.job_id,
+                         state=state if queue else job.state, error=job.error))
+    return rows

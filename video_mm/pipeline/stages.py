@@ -1,0 +1,331 @@
+"""The pipeline's stages, one function each, with explicit inputs and outputs.
+
+probe -> segment -> thumbnails -> features -> caption -> embed -> write -> index
+
+Every write is keyed by what produced it (video, clip index, model), so running a stage again
+after a crash or a redelivered task replaces rows instead of adding them: captions and embeddings
+are upserts per (clip, model), blobs are content-addressed, index entries are upserts per clip id.
+A video turns ``ready`` (searchable) only after :func:`index_stage`, once everything is written.
+
+Stages never decide about retries or job states; :mod:`video_mm.pipeline.runner` does.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from video_mm.errors import ConfigError, CorruptVideo
+from video_mm.records import Caption, Clip, ClipFeatures, VideoInfo
+from video_mm.settings import FeatureSettings, SamplingSettings, Settings
+from video_mm.train.captioning import FEATURES_FILE, FeatureRecipe, load_recipe
+
+# Share of a job's progress reached when each stage is done (features take most of the time).
+PROGRESS = {
+    "probe": 0.05,
+    "segment": 0.08,
+    "thumbnails": 0.15,
+    "features": 0.65,
+    "caption": 0.8,
+    "embed": 0.88,
+    "write": 0.95,
+    "index": 1.0,
+}
+STAGES = tuple(PROGRESS)
+Progress = Callable[[str, float], None]  # (stage, job fraction 0..1)
+
+
+def _no_progress(stage: str, fraction: float) -> None:
+    return None
+
+
+def clip_id(video_id: str, index: int) -> str:
+    return f"{video_id}:{index}"
+
+
+# --- models: loaded once per process --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """How one model's input features are computed: the backbone and the frame sampling."""
+
+    features: FeatureSettings
+    sampling: SamplingSettings
+
+    @property
+    def key(self) -> str:
+        f, s = self.features, self.sampling
+        return (f"{f.backbone}/{f.weights}/{'grid' if f.grid else 'pooled'}/"
+                f"{s.sampler}/{s.n_frames}/{s.fps}/{s.size}")
+
+
+@dataclass
+class Models:
+    """The captioners and the retrieval model a pipeline run uses, by name, each with the
+    features it was trained on."""
+
+    captioners: dict[str, Any] = field(default_factory=dict)
+    retrieval: Any | None = None
+    retrieval_name: str = ""
+    specs: dict[str, FeatureSpec] = field(default_factory=dict)  # model name -> its features
+    # model name -> the recipe saved with it; its apply() standardises features as in training
+    recipes: dict[str, FeatureRecipe] = field(default_factory=dict)
+
+    def inputs(self, name: str, features: dict[str, list[ClipFeatures]]) -> list[np.ndarray]:
+        """What model ``name`` reads: its features, standardised as when it was trained."""
+        feats = features[self.specs[name].key]
+        recipe = self.recipes.get(name)
+        return [recipe.apply(f.features) if recipe else f.features for f in feats]
+
+    def feature_specs(self) -> list[FeatureSpec]:
+        """The distinct specs; features are computed once per spec and shared by its models."""
+        return list({s.key: s for s in self.specs.values()}.values())
+
+
+def feature_spec(model: Any, folder: Path, settings: Settings) -> FeatureSpec:
+    """The features a saved model expects: its backbone spec and, when training saved one, its
+    sampling recipe (``features.json``); else the configured features and sampling."""
+    features, sampling = settings.features, settings.sampling
+    spec = getattr(model, "backbone", None)
+    if spec is not None:
+        if getattr(spec, "input", "features") != "features":
+            raise ConfigError(
+                f"{folder}: the model takes raw frames (end to end); the pipeline serves models "
+                "on precomputed features: export it with a frozen backbone"
+            )
+        features = features.model_copy(
+            update={"backbone": spec.name, "weights": spec.weights, "grid": bool(spec.grid)}
+        )
+    recipe_file = folder / FEATURES_FILE
+    if recipe_file.is_file():
+        recipe = json.loads(recipe_file.read_text())
+        if recipe.get("grid_pool", 1) != 1:
+            raise ConfigError(f"{recipe_file}: grid_pool > 1 is not served by the pipeline")
+        sampling = SamplingSettings(
+            sampler="uniform", n_frames=recipe.get("n_frames", sampling.n_frames),
+            size=recipe.get("size", sampling.size),
+        )
+    return FeatureSpec(features, sampling)
+
+
+def model_dirs(settings: Settings) -> tuple[list[Path], Path | None]:
+    """Captioner and retrieval checkpoint directories: from settings, else those ``vmm demo``
+    trained under ``data_dir/models``."""
+    root = settings.data_dir / "models"
+    if settings.models.captioners:
+        captioners = [Path(p).expanduser() for p in settings.models.captioners]
+    else:
+        found = root / "captioners"
+        captioners = sorted(p for p in found.iterdir() if p.is_dir()) if found.is_dir() else []
+    if settings.models.retrieval:
+        retrieval: Path | None = Path(settings.models.retrieval).expanduser()
+    else:
+        retrieval = root / "retrieval" if (root / "retrieval").is_dir() else None
+    for path in [*captioners, *([retrieval] if retrieval else [])]:
+        if not path.is_dir():
+            raise ConfigError(f"model directory not found: {path}")
+    return captioners, retrieval
+
+
+_models_lock = threading.Lock()
+_models_cache: dict[tuple[str, ...], Models] = {}
+
+
+def load_models(settings: Settings) -> Models:
+    """Load the configured models once per process (a worker keeps them between tasks)."""
+    captioners, retrieval = model_dirs(settings)
+    key = (
+        *(str(p.resolve()) for p in captioners),
+        str(retrieval.resolve()) if retrieval else "",
+        settings.features.model_dump_json(),
+        settings.sampling.model_dump_json(),
+    )
+    with _models_lock:
+        if key not in _models_cache:
+            from video_mm.models.factory import from_pretrained
+
+            models = Models()
+            for folder in captioners:
+                models.captioners[folder.name] = model = from_pretrained(folder)
+                models.specs[folder.name] = feature_spec(model, folder, settings)
+                if (folder / FEATURES_FILE).is_file():
+                    models.recipes[folder.name] = load_recipe(folder)
+            if retrieval is not None:
+                from video_mm.retrieval.model import from_pretrained as retrieval_from_pretrained
+
+                models.retrieval = retrieval_from_pretrained(retrieval)
+                models.retrieval_name = retrieval.name
+                models.specs[retrieval.name] = feature_spec(models.retrieval, retrieval, settings)
+                if (retrieval / FEATURES_FILE).is_file():
+                    models.recipes[retrieval.name] = load_recipe(retrieval)
+            _models_cache[key] = models
+        return _models_cache[key]
+
+
+# --- stages ---------------------------------------------------------------------------------------
+
+
+def probe_stage(video: Path, settings: Settings) -> VideoInfo:
+    """Container metadata within the configured limits; bad input raises a typed VideoError."""
+    from video_mm.io.probe import probe
+
+    return probe(video, limits=settings.io)
+
+
+def segment_stage(video: Path, info: VideoInfo, video_id: str, settings: Settings) -> list[Clip]:
+    """Clips (fixed windows or shots) covering the video."""
+    from video_mm.io.segment import segment
+
+    clips = segment(video, info, settings.segment, video_id, limits=settings.io)
+    if not clips:
+        raise CorruptVideo(video, f"no clips: {info.duration:.3f} s of video is too short")
+    return clips
+
+
+def thumbnails_stage(
+    video: Path,
+    clips: Sequence[Clip],
+    put_blob: Callable[[bytes], str],
+    settings: Settings,
+    *,
+    width: int = 320,
+) -> dict[int, str]:
+    """One JPEG a clip, of the frame shown at its middle, stored as a blob: index -> blob key.
+    The video is opened once for all clips (``thumbnail_jpeg`` would reopen it per clip)."""
+    from PIL import Image
+
+    from video_mm.io.decode import open_video
+
+    with open_video(video, size=None, limits=settings.io) as reader:
+        times = reader.frame_times()
+        middles = [(c.start + c.end) / 2 for c in clips]
+        picks = [max(int(np.searchsorted(times, t + 1e-6, side="right")) - 1, 0) for t in middles]
+        unique = sorted(set(picks))
+        frames = dict(zip(unique, reader.get_frames(unique), strict=True))
+    out = {}
+    for clip, pick in zip(clips, picks, strict=True):
+        image = Image.fromarray(frames[pick])
+        height = max(1, round(image.height * width / image.width))
+        buf = io.BytesIO()
+        image.resize((width, height), Image.Resampling.BILINEAR).save(buf, "JPEG", quality=85)
+        out[clip.index] = put_blob(buf.getvalue())
+    return out
+
+
+_extractors: dict[str, Any] = {}
+
+
+def _extractor(spec: FeatureSettings) -> Any:
+    key = spec.model_dump_json()
+    with _models_lock:
+        if key not in _extractors:
+            from video_mm.features.extract import FeatureExtractor
+
+            _extractors[key] = FeatureExtractor(spec)
+        return _extractors[key]
+
+
+def features_stage(
+    video: Path,
+    clips: Sequence[Clip],
+    specs: Sequence[FeatureSpec],
+    settings: Settings,
+    progress: Progress = _no_progress,
+) -> dict[str, list[ClipFeatures]]:
+    """Per-frame CNN features of every clip, for each spec: spec key -> one ClipFeatures a clip.
+
+    Frames are sampled per clip from one open reader per spec; the extractor decodes the next clip
+    in a producer thread while it runs inference on the current one.
+    """
+    from video_mm.io.decode import open_video
+    from video_mm.io.sampling import sample_frames
+
+    out: dict[str, list[ClipFeatures]] = {}
+    total = len(clips) * len(specs)
+    done = 0
+    for spec in specs:
+        s = spec.sampling
+        with open_video(video, size=s.size, limits=settings.io) as reader:
+            batches = (
+                sample_frames(reader, sampler=s.sampler, n=s.n_frames, fps=s.fps,
+                              start=c.start, end=c.end)
+                for c in clips
+            )
+            feats = []
+            for f in _extractor(spec.features).extract(batches):
+                feats.append(f)
+                done += 1
+                progress("features", done / total)
+        out[spec.key] = feats
+    return out
+
+
+def caption_stage(
+    models: Models, features: dict[str, list[ClipFeatures]], *, beam_size: int = 3
+) -> dict[str, list[Caption]]:
+    """Each captioner's caption of every clip: model name -> one Caption per clip (clip order)."""
+    out = {}
+    for name, captioner in models.captioners.items():
+        feats = features[models.specs[name].key]
+        grids = [f.grid for f in feats] if models.specs[name].features.grid else None
+        captions = captioner.caption(
+            models.inputs(name, features), beam_size=beam_size, grids=grids
+        )
+        out[name] = [Caption(c.text, float(c.score), name, c.attention) for c in captions]
+    return out
+
+
+def embed_stage(models: Models, features: dict[str, list[ClipFeatures]]) -> np.ndarray | None:
+    """L2-normalised clip embeddings ``[N, E]`` from the retrieval model (None without one)."""
+    if models.retrieval is None:
+        return None
+    return models.retrieval.embed_videos(models.inputs(models.retrieval_name, features))
+
+
+def vectors_to_bytes(vectors: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(vectors, dtype=np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
+def vectors_from_bytes(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+@dataclass
+class Results:
+    """What the analysis of one video produced, ready to be written."""
+
+    clips: list[Clip]
+    captions: dict[str, list[Caption]]
+    vectors: np.ndarray | None
+    retrieval_model: str = ""
+
+    @cached_property
+    def clip_ids(self) -> list[str]:
+        return [clip_id(c.video_id, c.index) for c in self.clips]
+
+
+def write_stage(catalog: Any, results: Results) -> None:
+    """Captions and embedding rows, upserted per (clip, model)."""
+    for captions in results.captions.values():
+        catalog.upsert_captions(zip(results.clip_ids, captions, strict=True))
+    if results.vectors is not None:
+        catalog.upsert_embeddings(results.retrieval_model, {c: c for c in results.clip_ids})
+
+
+def index_stage(index: Any, video_id: str, ids: Sequence[str], vectors: np.ndarray | None) -> None:
+    """Replace the video's index entries with these (stale clips from an earlier run go)."""
+    index.delete_prefix(f"{video_id}:")
+    if vectors is not None and len(ids):
+        index.add(list(ids), vectors)
+    index.flush()

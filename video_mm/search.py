@@ -1,0 +1,344 @@
+"""Text -> clips: the query's embedding against the vector index, fused with caption text search.
+
+Two rankings of clips, each over searchable (``ready``) videos only and narrowed by the same
+filters (video, date):
+
+1. dense: the retrieval model's text tower embeds the query; the vector index returns the nearest
+   clip embeddings (cosine), mapped to clips through the catalog's ``embeddings`` rows;
+2. text: the query's words against the generated captions (BM25 in SQLite's FTS5, ``ts_rank_cd``
+   in PostgreSQL), through the catalog.
+
+Hybrid search fuses them by reciprocal rank fusion (Cormack et al., 2009): a clip scores
+``sum over rankings of weight / (rrf_k + rank)``, which needs no calibration between cosine and
+BM25 scores; ``text_weight`` is the caption ranking's weight (the vector ranking's is 1). Hits of
+one video whose spans overlap (or lie within ``merge_gap_s``) are merged into one hit covering
+both, keeping the better hit's score, caption and thumbnail.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from video_mm.errors import ConfigError, VideoMMError
+from video_mm.records import Hit
+from video_mm.settings import SearchSettings, Settings
+from video_mm.storage.catalog import Catalog, ClipDetail
+
+Mode = Literal["hybrid", "vector", "text"]
+MODES: tuple[Mode, ...] = ("hybrid", "vector", "text")
+
+
+class BadQuery(VideoMMError):
+    """A query that cannot be run: empty, too long a k, an unknown mode."""
+
+    code = "bad_query"
+
+
+class TextEncoder(Protocol):
+    """The retrieval model's text tower (``RetrievalModel.encode_text``): L2-normalised rows."""
+
+    def encode_text(self, texts: list[str]) -> Any: ...
+
+
+class Index(Protocol):
+    """The part of ``video_mm.index.base.VectorIndex`` search uses."""
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[tuple[str, float]]]: ...
+
+    def __len__(self) -> int: ...
+
+
+# -- the pieces, each testable alone ---------------------------------------------------------------
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[str]],
+    rrf_k: int = 60,
+    weights: Sequence[float] | None = None,
+) -> list[tuple[str, float]]:
+    """Fuse rankings (best first) into one: ``score = sum w / (rrf_k + rank)``, rank from 1."""
+    if rrf_k < 0:
+        raise ValueError(f"rrf_k must be >= 0, got {rrf_k}")
+    weights = [1.0] * len(rankings) if weights is None else list(weights)
+    if len(weights) != len(rankings) or min(weights, default=0.0) < 0:
+        raise ValueError(f"need one non-negative weight per ranking, got {weights}")
+    scores: dict[str, float] = {}
+    first_seen: dict[str, tuple[int, int]] = {}
+    for r, (ranking, weight) in enumerate(zip(rankings, weights, strict=True)):
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + weight / (rrf_k + rank)
+            first_seen.setdefault(item, (rank, r))
+    # Ties (the same ranks in different lists) go to the better single rank, then list order.
+    return sorted(scores.items(), key=lambda kv: (-kv[1], first_seen[kv[0]]))
+
+
+def merge_overlapping(hits: Sequence[Hit], k: int, gap_s: float = 0.0) -> list[Hit]:
+    """The top ``k`` hits after merging, best first, hits of one video that overlap.
+
+    ``hits`` come best first; a hit overlapping (within ``gap_s``) one already taken widens it
+    instead of taking a place; the merged hit lists its clips in ``extra["clips"]``.
+    """
+    merged: list[Hit] = []
+    for hit in hits:
+        into = next((m for m in merged if _overlap(m, hit, gap_s)), None)
+        if into is None:
+            if len(merged) == k:
+                break
+            merged.append(
+                Hit(
+                    video_id=hit.video_id,
+                    clip_index=hit.clip_index,
+                    start=hit.start,
+                    end=hit.end,
+                    score=hit.score,
+                    caption=hit.caption,
+                    thumbnail=hit.thumbnail,
+                    extra={**hit.extra, "clips": [hit.clip_index]},
+                )
+            )
+            continue
+        into.start, into.end = min(into.start, hit.start), max(into.end, hit.end)
+        into.extra["clips"].append(hit.clip_index)
+        # A widened hit can now reach another one of its video: fold that in too.
+        for other in [m for m in merged if m is not into and _overlap(into, m, gap_s)]:
+            into.start, into.end = min(into.start, other.start), max(into.end, other.end)
+            into.extra["clips"].extend(other.extra["clips"])
+            merged.remove(other)
+    for m in merged:
+        m.extra["clips"].sort()
+    return merged
+
+
+def _overlap(a: Hit, b: Hit, gap_s: float) -> bool:
+    # Strict: clips that only touch (fixed windows, stride = window) stay apart unless gap_s > 0.
+    return a.video_id == b.video_id and b.start < a.end + gap_s and b.end > a.start - gap_s
+
+
+def encode_query(encoder: TextEncoder, query: str) -> np.ndarray:
+    """The query as one float32 row ``[1, E]``, computed without autograd."""
+    import torch
+
+    with torch.inference_mode():
+        vec = encoder.encode_text([query])
+    if hasattr(vec, "detach"):
+        vec = vec.detach().float().cpu().numpy()
+    return np.asarray(vec, dtype=np.float32).reshape(1, -1)
+
+
+def vector_ranking(
+    query_vector: np.ndarray,
+    *,
+    catalog: Catalog,
+    index: Index,
+    candidates: int,
+    embedding_model: str | None = None,
+    **filters: Any,
+) -> list[tuple[str, float]]:
+    """Clip ids by cosine similarity, best first, at most ``candidates``.
+
+    The index knows no filters, so its hits are filtered through the catalog; when too few survive
+    (a filter on one video in a large archive), the index is asked for more, up to all of it.
+    """
+    size = len(index)
+    n = min(candidates, size)
+    while n > 0:
+        hits = index.search(query_vector, n)[0]
+        clips = catalog.resolve_index_ids([i for i, _ in hits], model=embedding_model, **filters)
+        ranked: dict[str, float] = {}
+        for index_id, score in hits:
+            cid = clips.get(index_id)
+            if cid is not None and cid not in ranked:
+                ranked[cid] = float(score)
+        if len(ranked) >= candidates or n >= size:
+            return list(ranked.items())[:candidates]
+        n = min(n * 4, size)
+    return []
+
+
+# -- search ----------------------------------------------------------------------------------------
+def search(
+    query: str,
+    k: int = 10,
+    *,
+    settings: Settings | None = None,
+    catalog: Catalog | None = None,
+    index: Index | None = None,
+    encoder: TextEncoder | None = None,
+    mode: Mode | None = None,
+    video_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    embedding_model: str | None = None,
+    caption_model: str | None = None,
+    options: SearchSettings | None = None,
+) -> list[Hit]:
+    """The top ``k`` clips for ``query``, each with video id, span, score, caption, thumbnail key.
+
+    Give the components (``catalog``, ``index``, ``encoder``) to search with them, or ``settings``
+    to open those it names (once per process). ``mode`` defaults to ``options.mode``; ``hybrid``
+    without an encoder or index (no retrieval model trained yet) searches captions only, and says
+    so in each hit's ``extra["mode"]``.
+    """
+    if settings is not None and catalog is None:
+        searcher = Searcher.from_settings(settings)
+        catalog = searcher.catalog
+        index = searcher.index if index is None else index
+        encoder = searcher.encoder if encoder is None else encoder
+        embedding_model = embedding_model or searcher.embedding_model
+    if catalog is None:
+        raise ConfigError("search needs a catalog (or settings to open one)")
+    opts = options or (settings.search if settings is not None else SearchSettings())
+    mode = mode or opts.mode
+    query = query.strip()
+    if not query:
+        raise BadQuery("empty query")
+    if len(query) > opts.max_query_chars:
+        raise BadQuery(f"query longer than {opts.max_query_chars} characters")
+    if mode not in MODES:
+        raise BadQuery(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if not 1 <= k <= opts.max_k:
+        raise BadQuery(f"k must be within 1..{opts.max_k}, got {k}")
+    dense = encoder is not None and index is not None
+    if mode == "vector" and not dense:
+        raise ConfigError("vector search needs a retrieval model and an index")
+    if mode == "hybrid" and not dense:
+        mode = "text"
+    filters: dict[str, Any] = dict(video_id=video_id, since=since, until=until)
+    # Merging folds hits together, so take enough candidates to still fill k places.
+    candidates = max(opts.candidates, 4 * k)
+
+    vector: list[tuple[str, float]] = []
+    text: list[tuple[str, float]] = []
+    if mode in ("vector", "hybrid"):
+        assert encoder is not None and index is not None
+        vector = vector_ranking(
+            encode_query(encoder, query),
+            catalog=catalog,
+            index=index,
+            candidates=candidates,
+            embedding_model=embedding_model,
+            **filters,
+        )
+    if mode in ("text", "hybrid"):
+        text = catalog.text_search(query, limit=candidates, caption_model=caption_model, **filters)
+    if mode == "hybrid":
+        fused = reciprocal_rank_fusion(
+            [[c for c, _ in vector], [c for c, _ in text]], opts.rrf_k, (1.0, opts.text_weight)
+        )
+    else:
+        fused = vector or text
+
+    details = catalog.clip_details([c for c, _ in fused], caption_model=caption_model)
+    signals = {"vector": _ranks(vector), "text": _ranks(text)}
+    hits = [_hit(details[cid], score, mode, signals) for cid, score in fused if cid in details]
+    return merge_overlapping(hits, k, opts.merge_gap_s)
+
+
+def _ranks(ranking: list[tuple[str, float]]) -> dict[str, tuple[int, float]]:
+    return {cid: (rank, score) for rank, (cid, score) in enumerate(ranking, start=1)}
+
+
+def _hit(
+    d: ClipDetail, score: float, mode: str, signals: dict[str, dict[str, tuple[int, float]]]
+) -> Hit:
+    extra: dict[str, Any] = {"mode": mode, "clip_id": d.clip_id, "filename": d.filename}
+    for name, ranks in signals.items():
+        if d.clip_id in ranks:
+            extra[f"{name}_rank"], extra[f"{name}_score"] = ranks[d.clip_id]
+    return Hit(
+        video_id=d.video_id,
+        clip_index=d.index,
+        start=d.start,
+        end=d.end,
+        score=float(score),
+        caption=d.caption,
+        thumbnail=d.thumbnail_key or "",
+        extra=extra,
+    )
+
+
+# -- components from settings ----------------------------------------------------------------------
+def retrieval_dir(settings: Settings) -> Path | None:
+    """The retrieval model the pipeline embeds with: ``models.retrieval``, else the one ``vmm demo``
+    trained under ``data_dir/models/retrieval`` (the same rule as ``pipeline.stages``)."""
+    if settings.models.retrieval:
+        path = Path(settings.models.retrieval).expanduser()
+        if not path.is_dir():
+            raise ConfigError(f"retrieval model directory not found: {path}")
+        return path
+    default = settings.data_dir / "models" / "retrieval"
+    return default if default.is_dir() else None
+
+
+@dataclass
+class Searcher:
+    """Search's components for one settings object, opened once per process and reused."""
+
+    catalog: Catalog
+    index: Index | None = None
+    encoder: TextEncoder | None = None
+    embedding_model: str | None = None
+    options: SearchSettings = field(default_factory=SearchSettings)
+
+    def search(self, query: str, k: int = 10, **kwargs: Any) -> list[Hit]:
+        return search(
+            query,
+            k,
+            catalog=self.catalog,
+            index=self.index,
+            encoder=self.encoder,
+            embedding_model=kwargs.pop("embedding_model", self.embedding_model),
+            options=kwargs.pop("options", self.options),
+            **kwargs,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Searcher:
+        key = settings.model_dump_json()
+        with _lock:
+            cached = _searchers.get(key)
+            # Without a model so far: look again, a server outlives the first `vmm demo`.
+            if cached is None or (cached.encoder is None and retrieval_dir(settings)):
+                cached = _searchers[key] = cls._open(settings)
+            return cached
+
+    @classmethod
+    def _open(cls, settings: Settings) -> Searcher:
+        catalog = Catalog.from_settings(settings)
+        model_dir = retrieval_dir(settings)
+        if model_dir is None:
+            return cls(catalog, options=settings.search)
+        from video_mm.index.base import open_index
+        from video_mm.retrieval.model import from_pretrained
+
+        encoder = from_pretrained(model_dir)
+        encoder.eval()
+        return cls(catalog, open_index(settings), encoder, model_dir.name, settings.search)
+
+
+_lock = threading.Lock()
+_searchers: dict[str, Searcher] = {}
+
+
+def hits_to_json(hits: Sequence[Hit]) -> str:
+    """Hits as a JSON array (what ``vmm search --json`` prints)."""
+    rows = [
+        {
+            "video_id": h.video_id,
+            "clip_index": h.clip_index,
+            "start": h.start,
+            "end": h.end,
+            "score": h.score,
+            "caption": h.caption,
+            "thumbnail": h.thumbnail,
+            **h.extra,
+        }
+        for h in hits
+    ]
+    return json.dumps(rows, indent=2)

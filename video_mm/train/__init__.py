@@ -1,0 +1,1 @@
+"""Training and evaluation: the shared loop, captioner training, metrics, attention pictures."""

@@ -1,0 +1,588 @@
+"""Training and evaluating captioners on a dataset folder.
+
+Recipe: per-frame CNN features are extracted once through the feature layer (and cached by video
+hash), a vocabulary is built from the training captions, and the captioner is trained with teacher
+forcing on every (video, caption) pair by the shared loop (:func:`video_mm.train.loop.fit`): label
+smoothing, dropout (in the model config), scheduled sampling (two-pass: the model's own greedy words
+replace gold input words with a probability that ramps up over the epochs), AdamW with warmup and
+cosine decay, gradient clipping. The best epoch by validation CIDEr-D (greedy decoding) is kept.
+Optionally self-critical sequence training (Rennie et al. 2017) follows: sampled captions are
+rewarded by their CIDEr-D minus the mean reward of the other samples of the same video.
+
+``features.grid_pool`` > 1 pools the backbone's last feature map to ``k x k`` cells and
+concatenates them, so per-frame features keep where things are (global pooling throws that away;
+moving left and moving right then look the same).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from video_mm.data.datasets import VideoRecord, by_split, load_dataset
+from video_mm.data.vocab import Vocabulary
+from video_mm.errors import ConfigError, VideoMMError
+from video_mm.models.base import CaptionModel, caption_loss
+from video_mm.models.decoding import greedy
+from video_mm.models.factory import (
+    BackboneSpec,
+    Captioner,
+    create_model,
+    from_pretrained,
+    load_config,
+    save_pretrained,
+)
+from video_mm.settings import CONFIG_DIR, FeatureSettings, SamplingSettings
+from video_mm.train.loop import TrainConfig, TrainResult, fit
+from video_mm.train.metrics import caption_scores, cider_per_video
+
+TRAIN_CONFIGS = CONFIG_DIR / "train"
+ARCH_CONFIGS = {"meanpool": "meanpool", "lrcn": "lrcn", "attention": "attention"}
+FEATURES_FILE = "features.json"  # how the saved model's input features are computed
+
+
+@dataclass
+class FeatureRecipe:
+    """How per-frame features are computed; saved with the model so eval/explain redo it."""
+
+    backbone: str = "resnet18"
+    weights: str = "none"
+    n_frames: int = 8
+    size: int = 112
+    grid_pool: int = 1  # 1: globally pooled features; k > 1: k x k cells concatenated
+    normalize: bool = True  # standardise each dimension with the training set's statistics
+    mean: list[float] | None = None  # filled in by training when normalize is on
+    std: list[float] | None = None
+
+    def sampling(self) -> SamplingSettings:
+        return SamplingSettings(sampler="uniform", n_frames=self.n_frames, size=self.size)
+
+    def fit_normalization(self, feats: Sequence[np.ndarray]) -> None:
+        """Per-dimension mean and std over every training frame."""
+        if self.normalize:
+            frames = np.concatenate(list(feats)).astype(np.float64)
+            self.mean = frames.mean(0).astype(np.float32).tolist()
+            self.std = (frames.std(0) + 1e-4).astype(np.float32).tolist()
+
+    def apply(self, feats: np.ndarray) -> np.ndarray:
+        """Raw backbone output ``[T, D]`` -> what the captioner reads."""
+        if self.mean is None or self.std is None:
+            return feats.astype(np.float32)
+        return ((feats - np.asarray(self.mean)) / np.asarray(self.std)).astype(np.float32)
+
+
+@dataclass
+class CaptionTrainConfig:
+    """Everything one captioner training run depends on (``configs/train/captioner.toml``)."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    features: FeatureRecipe = field(default_factory=FeatureRecipe)
+    model: dict[str, Any] = field(default_factory=dict)  # overrides of configs/models/<arch>.json
+    batch_size: int = 64
+    max_len: int = 24  # tokens per caption with <bos>/<eos>; longer ones are cut
+    min_count: int = 1  # words seen fewer times in training become <unk>
+    label_smoothing: float = 0.1
+    scheduled_sampling: float = 0.0  # final probability of feeding the model's own word
+    eval_max_videos: int = 500  # validation videos decoded per epoch for CIDEr
+    train_split: str = "train"  # "all" trains on every video in the dataset
+    val_split: str = "val"
+    beam_size: int = 3  # for final evaluation
+    scst_epochs: int = 0  # self-critical epochs after cross-entropy; 0 disables
+    scst_lr: float = 5e-5
+    scst_samples: int = 5
+    scst_batch_size: int = 32
+
+    @classmethod
+    def load(cls, path: Path | str | None = None, **overrides: Any) -> CaptionTrainConfig:
+        """Read a TOML file (default ``configs/train/captioner.toml``) then apply ``overrides``
+        (``epochs``/``lr``/... go to ``train``, ``n_frames``/... to ``features``)."""
+        path = Path(path) if path else TRAIN_CONFIGS / "captioner.toml"
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: not a readable TOML file ({exc})") from exc
+        train = dict(data.pop("train", {}))
+        feats = dict(data.pop("features", {}))
+        train_keys = {f.name for f in fields(TrainConfig)}
+        feat_keys = {f.name for f in fields(FeatureRecipe)}
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key in train_keys:
+                train[key] = value
+            elif key in feat_keys:
+                feats[key] = value
+            else:
+                data[key] = value
+        known = {f.name for f in fields(cls)} - {"train", "features"}
+        if unknown := sorted(set(data) - known):
+            raise ConfigError(f"{path}: unknown captioner settings {unknown}")
+        unknown_f = sorted(set(feats) - feat_keys)
+        if unknown_f:
+            raise ConfigError(f"{path}: unknown [features] settings {unknown_f}")
+        return cls(train=TrainConfig.from_dict(train), features=FeatureRecipe(**feats), **data)
+
+
+# --- features ------------------------------------------------------------------------------------
+
+
+def pool_grid(grid: np.ndarray, k: int) -> np.ndarray:
+    """``[T, C, h, w]`` -> ``[T, C * k * k]``: the feature map averaged over a k x k layout."""
+    pooled = F.adaptive_avg_pool2d(torch.from_numpy(np.ascontiguousarray(grid)).float(), k)
+    return pooled.flatten(1).numpy()
+
+
+def extract_features(
+    records: Sequence[VideoRecord],
+    recipe: FeatureRecipe,
+    *,
+    settings: FeatureSettings | None = None,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """``[T, D]`` features of each record's video (or its start/end window), by video id.
+
+    Goes through :mod:`video_mm.features` (batched, decode overlapped, cached by video sha256).
+    A video that cannot be read is skipped with a warning line rather than ending the run.
+    """
+    from video_mm.features.cache import FeatureCache
+    from video_mm.features.extract import FeatureExtractor, extract_videos
+
+    settings = (settings or FeatureSettings()).model_copy(
+        update={"backbone": recipe.backbone, "weights": recipe.weights}
+    )
+    extractor = FeatureExtractor(settings, grid=recipe.grid_pool > 1)
+    cache = FeatureCache(cache_dir) if cache_dir else None
+    out: dict[str, np.ndarray] = {}
+    todo = [r for r in records if r.path is not None]
+    missing = len(records) - len(todo)
+    bar = tqdm(total=len(todo), desc="features", disable=not progress)
+    runs = extract_videos([r.path for r in todo], recipe.sampling(), extractor, cache=cache)
+    for r, (_, feats) in zip(todo, runs, strict=True):
+        bar.update()
+        if isinstance(feats, VideoMMError):
+            tqdm.write(f"skipped {r.video_id}: {feats}")
+            continue
+        if len(feats.features) == 0:
+            continue
+        out[r.video_id] = (
+            pool_grid(feats.grid, recipe.grid_pool)
+            if recipe.grid_pool > 1
+            else feats.features.astype(np.float32)
+        )
+    bar.close()
+    if missing:
+        tqdm.write(f"{missing} videos have no file on disk and were left out")
+    return out
+
+
+# --- batches -------------------------------------------------------------------------------------
+
+
+def pad_features(clips: Sequence[np.ndarray]) -> tuple[Tensor, Tensor]:
+    """Clips of different lengths as ``(feats [B, T, D], mask [B, T])``."""
+    T = max(len(c) for c in clips)
+    feats = torch.zeros(len(clips), T, clips[0].shape[1])
+    mask = torch.zeros(len(clips), T, dtype=torch.bool)
+    for i, c in enumerate(clips):
+        feats[i, : len(c)] = torch.from_numpy(c)
+        mask[i, : len(c)] = True
+    return feats, mask
+
+
+class CaptionBatches:
+    """Every (video, caption) pair, shuffled per epoch from ``seed + epoch``."""
+
+    def __init__(
+        self,
+        feats: Mapping[str, np.ndarray],
+        records: Sequence[VideoRecord],
+        vocab: Vocabulary,
+        batch_size: int,
+        max_len: int,
+        seed: int,
+    ) -> None:
+        self.feats, self.vocab = feats, vocab
+        self.pairs = [(r.video_id, c) for r in records if r.video_id in feats for c in r.captions]
+        if not self.pairs:
+            raise ConfigError("no training pairs: no video with both features and captions")
+        self.batch_size, self.max_len, self.seed = batch_size, max_len, seed
+
+    def __len__(self) -> int:
+        return -(-len(self.pairs) // self.batch_size)
+
+    def __call__(self, epoch: int) -> list[tuple[Tensor, Tensor, Tensor]]:
+        order = np.random.default_rng(self.seed + epoch).permutation(len(self.pairs))
+        batches = []
+        for i in range(0, len(order), self.batch_size):
+            chunk = [self.pairs[j] for j in order[i : i + self.batch_size]]
+            feats, mask = pad_features([self.feats[v] for v, _ in chunk])
+            tokens = torch.from_numpy(self.vocab.encode_batch([c for _, c in chunk], self.max_len))
+            batches.append((feats, mask, tokens))
+        return batches
+
+
+# --- objectives ----------------------------------------------------------------------------------
+
+
+def scheduled_tokens(
+    model: CaptionModel, feats: Tensor, mask: Tensor, tokens: Tensor, prob: float
+) -> Tensor:
+    """Gold tokens with each input word (after ``<bos>``) swapped, with probability ``prob``, for
+    the word the model itself predicts there from a teacher-forced pass (two-pass scheduled
+    sampling, Mihaylova & Martins 2019)."""
+    with torch.no_grad():
+        predicted = model(feats, mask, tokens).logits.argmax(
+            -1
+        )  # [B, L-1] guesses of tokens[:, 1:]
+    swap = torch.rand(predicted.shape, device=tokens.device) < prob
+    swap &= tokens[:, 1:] != 0  # never put words where the caption has ended
+    mixed = tokens.clone()
+    mixed[:, 1:] = torch.where(swap, predicted, tokens[:, 1:])
+    return mixed
+
+
+def xe_loss(label_smoothing: float, sampling_prob: Any) -> Any:
+    """Teacher-forcing cross-entropy; ``sampling_prob()`` gives the current scheduled-sampling
+    probability."""
+
+    def loss_fn(model: CaptionModel, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        feats, mask, tokens = batch
+        inputs = tokens
+        prob = sampling_prob()
+        if prob > 0:
+            inputs = scheduled_tokens(model, feats, mask, tokens, prob)
+        output = model(feats, mask, inputs)
+        return caption_loss(output, tokens, label_smoothing=label_smoothing)
+
+    return loss_fn
+
+
+def sample_captions(
+    model: CaptionModel, feats: Tensor, mask: Tensor, max_len: int, eos_id: int = 2
+) -> tuple[Tensor, Tensor]:
+    """Captions drawn word by word from the model: ``(tokens [B, t], summed log-prob [B])``."""
+    state = model.init_state(feats, mask)
+    prev = torch.full((feats.shape[0],), 1, dtype=torch.long, device=feats.device)
+    done = torch.zeros_like(prev, dtype=torch.bool)
+    total = torch.zeros(feats.shape[0], device=feats.device)
+    words = []
+    for _ in range(max_len):
+        logprobs, state, _ = model.step(prev, state, feats, mask)
+        probs = logprobs.detach().exp()
+        probs[:, :2] = 0.0  # never <pad> or <bos>
+        word = torch.multinomial(probs, 1).squeeze(1)
+        total = total + logprobs.gather(1, word[:, None]).squeeze(1).masked_fill(done, 0.0)
+        word = word.masked_fill(done, 0)
+        words.append(word)
+        done = done | (word == eos_id)
+        prev = word
+        if bool(done.all()):
+            break
+    return torch.stack(words, 1), total
+
+
+def scst_loss(
+    vocab: Vocabulary, refs: Mapping[str, Sequence[str]], samples: int, max_len: int
+) -> Any:
+    """Self-critical loss: -(CIDEr-D(sample) - mean CIDEr-D of the other samples) * log p."""
+
+    def loss_fn(model: CaptionModel, batch: tuple[Tensor, Tensor, list[str]]) -> Tensor:
+        feats, mask, ids = batch
+        feats_k = feats.repeat_interleave(samples, 0)
+        mask_k = mask.repeat_interleave(samples, 0)
+        tokens, logprob = sample_captions(model, feats_k, mask_k, max_len)
+        texts = [vocab.decode(t) for t in tokens.tolist()]
+        cands = {v: texts[i * samples : (i + 1) * samples] for i, v in enumerate(ids)}
+        rewards = cider_per_video({v: refs[v] for v in ids}, cands)
+        r = torch.tensor([rewards[v] for v in ids], device=feats.device)  # [B, K]
+        baseline = (r.sum(1, keepdim=True) - r) / max(1, samples - 1)
+        advantage = (r - baseline).view(-1)
+        return -(advantage * logprob).mean()
+
+    return loss_fn
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+
+def decode_all(
+    model: CaptionModel,
+    vocab: Vocabulary,
+    feats: Mapping[str, np.ndarray],
+    ids: Sequence[str],
+    max_len: int,
+    batch_size: int = 128,
+) -> dict[str, str]:
+    """Greedy captions of ``ids`` (the fast per-epoch decode)."""
+    device = next(model.parameters()).device
+    out = {}
+    for i in range(0, len(ids), batch_size):
+        chunk = list(ids[i : i + batch_size])
+        f, m = pad_features([feats[v] for v in chunk])
+        hyps = greedy(model, f.to(device), m.to(device), max_len=max_len)
+        out.update({v: vocab.decode(h.tokens) for v, h in zip(chunk, hyps, strict=True)})
+    return out
+
+
+def validation(
+    model: CaptionModel,
+    vocab: Vocabulary,
+    feats: Mapping[str, np.ndarray],
+    records: Sequence[VideoRecord],
+    config: CaptionTrainConfig,
+) -> Any:
+    """Per-epoch validation: teacher-forced loss and greedy CIDEr-D (fast tokenisation)."""
+    recs = [r for r in records if r.video_id in feats and r.captions][: config.eval_max_videos]
+    refs = {r.video_id: r.captions for r in recs}
+    batches = CaptionBatches(feats, recs, vocab, config.batch_size, config.max_len, 0)
+
+    def evaluate(m: CaptionModel) -> dict[str, float]:
+        device = next(m.parameters()).device
+        total, count = 0.0, 0
+        for f, mask, tokens in batches(0):
+            out = m(f.to(device), mask.to(device), tokens.to(device))
+            n = int((tokens[:, 1:] != 0).sum())
+            total += float(caption_loss(out, tokens.to(device))) * n
+            count += n
+        preds = decode_all(m, vocab, feats, list(refs), config.max_len)
+        scores = caption_scores(refs, preds, fast=True)
+        return {
+            "val_loss": total / max(count, 1),
+            "CIDEr": scores["CIDEr"],
+            "Bleu_4": scores["Bleu_4"],
+        }
+
+    return evaluate
+
+
+def subset(records: Sequence[VideoRecord], name: str | None) -> list[VideoRecord]:
+    """Records of a named subset: ``order`` (synthetic clips whose captions describe order)."""
+    if not name:
+        return list(records)
+    if name == "order":
+        return [r for r in records if r.extra.get("synth", {}).get("kind") == "order"]
+    raise ConfigError(f"unknown subset {name!r}; known: order")
+
+
+# --- the whole run -------------------------------------------------------------------------------
+
+
+def _split_records(records: list[VideoRecord], split: str) -> list[VideoRecord]:
+    return list(records) if split == "all" else by_split(records, split)
+
+
+def train_captioner(
+    data: Path | str,
+    arch: str,
+    out: Path | str,
+    config: CaptionTrainConfig | None = None,
+    *,
+    model_config: str | dict[str, Any] | None = None,
+    feature_settings: FeatureSettings | None = None,
+    cache_dir: Path | None = None,
+    resume: bool = True,
+) -> TrainResult:
+    """Train a captioner on the dataset folder ``data``; the best model lands in ``out/best``."""
+    config = config or CaptionTrainConfig.load()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = load_dataset(data)
+    train_recs = _split_records(records, config.train_split)
+    val_recs = _split_records(records, config.val_split) or train_recs
+    if not train_recs:
+        raise ConfigError(f"{data}: no videos in split {config.train_split!r}")
+    feats = extract_features(
+        [*train_recs, *val_recs],
+        config.features,
+        settings=feature_settings,
+        cache_dir=cache_dir,
+        progress=config.train.progress,
+    )
+    config.features.fit_normalization(
+        [feats[r.video_id] for r in train_recs if r.video_id in feats]
+    )
+    feats = {k: config.features.apply(v) for k, v in feats.items()}
+    vocab = Vocabulary.build([c for r in train_recs for c in r.captions], config.min_count)
+    feat_dim = next(iter(feats.values())).shape[1]
+    model_cfg = {**load_config(model_config or ARCH_CONFIGS.get(arch, arch)), **config.model}
+    torch.manual_seed(config.train.seed)
+    model = create_model(model_cfg, len(vocab), feat_dim)
+    spec = BackboneSpec(config.features.backbone, config.features.weights, dim=feat_dim)
+    trained_on = f"{Path(data).name} ({config.train_split})"
+
+    def save_best(m: CaptionModel, best_dir: Path) -> None:
+        save_pretrained(best_dir, m, vocab, spec, trained_on=trained_on)
+        (best_dir / FEATURES_FILE).write_text(json.dumps(asdict(config.features), indent=2))
+
+    batches = CaptionBatches(
+        feats, train_recs, vocab, config.batch_size, config.max_len, config.train.seed
+    )
+    progress = {"step": 0}
+    total_steps = len(batches) * config.train.epochs
+
+    def sampling_prob() -> float:  # ramps linearly from 0 to the configured value
+        progress["step"] += 1
+        return config.scheduled_sampling * min(1.0, progress["step"] / max(1, total_steps))
+
+    evaluate = validation(model, vocab, feats, val_recs, config)
+    (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
+    result = fit(
+        model,
+        train_batches=batches,
+        loss_fn=xe_loss(config.label_smoothing, sampling_prob),
+        evaluate=evaluate,
+        select_metric="CIDEr",
+        out_dir=out,
+        config=config.train,
+        resume=resume,
+        save_best=save_best,
+    )
+    if config.scst_epochs > 0:
+        result = _self_critical(
+            out, result, feats, train_recs, val_recs, vocab, config, evaluate, save_best, resume
+        )
+    return result
+
+
+def _self_critical(
+    out: Path,
+    xe: TrainResult,
+    feats: Mapping[str, np.ndarray],
+    train_recs: list[VideoRecord],
+    val_recs: list[VideoRecord],
+    vocab: Vocabulary,
+    config: CaptionTrainConfig,
+    evaluate: Any,
+    save_best: Any,
+    resume: bool,
+) -> TrainResult:
+    """SCST from the best cross-entropy model; its best replaces ``out/best`` if it is better."""
+    model = from_pretrained(out / "best", device=config.train.device).model
+    refs = {r.video_id: r.captions for r in train_recs}
+    ids = [r.video_id for r in train_recs if r.video_id in feats and r.captions]
+
+    def batches(epoch: int) -> list[tuple[Tensor, Tensor, list[str]]]:
+        order = np.random.default_rng(config.train.seed + 1000 + epoch).permutation(len(ids))
+        out_b = []
+        for i in range(0, len(order), config.scst_batch_size):
+            chunk = [ids[j] for j in order[i : i + config.scst_batch_size]]
+            f, m = pad_features([feats[v] for v in chunk])
+            out_b.append((f, m, chunk))
+        return out_b
+
+    scst_config = replace(
+        config.train,
+        epochs=config.scst_epochs,
+        lr=config.scst_lr,
+        warmup_steps=0,
+        schedule="constant",
+        amp=False,
+    )
+    scst = fit(
+        model,
+        train_batches=batches,
+        loss_fn=scst_loss(vocab, refs, config.scst_samples, config.max_len),
+        evaluate=evaluate,
+        select_metric="CIDEr",
+        out_dir=out / "scst",
+        config=scst_config,
+        resume=resume,
+        save_best=save_best,
+    )
+    if (
+        scst.best_metric is not None
+        and xe.best_metric is not None
+        and (scst.best_metric > xe.best_metric)
+    ):
+        shutil.rmtree(out / "best", ignore_errors=True)
+        shutil.copytree(out / "scst" / "best", out / "best")
+        return scst
+    return xe
+
+
+def load_recipe(model_dir: Path) -> FeatureRecipe:
+    """The features a saved captioner expects (defaults for models saved without the file)."""
+    path = Path(model_dir) / FEATURES_FILE
+    if path.is_file():
+        return FeatureRecipe(**json.loads(path.read_text()))
+    captioner_cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    b = captioner_cfg.get("backbone", {})
+    return FeatureRecipe(backbone=b.get("name", "resnet18"), weights=b.get("weights", "none"))
+
+
+def evaluate_captioner(
+    model_dir: Path | str,
+    data: Path | str,
+    split: str = "test",
+    *,
+    beam_size: int = 3,
+    subset_name: str | None = None,
+    references: Path | str | None = None,
+    predictions_out: Path | None = None,
+    feature_settings: FeatureSettings | None = None,
+    cache_dir: Path | None = None,
+    fast: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Caption every video of ``split`` (``all`` for every one) and score against its references
+    (or those of another annotation file, e.g. msvd14's held-out captions)."""
+    captioner: Captioner = from_pretrained(model_dir, device=device)
+    records = subset(_split_records(load_dataset(data), split), subset_name)
+    if references is not None:
+        held = {
+            r.video_id: r.captions
+            for r in load_dataset(Path(references).parent, annotation=references)
+        }
+        records = [replace(r, captions=held[r.video_id]) for r in records if r.video_id in held]
+    if not records:
+        raise ConfigError(
+            f"{data}: no videos in split {split!r}"
+            + (f" subset {subset_name!r}" if subset_name else "")
+        )
+    recipe = load_recipe(Path(model_dir))
+    feats = extract_features(
+        records, recipe, settings=feature_settings, cache_dir=cache_dir, progress=progress
+    )
+    feats = {k: recipe.apply(v) for k, v in feats.items()}
+    ids = [r.video_id for r in records if r.video_id in feats]
+    captions = captioner.caption([feats[v] for v in ids], beam_size=beam_size)
+    preds = {v: c.text for v, c in zip(ids, captions, strict=True)}
+    refs = {r.video_id: r.captions for r in records}
+    per_video: dict[str, dict[str, float]] = {}
+    scores = caption_scores(refs, preds, fast=fast, per_video=per_video)
+    scores["n_videos"] = float(len(preds))
+    if predictions_out is not None:
+        predictions_out.parent.mkdir(parents=True, exist_ok=True)
+        rows = [
+            {
+                "video_id": v,
+                "caption": preds[v],
+                "references": refs[v][:5],
+                "scores": per_video.get(v, {}),
+            }
+            for v in ids
+        ]
+        predictions_out.write_text(json.dumps({"scores": scores, "predictions": rows}, indent=1))
+    return scores
+
+
+__all__ = [
+    "CaptionTrainConfig",
+    "FeatureRecipe",
+    "evaluate_captioner",
+    "extract_features",
+    "train_captioner",
+]
