@@ -149,3 +149,18 @@ def test_cuda_matches_cpu() -> None:
         g = greedy(model, feats.cuda(), mask.cuda(), grid=grid.cuda(), max_len=10)
         assert [h[0].tokens for h in cpu] == [h[0].tokens for h in gpu]
         assert all(isinstance(h.logprob, float) for h in g)
+
+
+def test_min_len_keeps_a_model_that_prefers_silence_talking() -> None:
+    """A model whose likeliest first word is <eos> would caption nothing; with min_len (1 by
+    default) greedy and beam search say words first, and min_len=0 still allows silence."""
+    model, (feats, mask, _) = _model(ARCHS[0], 0), _inputs(0)
+    with torch.no_grad():
+        model.out.bias[2] += 100.0  # <eos> always wins
+    assert all(h.tokens == [] for h in greedy(model, feats, mask, min_len=0))
+    for hyps in (greedy(model, feats, mask, min_len=2),
+                 [h[0] for h in beam_search(model, feats, mask, beam_size=3, min_len=2)]):
+        assert all(len(h.tokens) == 2 and h.finished for h in hyps)
+    assert all(len(h[0].tokens) == 1 for h in beam_search(model, feats, mask, beam_size=3))
+    with pytest.raises(ModelError):
+        greedy(model, feats, mask, max_len=3, min_len=4)

@@ -11,7 +11,7 @@ import typer
 from video_mm.cli._groups import eval_app, train_app
 from video_mm.settings import get_settings
 
-ARCHS = ("meanpool", "lrcn", "attention")
+ARCHS = ("meanpool", "lrcn", "attention", "attention-spatial")
 
 
 def _cache_dir() -> Path | None:
@@ -48,7 +48,7 @@ def synth(
 
 def train_captioner_cmd(
     data: Annotated[Path, typer.Option(help="Dataset folder: videos + an annotation file.")],
-    arch: Annotated[str, typer.Option(help="meanpool | lrcn | attention")],
+    arch: Annotated[str, typer.Option(help="meanpool | lrcn | attention | attention-spatial")],
     out: Annotated[Path, typer.Option(help="Run folder: last.pt, metrics.csv, best/.")],
     config: Annotated[Path | None, typer.Option(help="Training TOML (default: "
                                                 "configs/train/captioner.toml).")] = None,

@@ -137,9 +137,12 @@ def sample_clip(rng: np.random.Generator, kind: str, frames: int) -> tuple[list[
         a1, a2 = (str(a) for a in rng.choice(actions, size=2, replace=True))
         o1 = _sample_obj(rng, a1, [])
         o2 = _sample_obj(rng, a2, [o1])
-        # keep them apart: left half / right half, the vertical motion has the room
-        o1 = Obj(o1.colour, o1.shape, o1.size, _half_x(rng, a1, 0), o1.y)
-        o2 = Obj(o2.colour, o2.shape, o2.size, _half_x(rng, a2, 1), o2.y)
+        # Keep them apart, one per half, the vertical motion has the room. The side of the first
+        # actor is random: were it always the left one, where an object sits would say when it
+        # acts and averaging frames would describe order after all.
+        side = int(rng.integers(0, 2))
+        o1 = Obj(o1.colour, o1.shape, o1.size, _half_x(rng, a1, side), o1.y)
+        o2 = Obj(o2.colour, o2.shape, o2.size, _half_x(rng, a2, 1 - side), o2.y)
         half = frames // 2
         return [o1, o2], [Event(a1, (0,), 0, half), Event(a2, (1,), half, frames)]
     if kind == "count":

@@ -8,6 +8,8 @@ score at every step; a finished one stays in its beam slot, extended by ``<pad>`
 With one beam it picks the arg-max word each step, exactly as greedy does. Plain beam search can
 lose the greedy caption (its prefix may fall out of the beam and the survivors end worse), so the
 greedy caption joins the final candidates: a wider beam never returns a worse caption than greedy.
+Both say at least ``min_len`` words before ``<eos>``: a weak model's likeliest "caption" is
+often the empty one, which is no caption at all.
 """
 
 from __future__ import annotations
@@ -49,11 +51,13 @@ def _select(state: State, index: Tensor) -> State:
 
 
 def _forbid(logprobs: Tensor, history: Tensor, no_repeat_ngram: int, pad_id: int,
-            bos_id: int) -> Tensor:
-    """Rule out ``<pad>``, ``<bos>`` and (with n > 0) any word that would repeat an n-gram
-    already in that row's ``history [N, t]``."""
+            bos_id: int, eos_id: int, min_len: int) -> Tensor:
+    """Rule out ``<pad>``, ``<bos>``, ``<eos>`` before ``min_len`` words and (with n > 0) any
+    word that would repeat an n-gram already in that row's ``history [N, t]``."""
     logprobs = logprobs.clone()
     logprobs[:, [pad_id, bos_id]] = float("-inf")
+    if history.shape[1] < min_len:
+        logprobs[:, eos_id] = float("-inf")
     n = no_repeat_ngram
     if n > 0 and history.shape[1] >= n - 1:
         for row, seq in enumerate(history.tolist()):
@@ -65,9 +69,11 @@ def _forbid(logprobs: Tensor, history: Tensor, no_repeat_ngram: int, pad_id: int
     return logprobs
 
 
-def _check(model: CaptionModel, max_len: int, beam_size: int = 1) -> None:
+def _check(model: CaptionModel, max_len: int, min_len: int, beam_size: int = 1) -> None:
     if max_len < 1:
         raise ModelError(f"max_len must be at least 1, got {max_len}")
+    if not 0 <= min_len <= max_len:
+        raise ModelError(f"min_len must be in 0..max_len={max_len}, got {min_len}")
     if not 1 <= beam_size <= model.vocab_size - 2:
         raise ModelError(f"beam_size must be in 1..{model.vocab_size - 2}, got {beam_size}")
 
@@ -85,11 +91,11 @@ def _hypothesis(tokens: list[int], attn: Tensor | None, logprob: float, eos_id: 
 @torch.no_grad()
 def greedy(
     model: CaptionModel, feats: Tensor, mask: Tensor, *, grid: Tensor | None = None,
-    max_len: int = 20, no_repeat_ngram: int = 0, length_penalty_alpha: float = 0.0,
-    pad_id: int = 0, bos_id: int = 1, eos_id: int = 2,
+    max_len: int = 20, min_len: int = 1, no_repeat_ngram: int = 0,
+    length_penalty_alpha: float = 0.0, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2,
 ) -> list[Hypothesis]:
     """The most likely word at every step, for each clip of the batch."""
-    _check(model, max_len)
+    _check(model, max_len, min_len)
     B = feats.shape[0]
     state = model.init_state(feats, mask, grid)
     prev = torch.full((B,), bos_id, dtype=torch.long, device=feats.device)
@@ -99,7 +105,7 @@ def greedy(
     for _ in range(max_len):
         logprobs, state, attn = model.step(prev, state, feats, mask)
         history = torch.stack(tokens, 1) if tokens else prev.new_empty(B, 0)
-        logprobs = _forbid(logprobs, history, no_repeat_ngram, pad_id, bos_id)
+        logprobs = _forbid(logprobs, history, no_repeat_ngram, pad_id, bos_id, eos_id, min_len)
         best, word = logprobs.max(-1)
         word = word.masked_fill(done, pad_id)
         total += best.masked_fill(done, 0.0)
@@ -119,12 +125,12 @@ def greedy(
 @torch.no_grad()
 def beam_search(
     model: CaptionModel, feats: Tensor, mask: Tensor, *, grid: Tensor | None = None,
-    beam_size: int = 3, max_len: int = 20, length_penalty_alpha: float = 0.0, n_best: int = 1,
-    no_repeat_ngram: int = 0, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2,
+    beam_size: int = 3, max_len: int = 20, min_len: int = 1, length_penalty_alpha: float = 0.0,
+    n_best: int = 1, no_repeat_ngram: int = 0, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2,
 ) -> list[list[Hypothesis]]:
     """The ``n_best`` highest-scoring captions of each clip, best first, found with
     ``beam_size`` hypotheses per clip kept at every step."""
-    _check(model, max_len, beam_size)
+    _check(model, max_len, min_len, beam_size)
     if not 1 <= n_best <= beam_size:
         raise ModelError(f"n_best must be in 1..beam_size={beam_size}, got {n_best}")
     B, K, dev = feats.shape[0], beam_size, feats.device
@@ -144,7 +150,7 @@ def beam_search(
     attn_history: Tensor | None = None
     for t in range(max_len):
         logprobs, state, attn = model.step(prev, state, feats_k, mask_k)
-        logprobs = _forbid(logprobs, history, no_repeat_ngram, pad_id, bos_id)
+        logprobs = _forbid(logprobs, history, no_repeat_ngram, pad_id, bos_id, eos_id, min_len)
         V = logprobs.shape[-1]
         logprobs = logprobs.view(B, K, V)
         # A finished hypothesis continues only with <pad>, at no cost and no extra length.
@@ -171,7 +177,7 @@ def beam_search(
         if bool(finished.all()):
             break
     seqs, totals = history.tolist(), total.tolist()
-    fallback = greedy(model, feats, mask, grid=grid, max_len=max_len,
+    fallback = greedy(model, feats, mask, grid=grid, max_len=max_len, min_len=min_len,
                       no_repeat_ngram=no_repeat_ngram, length_penalty_alpha=length_penalty_alpha,
                       pad_id=pad_id, bos_id=bos_id, eos_id=eos_id) if K > 1 else [None] * B
     out = []

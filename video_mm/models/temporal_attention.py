@@ -3,15 +3,21 @@
 
 1. The frame features v_1..v_T initialise the decoder: with the mean v = 1/T sum_t v_t,
    h0 = tanh(W_h v + b_h) and c0 = tanh(W_c v + b_c), one layer per state.
-2. At step t the previous hidden state h_{t-1} queries the frames with soft attention,
-   a_t = softmax(score(h_{t-1}, v_i)), and the context is phi_t = sum_i a_ti v_i. The score is a
-   config switch: ``additive`` (Bahdanau: w^T tanh(W h + U v_i + b)) or ``dot`` (scaled
+2. Local temporal structure: per-frame features cannot see motion, so each frame is described
+   by [v_i; m_i] with m_i = tanh(conv1d(v)_i), a temporal convolution over the ``local``
+   neighbouring frames (Yao et al. use a 3-D CNN here; a learnt difference of neighbours is the
+   light version of it). ``local = 0`` attends over v_i alone.
+3. At step t the previous hidden state h_{t-1} queries the frames with soft attention,
+   a_t = softmax(score(h_{t-1}, [v_i; m_i])), and the context phi_t is their weighted sum. The
+   score is a config switch: ``additive`` (Bahdanau: w^T tanh(W h + U v_i + b)) or ``dot`` (scaled
    dot-product with Q, K, V projections; ``kv`` = ``separate`` or ``shared`` K/V projection).
    Padded frames get zero weight.
-3. With ``spatial`` (Show, Attend and Tell) each frame is first summarised by attention over the
+4. With ``spatial`` (Show, Attend and Tell) each frame is first summarised by attention over the
    cells of its CNN grid, queried by the same h_{t-1}; the temporal attention then runs over
-   these per-frame summaries.
-4. The LSTM reads [E y_{t-1}; phi_t]; the next word is predicted from [h_t; phi_t].
+   these per-frame summaries, each joined with its m_i. The grid comes beside the features, or,
+   with ``cells = k``, the features themselves are a k x k grid flattened channel-major
+   (``[C * k * k]``, what ``features.grid_pool = k`` makes), so a trainer needs nothing else.
+5. The LSTM reads [E y_{t-1}; phi_t]; the next word is predicted from [h_t; phi_t].
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from video_mm.errors import ModelError
 from video_mm.models.attention import create_attention
 from video_mm.models.base import CaptionerOutput, CaptionModel, State, check_inputs, masked_mean
 
@@ -32,8 +39,11 @@ class TemporalAttentionConfig:
     attention: str = "additive"  # additive | dot
     attn_dim: int = 256
     kv: str = "separate"  # dot only: separate | shared K/V projections
+    local: int = 3  # frames the temporal convolution of 2. spans (odd); 0: no motion features
+    local_dim: int = 256  # channels of m_i
     spatial: bool = False  # attend over the CNN grid cells of each frame too
     grid_dim: int | None = None  # channels of the grid; None: the pooled feature dim
+    cells: int = 0  # k > 0: the features are a flattened k x k grid, attended over when spatial
     dropout: float = 0.3
 
 
@@ -47,17 +57,26 @@ class TemporalAttentionCaptioner(CaptionModel):
         # 1. Initial state from the mean frame.
         self.init_h = nn.Linear(feat_dim, H)
         self.init_c = nn.Linear(feat_dim, H)
-        # 3. Spatial attention over grid cells (optional), then 2. temporal attention over frames.
-        self.uses_grid = c.spatial
+        # 2. Local temporal structure.
+        if c.local and c.local % 2 == 0:
+            raise ModelError(f"local must be odd (a window centred on each frame), got {c.local}")
+        self.local = (nn.Conv1d(feat_dim, c.local_dim, c.local, padding=c.local // 2)
+                      if c.local else None)
+        # 4. Spatial attention over grid cells (optional), then 3. temporal attention over frames.
+        self.uses_grid = c.spatial and not c.cells
         frame_dim = feat_dim
         self.spatial_attn = None
         if c.spatial:
-            self.spatial_attn = create_attention(c.attention, H, c.grid_dim or feat_dim,
-                                                 c.attn_dim, c.kv)
+            if c.cells and feat_dim % (c.cells * c.cells):
+                raise ModelError(f"feature dim {feat_dim} is not {c.cells} x {c.cells} cells")
+            grid_dim = feat_dim // (c.cells * c.cells) if c.cells else c.grid_dim or feat_dim
+            self.spatial_attn = create_attention(c.attention, H, grid_dim, c.attn_dim, c.kv)
             frame_dim = self.spatial_attn.out_dim
+        if self.local is not None:
+            frame_dim += c.local_dim
         self.temporal_attn = create_attention(c.attention, H, frame_dim, c.attn_dim, c.kv)
         ctx = self.temporal_attn.out_dim
-        # 4. The decoder LSTM and the word prediction.
+        # 5. The decoder LSTM and the word prediction.
         self.embed = nn.Embedding(vocab_size, c.embed_dim, padding_idx=0)
         self.lstm = nn.LSTMCell(c.embed_dim + ctx, H)
         self.drop = nn.Dropout(c.dropout)
@@ -67,27 +86,37 @@ class TemporalAttentionCaptioner(CaptionModel):
         check_inputs(self, feats, mask, grid=grid)
         mean = masked_mean(feats, mask)
         state = {"h": torch.tanh(self.init_h(mean)), "c": torch.tanh(self.init_c(mean))}
+        if self.local is not None:
+            # zero the padded frames first so they do not leak into their neighbours' m_i
+            real = feats * mask.unsqueeze(-1).to(feats.dtype)
+            state["motion"] = torch.tanh(self.local(real.transpose(1, 2))).transpose(1, 2)
         if self.spatial_attn is not None:
+            if grid is None:  # the features are the grid (``cells``)
+                grid = feats.unflatten(-1, (-1, self.config.cells, self.config.cells))
             cells = grid.flatten(3).transpose(2, 3)  # [B, T, h*w, C]
             memory = self.spatial_attn.prepare(cells)
         else:
-            memory = self.temporal_attn.prepare(self.drop(feats))
+            memory = self.temporal_attn.prepare(self.drop(self._with_motion(feats, state)))
         return state | {"keys": memory["keys"], "values": memory["values"]}
 
+    def _with_motion(self, frames: Tensor, state: State) -> Tensor:
+        """[v_i; m_i] (2.), or v_i alone when ``local`` is off."""
+        return frames if self.local is None else torch.cat([frames, state["motion"]], dim=-1)
+
     def attend(self, state: State, mask: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        """phi_t with the frame weights a_t (and the cell weights when spatial)."""
+        """phi_t (3.) with the frame weights a_t (and the cell weights when spatial)."""
         memory = {"keys": state["keys"], "values": state["values"]}
         cell_weights = None
         if self.spatial_attn is not None:
             frames, cell_weights = self.spatial_attn(state["h"], memory)  # [B, T, C']
-            memory = self.temporal_attn.prepare(frames)
+            memory = self.temporal_attn.prepare(self._with_motion(frames, state))
         context, frame_weights = self.temporal_attn(state["h"], memory, mask)
         return context, frame_weights, cell_weights
 
     def decode(
         self, prev: Tensor, state: State, mask: Tensor
     ) -> tuple[Tensor, State, Tensor, Tensor | None]:
-        """One step of 2-4: next-word logits, the new state, frame and cell weights."""
+        """One step of 3-5: next-word logits, the new state, frame and cell weights."""
         context, alpha, beta = self.attend(state, mask)
         x = torch.cat([self.drop(self.embed(prev)), context], dim=-1)
         h, c = self.lstm(x, (state["h"], state["c"]))

@@ -48,7 +48,12 @@ from video_mm.train.loop import TrainConfig, TrainResult, fit
 from video_mm.train.metrics import caption_scores, cider_per_video
 
 TRAIN_CONFIGS = CONFIG_DIR / "train"
-ARCH_CONFIGS = {"meanpool": "meanpool", "lrcn": "lrcn", "attention": "attention"}
+ARCH_CONFIGS = {
+    "meanpool": "meanpool",
+    "lrcn": "lrcn",
+    "attention": "attention",
+    "attention-spatial": "attention_spatial",
+}
 FEATURES_FILE = "features.json"  # how the saved model's input features are computed
 
 
@@ -417,6 +422,12 @@ def train_captioner(
     vocab = Vocabulary.build([c for r in train_recs for c in r.captions], config.min_count)
     feat_dim = next(iter(feats.values())).shape[1]
     model_cfg = {**load_config(model_config or ARCH_CONFIGS.get(arch, arch)), **config.model}
+    if model_cfg.get("spatial"):  # attend over the k x k cells the features are made of
+        if config.features.grid_pool < 2:
+            raise ConfigError(
+                "spatial attention needs cells to attend over: features.grid_pool >= 2"
+            )
+        model_cfg["cells"] = config.features.grid_pool
     torch.manual_seed(config.train.seed)
     model = create_model(model_cfg, len(vocab), feat_dim)
     spec = BackboneSpec(config.features.backbone, config.features.weights, dim=feat_dim)
