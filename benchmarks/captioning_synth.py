@@ -21,12 +21,17 @@ from video_mm.settings import get_settings
 from video_mm.train.captioning import CaptionTrainConfig, evaluate_captioner, train_captioner
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train" / "synth.toml"
-MODELS = {  # name -> (arch, LRCN conditioning)
-    "meanpool": ("meanpool", None),
-    "lrcn-input": ("lrcn", "input"),
-    "lrcn-init": ("lrcn", "init"),
-    "lrcn-both": ("lrcn", "both"),
-    "attention": ("attention", None),
+MODELS: dict[str, tuple[str, dict, dict]] = {  # name -> (arch, trainer overrides, model overrides)
+    "meanpool": ("meanpool", {}, {}),
+    "lrcn-input": ("lrcn", {}, {"conditioning": "input"}),
+    "lrcn-init": ("lrcn", {}, {"conditioning": "init"}),
+    "lrcn-both": ("lrcn", {}, {"conditioning": "both"}),
+    "attention": ("attention", {}, {}),
+    "attention-no-motion": ("attention", {}, {"local": 0}),  # ablation: frames alone
+    "attention-dot": ("attention", {}, {"attention": "dot"}),  # 256-d values, not 2,304-d
+    "attention-spatial": ("attention-spatial", {}, {}),
+    "attention-ss": ("attention", {"scheduled_sampling": 0.25}, {}),
+    "attention-scst": ("attention", {"scst_epochs": 3}, {}),
 }
 EVALS = (("test", None), ("compositional", None), ("test", "order"), ("compositional", "order"))
 
@@ -37,7 +42,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("/tmp/bench_runs"))
     parser.add_argument("--n-videos", type=int, default=800)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--models", nargs="*", default=list(MODELS))
+    parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--epochs", type=int, default=None, help="Override the config's epochs.")
     parser.add_argument("--suffix", default="", help="Run folder suffix, e.g. -20ep.")
     args = parser.parse_args()
@@ -47,10 +52,9 @@ def main() -> None:
     cache = Path(settings.features.cache_url or settings.data_dir / "features")
     rows = {}
     for name in args.models:
-        arch, conditioning = MODELS[name]
-        config = CaptionTrainConfig.load(CONFIG, epochs=args.epochs)
-        if conditioning:
-            config.model["conditioning"] = conditioning
+        arch, overrides, model_overrides = MODELS[name]
+        config = CaptionTrainConfig.load(CONFIG, epochs=args.epochs, **overrides)
+        config.model |= model_overrides
         start = time.process_time()
         result = train_captioner(
             args.data,
