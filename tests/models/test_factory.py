@@ -116,7 +116,7 @@ def test_trained_captioner_round_trip_captions_real_clips(real_batch, overfit,
     b = real_batch
     cfg = {"arch": "temporal_attention", "attn_dim": 32, "name": "sa-lstm"} | SMALL
     model = create_model(cfg, len(b.vocab), 512)
-    overfit(model, b, steps=150)
+    overfit(model, b, steps=250)
     Captioner(model, b.vocab, RESNET18).save_pretrained(tmp_path / "sa")
     captioner = from_pretrained(tmp_path / "sa")
     lengths = b.mask.sum(1).tolist()

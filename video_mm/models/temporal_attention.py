@@ -8,10 +8,13 @@
    neighbouring frames (Yao et al. use a 3-D CNN here; a learnt difference of neighbours is the
    light version of it). ``local = 0`` attends over v_i alone.
 3. At step t the previous hidden state h_{t-1} queries the frames with soft attention,
-   a_t = softmax(score(h_{t-1}, [v_i; m_i])), and the context phi_t is their weighted sum. The
-   score is a config switch: ``additive`` (Bahdanau: w^T tanh(W h + U v_i + b)) or ``dot`` (scaled
-   dot-product with Q, K, V projections; ``kv`` = ``separate`` or ``shared`` K/V projection).
-   Padded frames get zero weight.
+   a_t = softmax(score(h_{t-1}, k_i)), and the context phi_t is the weighted sum of the frames
+   [v_i; m_i]. The keys k_i are the frames' projections plus, with ``time_keys``, an embedding
+   P(tau_i) of the frame's relative time tau_i = i / (T - 1): when both objects of "A and then B"
+   are on screen throughout, frames differ too little by content for a word to find "the first
+   half" by content alone. The score is a config switch: ``additive`` (Bahdanau:
+   w^T tanh(W h + k_i), k_i = U v_i + b) or ``dot`` (scaled dot-product with Q, K, V projections;
+   ``kv`` = ``separate`` or ``shared`` K/V projection). Padded frames get zero weight.
 4. With ``spatial`` (Show, Attend and Tell) each frame is first summarised by attention over the
    cells of its CNN grid, queried by the same h_{t-1}; the temporal attention then runs over
    these per-frame summaries, each joined with its m_i. The grid comes beside the features, or,
@@ -31,6 +34,17 @@ from video_mm.errors import ModelError
 from video_mm.models.attention import create_attention
 from video_mm.models.base import CaptionerOutput, CaptionModel, State, check_inputs, masked_mean
 
+TIME_FREQUENCIES = 4  # sin/cos pairs describing a frame's relative time
+
+
+def time_features(mask: Tensor) -> Tensor:
+    """``[B, T, 2F]`` sin/cos features of each frame's relative time tau = i / (T_real - 1)."""
+    length = mask.sum(1, keepdim=True).clamp_min(2) - 1  # [B, 1]
+    tau = torch.arange(mask.shape[1], device=mask.device)[None] / length  # [B, T]
+    angles = tau.unsqueeze(-1) * torch.pi * torch.arange(1, TIME_FREQUENCIES + 1,
+                                                         device=mask.device)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
 
 @dataclass
 class TemporalAttentionConfig:
@@ -41,6 +55,7 @@ class TemporalAttentionConfig:
     kv: str = "separate"  # dot only: separate | shared K/V projections
     local: int = 3  # frames the temporal convolution of 2. spans (odd); 0: no motion features
     local_dim: int = 256  # channels of m_i
+    time_keys: bool = True  # keys carry each frame's relative time (3.)
     spatial: bool = False  # attend over the CNN grid cells of each frame too
     grid_dim: int | None = None  # channels of the grid; None: the pooled feature dim
     cells: int = 0  # k > 0: the features are a flattened k x k grid, attended over when spatial
@@ -75,6 +90,7 @@ class TemporalAttentionCaptioner(CaptionModel):
         if self.local is not None:
             frame_dim += c.local_dim
         self.temporal_attn = create_attention(c.attention, H, frame_dim, c.attn_dim, c.kv)
+        self.time = nn.Linear(2 * TIME_FREQUENCIES, c.attn_dim) if c.time_keys else None
         ctx = self.temporal_attn.out_dim
         # 5. The decoder LSTM and the word prediction.
         self.embed = nn.Embedding(vocab_size, c.embed_dim, padding_idx=0)
@@ -90,18 +106,25 @@ class TemporalAttentionCaptioner(CaptionModel):
             # zero the padded frames first so they do not leak into their neighbours' m_i
             real = feats * mask.unsqueeze(-1).to(feats.dtype)
             state["motion"] = torch.tanh(self.local(real.transpose(1, 2))).transpose(1, 2)
+        if self.time is not None:
+            state["time"] = self.time(time_features(mask))
         if self.spatial_attn is not None:
             if grid is None:  # the features are the grid (``cells``)
                 grid = feats.unflatten(-1, (-1, self.config.cells, self.config.cells))
             cells = grid.flatten(3).transpose(2, 3)  # [B, T, h*w, C]
             memory = self.spatial_attn.prepare(cells)
         else:
-            memory = self.temporal_attn.prepare(self.drop(self._with_motion(feats, state)))
+            memory = self._frame_memory(self.drop(feats), state)
         return state | {"keys": memory["keys"], "values": memory["values"]}
 
-    def _with_motion(self, frames: Tensor, state: State) -> Tensor:
-        """[v_i; m_i] (2.), or v_i alone when ``local`` is off."""
-        return frames if self.local is None else torch.cat([frames, state["motion"]], dim=-1)
+    def _frame_memory(self, frames: Tensor, state: State) -> dict[str, Tensor]:
+        """Keys and values of the temporal attention over frames [v_i; m_i] (2., 3.)."""
+        if self.local is not None:
+            frames = torch.cat([frames, state["motion"]], dim=-1)
+        memory = self.temporal_attn.prepare(frames)
+        if self.time is not None:
+            memory["keys"] = memory["keys"] + state["time"]
+        return memory
 
     def attend(self, state: State, mask: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """phi_t (3.) with the frame weights a_t (and the cell weights when spatial)."""
@@ -109,7 +132,7 @@ class TemporalAttentionCaptioner(CaptionModel):
         cell_weights = None
         if self.spatial_attn is not None:
             frames, cell_weights = self.spatial_attn(state["h"], memory)  # [B, T, C']
-            memory = self.temporal_attn.prepare(self._with_motion(frames, state))
+            memory = self._frame_memory(frames, state)
         context, frame_weights = self.temporal_attn(state["h"], memory, mask)
         return context, frame_weights, cell_weights
 
