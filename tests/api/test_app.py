@@ -238,6 +238,8 @@ def test_idempotency_key(client: httpx.Client, auth: dict, avi_clip: Path, gif_c
                         headers=headers)
     assert other.status_code == 409
     assert other.json()["error"]["code"] == "idempotency_conflict"
+    gif_id = hashlib.sha256(gif_clip.read_bytes()).hexdigest()  # refused, so nothing stored
+    assert client.get(f"/v1/videos/{gif_id}", headers=auth).status_code == 404
     bad = client.post("/v1/videos", content=b"x", headers={**auth, "Idempotency-Key": "a b"})
     assert bad.status_code == 400
 

@@ -3,9 +3,10 @@ running jobs, searching, deleting) is the library's."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi import Path as PathParam
@@ -16,6 +17,9 @@ from video_mm.api.media import ranged_response
 from video_mm.api.upload import BadRequest, Spooled, receive_files
 from video_mm.errors import NotFound, VideoMMError, VideoTooLarge
 from video_mm.export import Cue, to_srt, to_vtt
+
+if TYPE_CHECKING:
+    from video_mm.storage.catalog import Catalog
 
 VIDEO_ID = r"^[0-9a-f]{64}$"
 JOB_ID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
@@ -136,13 +140,15 @@ async def _submit(request: Request, spooled: Spooled, key: str | None) -> schema
 
     settings = request.app.state.settings
     try:
+        if key is not None:  # refuse a reused key before storing anything
+            await run_in_threadpool(_check_key, _ctx(request).catalog, key, spooled.path)
         sub = await run_in_threadpool(
             submit_video, spooled.path, settings=settings, filename=spooled.filename,
             idempotency_key=key,
         )
     finally:
         spooled.path.unlink(missing_ok=True)
-    if key is not None:
+    if key is not None:  # a rival request took the key between the check and the submit
         job = await run_in_threadpool(_ctx(request).catalog.get_job, sub.job_id)
         if job.video_id != sub.video_id:
             raise Conflict("this Idempotency-Key was already used for a different video")
@@ -152,6 +158,19 @@ async def _submit(request: Request, spooled: Spooled, key: str | None) -> schema
         video_id=sub.video_id, job_id=sub.job_id, created=sub.created, filename=spooled.filename,
         job_url=f"/v1/jobs/{sub.job_id}", video_url=video_url(sub.video_id),
     )
+
+
+def _check_key(catalog: Catalog, key: str, path: Path) -> None:
+    """Conflict when ``key`` already names a job for other bytes (video ids are sha256s)."""
+    job = catalog.find_job(key)
+    if job is None:
+        return
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    if digest.hexdigest() != job.video_id:
+        raise Conflict("this Idempotency-Key was already used for a different video")
 
 
 def _idempotency_key(value: str | None) -> str | None:
