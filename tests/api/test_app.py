@@ -234,12 +234,12 @@ def test_idempotency_key(client: httpx.Client, auth: dict, avi_clip: Path, gif_c
                          headers=headers)
     assert second.json()["job_id"] == first.json()["job_id"]
     assert second.json()["created"] is False
-    other = client.post("/v1/videos", files={"file": (gif_clip.name, gif_clip.read_bytes())},
-                        headers=headers)
+    unseen = gif_clip.read_bytes() + b"\0 only this test sends these bytes"
+    other = client.post("/v1/videos", files={"file": (gif_clip.name, unseen)}, headers=headers)
     assert other.status_code == 409
     assert other.json()["error"]["code"] == "idempotency_conflict"
-    gif_id = hashlib.sha256(gif_clip.read_bytes()).hexdigest()  # refused, so nothing stored
-    assert client.get(f"/v1/videos/{gif_id}", headers=auth).status_code == 404
+    unseen_id = hashlib.sha256(unseen).hexdigest()  # refused, so nothing was stored
+    assert client.get(f"/v1/videos/{unseen_id}", headers=auth).status_code == 404
     bad = client.post("/v1/videos", content=b"x", headers={**auth, "Idempotency-Key": "a b"})
     assert bad.status_code == 400
 
