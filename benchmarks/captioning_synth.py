@@ -27,7 +27,7 @@ MODELS: dict[str, tuple[str, dict, dict]] = {  # name -> (arch, trainer override
     "lrcn-init": ("lrcn", {}, {"conditioning": "init"}),
     "lrcn-both": ("lrcn", {}, {"conditioning": "both"}),
     "attention": ("attention", {}, {}),
-    "attention-no-motion": ("attention", {}, {"local": 0}),  # ablation: frames alone
+    "attention-no-motion": ("attention", {}, {"motion_dim": 0}),  # ablation: frames alone
     "attention-dot": ("attention", {}, {"attention": "dot"}),  # 256-d values, not 2,304-d
     "attention-spatial": ("attention-spatial", {}, {}),
     "attention-ss": ("attention", {"scheduled_sampling": 0.25}, {}),

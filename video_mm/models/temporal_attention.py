@@ -3,10 +3,12 @@
 
 1. The frame features v_1..v_T initialise the decoder: with the mean v = 1/T sum_t v_t,
    h0 = tanh(W_h v + b_h) and c0 = tanh(W_c v + b_c), one layer per state.
-2. Local temporal structure: per-frame features cannot see motion, so each frame is described
-   by [v_i; m_i] with m_i = tanh(conv1d(v)_i), a temporal convolution over the ``local``
-   neighbouring frames (Yao et al. use a 3-D CNN here; a learnt difference of neighbours is the
-   light version of it). ``local = 0`` attends over v_i alone.
+2. Motion: a frame's features describe a state, not a change, so each frame is described by
+   [v_i; m_i] with m_i = tanh(W_m |v_i - v_{i-1}| + b_m) (m_1 from |v_2 - v_1|), the embedded
+   magnitude of change between neighbouring frames: the light stand-in for Yao et al.'s 3-D CNN
+   (or a flow stream). The magnitude matters: which object acts is where features *change*, in
+   either direction, and no odd function of a signed difference sums to that over a span.
+   ``motion_dim = 0`` attends over v_i alone.
 3. At step t the previous hidden state h_{t-1} queries the frames with soft attention,
    a_t = softmax(score(h_{t-1}, k_i)), and the context phi_t is the weighted sum of the frames
    [v_i; m_i]. The keys k_i are the frames' projections plus, with ``time_keys``, an embedding
@@ -46,6 +48,16 @@ def time_features(mask: Tensor) -> Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
+def change(feats: Tensor, mask: Tensor) -> Tensor:
+    """``|v_i - v_{i-1}|`` for each frame, the first frame taking the second's (``[B, T, D]``);
+    zero where a neighbour is padding, so a one-frame clip has no motion."""
+    if feats.shape[1] < 2:
+        return torch.zeros_like(feats)
+    both_real = (mask[:, 1:] & mask[:, :-1]).unsqueeze(-1).to(feats.dtype)
+    diff = (feats[:, 1:] - feats[:, :-1]).abs() * both_real
+    return torch.cat([diff[:, :1], diff], dim=1)
+
+
 @dataclass
 class TemporalAttentionConfig:
     embed_dim: int = 256
@@ -53,8 +65,7 @@ class TemporalAttentionConfig:
     attention: str = "additive"  # additive | dot
     attn_dim: int = 256
     kv: str = "separate"  # dot only: separate | shared K/V projections
-    local: int = 3  # frames the temporal convolution of 2. spans (odd); 0: no motion features
-    local_dim: int = 256  # channels of m_i
+    motion_dim: int = 256  # channels of m_i (2.); 0: no motion features
     time_keys: bool = True  # keys carry each frame's relative time (3.)
     spatial: bool = False  # attend over the CNN grid cells of each frame too
     grid_dim: int | None = None  # channels of the grid; None: the pooled feature dim
@@ -72,11 +83,8 @@ class TemporalAttentionCaptioner(CaptionModel):
         # 1. Initial state from the mean frame.
         self.init_h = nn.Linear(feat_dim, H)
         self.init_c = nn.Linear(feat_dim, H)
-        # 2. Local temporal structure.
-        if c.local and c.local % 2 == 0:
-            raise ModelError(f"local must be odd (a window centred on each frame), got {c.local}")
-        self.local = (nn.Conv1d(feat_dim, c.local_dim, c.local, padding=c.local // 2)
-                      if c.local else None)
+        # 2. Motion.
+        self.motion = nn.Linear(feat_dim, c.motion_dim) if c.motion_dim else None
         # 4. Spatial attention over grid cells (optional), then 3. temporal attention over frames.
         self.uses_grid = c.spatial and not c.cells
         frame_dim = feat_dim
@@ -87,8 +95,8 @@ class TemporalAttentionCaptioner(CaptionModel):
             grid_dim = feat_dim // (c.cells * c.cells) if c.cells else c.grid_dim or feat_dim
             self.spatial_attn = create_attention(c.attention, H, grid_dim, c.attn_dim, c.kv)
             frame_dim = self.spatial_attn.out_dim
-        if self.local is not None:
-            frame_dim += c.local_dim
+        if self.motion is not None:
+            frame_dim += c.motion_dim
         self.temporal_attn = create_attention(c.attention, H, frame_dim, c.attn_dim, c.kv)
         self.time = nn.Linear(2 * TIME_FREQUENCIES, c.attn_dim) if c.time_keys else None
         ctx = self.temporal_attn.out_dim
@@ -102,10 +110,8 @@ class TemporalAttentionCaptioner(CaptionModel):
         check_inputs(self, feats, mask, grid=grid)
         mean = masked_mean(feats, mask)
         state = {"h": torch.tanh(self.init_h(mean)), "c": torch.tanh(self.init_c(mean))}
-        if self.local is not None:
-            # zero the padded frames first so they do not leak into their neighbours' m_i
-            real = feats * mask.unsqueeze(-1).to(feats.dtype)
-            state["motion"] = torch.tanh(self.local(real.transpose(1, 2))).transpose(1, 2)
+        if self.motion is not None:
+            state["motion"] = torch.tanh(self.motion(change(feats, mask)))
         if self.time is not None:
             state["time"] = self.time(time_features(mask))
         if self.spatial_attn is not None:
@@ -119,7 +125,7 @@ class TemporalAttentionCaptioner(CaptionModel):
 
     def _frame_memory(self, frames: Tensor, state: State) -> dict[str, Tensor]:
         """Keys and values of the temporal attention over frames [v_i; m_i] (2., 3.)."""
-        if self.local is not None:
+        if self.motion is not None:
             frames = torch.cat([frames, state["motion"]], dim=-1)
         memory = self.temporal_attn.prepare(frames)
         if self.time is not None:
