@@ -2,15 +2,21 @@
 
 A fixed archive: ``--n-synth`` 360p h264 clips of ``--seconds`` s (ffmpeg ``testsrc2``, 30 fps)
 plus the 14 real clips of ``../shared/data/msvd14``. Every job runs every stage: probe, segment
-(10 s windows), thumbnails, resnet18 features at 1 frame/s (224 px), two captioners (LRCN and
-temporal attention, beam 3), retrieval embeddings, catalog writes, FAISS index. Models are randomly
-initialised at the demo's sizes: their cost does not depend on their weights.
+(10 s windows), resnet18 features at 1 frame/s (224 px) with each clip's thumbnail cut from those
+frames, two captioners (LRCN and temporal attention, beam 3), retrieval embeddings, catalog writes,
+FAISS index. Models are randomly initialised at the demo's sizes: their cost does not depend on
+their weights.
 
-Runs, each on a fresh data folder: in-process (the baseline), then Celery on Redis with one worker
-process and with two. Workers are started and warmed up (models loaded, one job run) before the
-clock starts. Queue overhead = (Celery 1-process time - in-process time) / Celery time.
+Three kinds of run, each on a fresh data folder: in-process (the baseline), Celery on Redis with
+one worker process and with two (workers started and warmed up, models loaded and one job run,
+before the clock starts; the clock stops at the last job's final catalog write). The machine may
+be shared, so the kinds are interleaved: ``--repeats`` rounds, every other round in reverse order,
+and every ratio is taken within a round (neighbouring runs) and reported as the median over rounds.
+Queue overhead = (Celery 1-process time - in-process time) / Celery time, of wall time and of CPU
+time (every process of the run: this one, which submits and waits, plus the worker's).
 
-    .venv/bin/python benchmarks/pipeline.py [--n-synth 10] [--seconds 20] [--broker redis://...]
+    .venv/bin/python benchmarks/pipeline.py [--repeats 3] [--n-synth 10] [--seconds 20] \
+        [--broker redis://...] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
+from statistics import median
 
 # Idle OpenMP threads sleep instead of spinning, as in `vmm` (see video_mm/cli/service.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -97,12 +105,12 @@ def duration_of(paths: list[Path]) -> float:
     return sum(probe(p).duration for p in paths)
 
 
-def run_in_process(paths: list[Path], warm: Path, models: dict, root: Path) -> dict:
+def run_in_process(paths: list[Path], warm: Path, models: dict, folder: Path) -> dict:
     from video_mm.pipeline.dispatch import index_paths
     from video_mm.pipeline.runner import STAGE_SECONDS
 
-    settings = bench_settings(root / "inprocess", models)
-    index_paths([warm], settings, queue=False, progress=False)  # load models, warm caches
+    settings = bench_settings(folder, models)
+    index_paths([warm], settings, queue=False, progress=False)  # open the catalog, warm caches
     STAGE_SECONDS.clear()
     start, cpu = time.perf_counter(), time.process_time()
     rows = index_paths(paths, settings, queue=False, progress=False)
@@ -122,29 +130,48 @@ def settings_env(settings) -> dict[str, str]:
     return env
 
 
-def wait_done(settings, job_ids: list[str]) -> None:
+def group_cpu(pgid: int) -> float:
+    """CPU seconds (user + system) of the live processes of a process group: a worker and its
+    pool."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ..., utime, stime
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def wait_done(settings, job_ids: list[str]) -> datetime:
+    """Wait for the jobs (polling one cheap query, not a query a job); return when the last one
+    was finished, from the catalog, so the polling interval does not count."""
     from video_mm.pipeline.runner import context
 
     cat = context(settings).catalog
     while True:
-        states = [cat.get_job(j).state for j in job_ids]
-        if "failed" in states:
+        counts = cat.job_counts()
+        if counts["failed"]:
             raise SystemExit(f"a job failed: {[cat.get_job(j).error for j in job_ids]}")
-        if all(s == "done" for s in states):
-            return
-        time.sleep(0.05)
+        if counts["queued"] == counts["running"] == 0:
+            jobs = [cat.get_job(j) for j in job_ids]
+            if all(j.state == "done" for j in jobs):
+                return max(j.updated_at for j in jobs)
+        time.sleep(0.2)
 
 
-def run_celery(paths: list[Path], warm: Path, models: dict, root: Path, broker: str,
+def run_celery(paths: list[Path], warm: Path, models: dict, folder: Path, broker: str,
                processes: int) -> dict:
     from video_mm.pipeline.dispatch import enqueue
     from video_mm.pipeline.submit import submit_video
 
-    settings = bench_settings(root / f"celery{processes}", models, broker,
-                              f"vmmbench-{uuid.uuid4().hex[:6]}-")
+    settings = bench_settings(folder, models, broker, f"vmmbench-{uuid.uuid4().hex[:6]}-")
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMM_")}
     env.update(settings_env(settings))
-    log = (root / f"worker{processes}.log").open("wb")
+    folder.mkdir(parents=True, exist_ok=True)
+    log = (folder / "worker.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "video_mm", "worker", "-c", str(processes), "-l", "warning"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -156,21 +183,66 @@ def run_celery(paths: list[Path], warm: Path, models: dict, root: Path, broker: 
             enqueue(sub.job_id, settings, queue=True)
             warm_jobs.append(sub.job_id)
         wait_done(settings, warm_jobs)
-        start = time.perf_counter()
+        worker_cpu, cpu = group_cpu(proc.pid), time.process_time()
+        start, clock = time.time(), time.perf_counter()
         jobs = []
         for p in paths:
             sub = submit_video(p, settings=settings)
             enqueue(sub.job_id, settings, queue=True)
             jobs.append(sub.job_id)
-        wait_done(settings, jobs)
-        return {"wall": time.perf_counter() - start}
+        end = wait_done(settings, jobs).timestamp()
+        cpu = time.process_time() - cpu + group_cpu(proc.pid) - worker_cpu
+        assert abs((time.perf_counter() - clock) - (time.time() - start)) < 1.0, "clock jumped"
+        return {"wall": end - start, "cpu": cpu}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
 
 
+RUNS = ("in-process", "celery, 1 worker process", "celery, 2 worker processes")
+
+
+def run(name: str, paths: list[Path], warm: Path, models: dict, folder: Path, broker: str) -> dict:
+    shutil.rmtree(folder, ignore_errors=True)
+    if name == "in-process":
+        return run_in_process(paths, warm, models, folder)
+    return run_celery(paths, warm, models, folder, broker, 1 if "1 worker" in name else 2)
+
+
+def report(results: dict[str, list[dict]], video_s: float, loads: list[float]) -> None:
+    base = results["in-process"]
+    print(f"\nload average (1 min) at the start of each run: "
+          f"{', '.join(f'{x:.1f}' for x in loads)}")
+    print("\n| run | wall s (median, min-max) | video s / wall s | vs in-process (median ratio) "
+          "| CPU s (median) |\n|---|---:|---:|---:|---:|")
+    for name, rs in results.items():
+        walls = [r["wall"] for r in rs]
+        ratio = median([b["wall"] / r["wall"] for b, r in zip(base, rs, strict=True)])
+        cpu = median([r["cpu"] for r in rs])
+        print(f"| {name} | {median(walls):.1f} ({min(walls):.1f}-{max(walls):.1f}) | "
+              f"{video_s / median(walls):.1f}x | {ratio:.2f} | {cpu:.1f} |")
+    celery1 = results[RUNS[1]]
+    for what in ("wall", "cpu"):
+        shares = [(c[what] - b[what]) / c[what] for b, c in zip(base, celery1, strict=True)]
+        print(f"\nqueue overhead, {what} time (Celery 1 process vs in-process, share of the Celery "
+              f"time): median {median(shares):+.1%} (rounds: "
+              f"{', '.join(f'{x:+.1%}' for x in shares)})")
+    cores = os.cpu_count() or 1
+    cpu = median([r["cpu"] for r in base])
+    print(f"\nin-process CPU time: {cpu:.1f} s on {cores} cores: {video_s / cpu * cores:.1f}x real "
+          f"time if the run had the cores to itself (video s / (CPU s / cores))")
+    stages = {k: median([r["stages"].get(k, 0.0) for r in base]) for k in base[0]["stages"]}
+    total, wall = sum(stages.values()), median([r["wall"] for r in base])
+    print("\n| stage (in-process, median) | s | share | video s / stage s |\n|---|---:|---:|---:|")
+    for name, secs in stages.items():
+        print(f"| {name} | {secs:.2f} | {secs / total:.0%} | {video_s / max(secs, 1e-9):.0f}x |")
+    print(f"| catalog writes, submit, other | {wall - total:.2f} | "
+          f"{(wall - total) / wall:.0%} of wall | |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--n-synth", type=int, default=10)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/0")
@@ -180,40 +252,26 @@ def main() -> None:
     import torch
 
     root = args.workdir or Path(tempfile.mkdtemp(prefix="vmm-bench-pipeline-"))
-    for sub in ("inprocess", "celery1", "celery2"):
-        shutil.rmtree(root / sub, ignore_errors=True)
     paths = make_archive(root / "archive", args.n_synth, args.seconds)
     warm = make_archive(root / "warm", 1, 4)[0]
     models = make_models(root / "models")
     video_s = duration_of(paths)
     print(f"archive: {len(paths)} videos, {video_s:.0f} s of video; torch threads "
-          f"{torch.get_num_threads()}, {os.cpu_count()} cores; load average "
-          f"{os.getloadavg()[0]:.1f}", flush=True)
+          f"{torch.get_num_threads()}, {os.cpu_count()} cores; {args.repeats} rounds", flush=True)
 
-    results = {"in-process": run_in_process(paths, warm, models, root)}
-    for n in (1, 2):
-        results[f"celery, {n} worker process{'es' if n > 1 else ''}"] = run_celery(
-            paths, warm, models, root, args.broker, n
-        )
-
-    base = results["in-process"]["wall"]
-    print("\n| run | wall s | video s / wall s | vs in-process |\n|---|---:|---:|---:|")
-    for name, r in results.items():
-        print(f"| {name} | {r['wall']:.1f} | {video_s / r['wall']:.1f}x | {base / r['wall']:.2f} |")
-    cpu = results["in-process"]["cpu"]
-    cores = os.cpu_count() or 1
-    print(f"\nin-process CPU time: {cpu:.1f} s on {cores} cores: {video_s / cpu * cores:.1f}x real "
-          f"time if the run had the cores to itself (video s / (CPU s / cores))")
-    celery1 = results["celery, 1 worker process"]["wall"]
-    print(f"\nqueue overhead (Celery 1 process vs in-process): "
-          f"{(celery1 - base) / celery1:+.1%} of the Celery time")
-    stages = results["in-process"]["stages"]
-    total = sum(stages.values())
-    print("\n| stage (in-process) | s | share | video s / stage s |\n|---|---:|---:|---:|")
-    for name, secs in stages.items():
-        print(f"| {name} | {secs:.2f} | {secs / total:.0%} | {video_s / max(secs, 1e-9):.0f}x |")
-    print(f"| catalog writes, submit, other | {base - total:.2f} | "
-          f"{(base - total) / base:.0%} of wall | |")
+    results: dict[str, list[dict]] = {name: [] for name in RUNS}
+    loads = []
+    for i in range(args.repeats):
+        for name in RUNS if i % 2 == 0 else RUNS[::-1]:
+            loads.append(os.getloadavg()[0])
+            folder = root / "runs" / name.replace(",", "").replace(" ", "-")
+            r = run(name, paths, warm, models, folder, args.broker)
+            results[name].append(r)
+            print(f"round {i + 1}, {name}: {r['wall']:.1f} s wall, {r['cpu']:.1f} s CPU "
+                  f"(load average {loads[-1]:.1f})", flush=True)
+    (root / "results.json").write_text(json.dumps({"video_s": video_s, "loads": loads,
+                                                   "results": results}, indent=1))
+    report(results, video_s, loads)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,18 @@
-"""The Celery tasks: thin calls of the pipeline's three steps, chained per video.
+"""The Celery tasks: thin calls of the pipeline's three steps, handed on from step to step.
 
-What a worker adds to the in-process runner is only the error policy in Celery's terms: bad input
-fails the job and stops the chain (never retried); transient errors retry with exponential backoff
-and jitter; running out of retries or time fails the job with the reason. Models load once per
-worker process (at process start for GPU workers, else on first use) and stay loaded.
+What a worker adds to the in-process runner is the error policy in Celery's terms: bad input fails
+the job and stops it (never retried); transient errors retry with exponential backoff and jitter;
+running out of retries or time fails the job with the reason. And the hand-on: a worker that
+consumes the next step's queue runs that step in the same task, so a worker of every queue runs a
+video in one task (one message, one ack) while split workers (``-Q cpu`` / ``gpu`` / ``index``)
+pass each step through its queue. Models load once per worker process (at process start for GPU
+workers, else on first use) and stay loaded.
 """
 
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 from typing import Any
 
 from celery import Celery, Task
@@ -16,19 +20,22 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 
 from video_mm.errors import VideoMMError
-from video_mm.pipeline import runner, stages
+from video_mm.pipeline import dispatch, runner, stages
 from video_mm.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-# The pipeline stages each step reports; a step that starts while its job is "running" in one
-# of its own stages was interrupted before.
+# The steps, in order, with the pipeline stages each one reports. A task that starts while its
+# job is "running" in a stage of its own step or of a later one (which an earlier delivery may
+# have run in the same task) was interrupted before.
 STEP_STAGES = {
-    "prepare": ("probe", "segment", "thumbnails"),
-    "analyse": ("features", "caption", "embed", "write"),
-    "publish": ("index",),
+    "vmm.prepare": ("probe", "segment"),
+    "vmm.analyse": ("features", "caption", "embed", "write"),
+    "vmm.publish": ("index",),
 }
+STEPS = {"vmm.prepare": runner.prepare, "vmm.analyse": runner.analyse,
+         "vmm.publish": runner.publish}
 
 
 class WorkerLost(VideoMMError):
@@ -44,25 +51,48 @@ class TimeLimit(VideoMMError):
 
 
 def _settings(task: Task) -> Settings:
-    return Settings.model_validate_json(task.app.conf.vmm_settings)
+    return _parse_settings(task.app.conf.vmm_settings)
 
 
-def _run(task: Task, job_id: str, step: Any, *args: Any) -> Any:
-    """Run a step for a job under the worker error policy."""
+@lru_cache(maxsize=4)
+def _parse_settings(settings_json: str) -> Settings:
+    """Parsed once per process: validating ``Settings`` reads the environment and the TOML file
+    again (about 10 ms, most of a task's overhead when parsed per task)."""
+    return Settings.model_validate_json(settings_json)
+
+
+def _stages_from(name: str) -> set[str]:
+    """The stages of step ``name`` and of the steps after it."""
+    names = list(STEP_STAGES)
+    return {stage for n in names[names.index(name):] for stage in STEP_STAGES[n]}
+
+
+def _consumed_here(task: Task, queue: str) -> bool:
+    """Whether this worker consumes ``queue`` (``-Q``; every queue when none was selected)."""
+    return queue in task.app.amqp.queues.consume_from
+
+
+def _run(task: Task, job_id: str, *args: Any) -> None:
+    """Run the task's step for a job under the worker error policy, then hand the job on: the next
+    step runs in this task while this worker consumes its queue (a queue hop costs a broker round
+    trip, a pool dispatch and an ack, a few ms each on a busy machine), else it is sent there.
+
+    The message is acknowledged only when the task returns (late ack), so a worker that dies in
+    any step of the task has the whole task redelivered; every step is idempotent."""
     settings = _settings(task)
     ctx = runner.context(settings)
     job = ctx.catalog.get_job(job_id)
     if job.state in ("done", "failed"):
-        # A redelivered or duplicate message for a finished job: nothing to do, end the chain.
+        # A redelivered or duplicate message for a finished job: nothing to do.
         log.info("job %s is already %s; %s skipped", job_id, job.state, task.name)
         raise Ignore()
     req = task.request
-    # This step ran before for this job without finishing: its worker died (kill -9, OOM, the
-    # hard time limit) and the broker redelivered the message.
+    # This step (or a later one it ran in the same task) ran before for this job without
+    # finishing: its worker died (kill -9, OOM, the hard time limit) and the broker redelivered it.
     interrupted = (
-        not req.retries and job.state == "running" and job.stage in STEP_STAGES[step.__name__]
+        not req.retries and job.state == "running" and job.stage in _stages_from(task.name)
     )
-    if step is runner.prepare or req.retries or interrupted:
+    if task.name == "vmm.prepare" or req.retries or interrupted:
         job = ctx.catalog.update_job(job_id, add_attempt=True)
     if interrupted and job.attempts > settings.broker.max_retries + 1:
         # A video that kills its worker every time must not loop forever (reject_on_worker_lost
@@ -70,8 +100,20 @@ def _run(task: Task, job_id: str, step: Any, *args: Any) -> Any:
         runner.fail(ctx, job_id, WorkerLost(
             f"{task.name}: the worker died {job.attempts - 1} times running this job"))
         raise Ignore()
+    name = task.name
     try:
-        return step(ctx, job_id, *args)
+        while True:
+            out = STEPS[name](ctx, job_id, *args)
+            following = dispatch.next_task(name)
+            if following is None:
+                return
+            name, queue = following[0], dispatch.queue_name(settings, following[1])
+            args = (out,) if name == "vmm.publish" else ()  # analyse's vectors key
+            if not _consumed_here(task, queue):
+                # The messages the former chain sent: analyse(job_id), publish([job_id, key]).
+                message = ([job_id, out],) if name == "vmm.publish" else (job_id,)
+                task.app.send_task(name, args=message, queue=queue)
+                return
     except SoftTimeLimitExceeded as exc:
         limit = settings.broker.task_soft_time_limit_s
         runner.fail(ctx, job_id, TimeLimit(f"{task.name} ran past the time limit of {limit} s"))
@@ -80,31 +122,29 @@ def _run(task: Task, job_id: str, step: Any, *args: Any) -> Any:
         if runner.is_transient(exc) and req.retries < settings.broker.max_retries:
             delay = runner.backoff(settings, req.retries)
             log.warning("job %s: transient error in %s, retry in %.1fs: %s",
-                        job_id, task.name, delay, exc)
+                        job_id, name, delay, exc)
             raise task.retry(exc=exc, countdown=delay, max_retries=None) from exc
         runner.fail(ctx, job_id, exc)
         if isinstance(exc, VideoMMError) or runner.is_transient(exc):
-            raise Ignore() from exc  # recorded in the job; the chain stops, the worker carries on
+            raise Ignore() from exc  # recorded in the job; the worker carries on
         raise  # an internal error: recorded in the job and in Celery's result store
 
 
 def register(app: Celery) -> None:
-    """Define the three tasks on ``app``; dispatch.enqueue routes each to its queue."""
+    """Define the three tasks on ``app``; dispatch.enqueue sends the first, each hands on."""
 
     @app.task(bind=True, name="vmm.prepare", shared=False)
-    def prepare(self: Task, job_id: str) -> str:
-        _run(self, job_id, runner.prepare)
-        return job_id
+    def prepare(self: Task, job_id: str) -> None:
+        _run(self, job_id)
 
     @app.task(bind=True, name="vmm.analyse", shared=False)
-    def analyse(self: Task, job_id: str) -> list:
-        return [job_id, _run(self, job_id, runner.analyse)]
+    def analyse(self: Task, job_id: str) -> None:
+        _run(self, job_id)
 
     @app.task(bind=True, name="vmm.publish", shared=False)
-    def publish(self: Task, payload: list) -> str:
+    def publish(self: Task, payload: list) -> None:
         job_id, vectors_key = payload
-        _run(self, job_id, runner.publish, vectors_key)
-        return job_id
+        _run(self, job_id, vectors_key)
 
 
 # Set by `vmm worker` before the pool starts; forked worker processes inherit them.

@@ -3,14 +3,17 @@ with the reason, re-running a finished job changes nothing, transient errors are
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from video_mm.errors import StorageError
 from video_mm.pipeline import run_job, submit_video
 from video_mm.pipeline import runner as runner_mod
-from video_mm.pipeline.runner import context
+from video_mm.pipeline.runner import JobProgress, context
+from video_mm.pipeline.stages import PROGRESS
 from video_mm.settings import Settings
 
 
@@ -67,6 +70,9 @@ def test_jobs_run_to_done_with_every_result_once(
         assert clips[-1].end == pytest.approx(video.duration, abs=0.5)
         for caption in cat.get_captions(video_id=sub.video_id):
             assert caption.text.strip() and caption.score <= 0.0
+        for clip in clips:
+            thumb = Image.open(io.BytesIO(context(fast_settings).blobs.get(clip.thumbnail_key)))
+            assert thumb.format == "JPEG" and thumb.width <= 320
 
     # Running a finished job's stages again (a redelivered task) duplicates nothing.
     before = {v.id: _counts(fast_settings, v.id) for v in cat.list_videos()}
@@ -134,3 +140,29 @@ def test_transient_error_is_retried_then_succeeds(
     sub = submit_video(three_clips[1], settings=settings)
     assert run_job(sub.job_id, settings) == "done"
     assert len(calls) == 2
+
+
+def test_progress_writes_a_steps_start_and_end_and_throttles_reports_between(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    writes: list[dict] = []
+
+    class Catalog:
+        def update_job(self, job_id: str, **values: object) -> None:
+            writes.append(values)
+
+    monkeypatch.setattr(runner_mod, "PROGRESS_INTERVAL_S", 3600.0)
+    report = JobProgress(Catalog(), "job")
+    report.start("features")
+    for i in range(1, 11):
+        report("features", i / 10)  # within the interval: held back
+    report("caption", 1.0)
+    report.flush()
+    report.flush()  # nothing held back: no write
+    assert writes == [
+        dict(state="running", stage="features", progress=PROGRESS["segment"]),
+        dict(stage="caption", progress=PROGRESS["caption"]),
+    ]
+    monkeypatch.setattr(runner_mod, "PROGRESS_INTERVAL_S", 0.0)
+    report("embed", 0.5)
+    assert writes[-1] == dict(stage="embed", progress=(PROGRESS["caption"] + PROGRESS["embed"]) / 2)

@@ -276,6 +276,7 @@ def test_delete_video_removes_rows_blobs_and_index_entries(
         catalog.upsert_embeddings(RETRIEVAL, {c: c for c in ids})
         features = blobs.put(f"features of {name}".encode())
         catalog.attach_blob(v, features, "features")
+        catalog.attach_blobs(v, [features, features], "features")  # once, however often
         catalog.create_job(v)
         catalog.mark_ready(v, captioners=[CAPTIONER], embedding_model=RETRIEVAL)
         videos[name] = v

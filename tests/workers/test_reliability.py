@@ -3,6 +3,7 @@ embedded SQLite default): end to end, kill -9 mid-job, bad input, broker restart
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import time
@@ -39,6 +40,11 @@ def _submit_all(settings: Settings, paths: list[Path]) -> list[str]:
         assert enqueue(sub.job_id, settings, queue=True) == "queued"
         jobs.append(sub.job_id)
     return jobs
+
+
+def _tasks_run(log: Path) -> set[str]:
+    """The task names a worker's log (level info) shows it received."""
+    return set(re.findall(r"Task (vmm\.\w+)\[[^\]]+\] received", log.read_text(errors="replace")))
 
 
 def _assert_results_once(settings: Settings, job_ids: list[str], tiny_models: dict) -> None:
@@ -87,6 +93,24 @@ def test_end_to_end_real_and_synthetic_clips(
     assert not errors, f"{errors}\n{workers.log_tail()}"
     _assert_results_once(worker_settings, job_ids, tiny_models)
     assert all(p.poll() is None for p in workers.procs)
+    # A worker of every queue runs each video in one task: no queue hops between the steps.
+    assert _tasks_run(workers.logs / "worker0.log") == {"vmm.prepare"}
+
+
+@pytest.mark.parametrize("worker_settings", ["redis"], indirect=True)
+def test_split_workers_pass_each_step_through_its_queue(
+    worker_settings: Settings, workers: Any, wait: Any, msvd14_videos: list[Path],
+    tiny_models: dict,
+) -> None:
+    steps = {"cpu": "vmm.prepare", "gpu": "vmm.analyse", "index": "vmm.publish"}
+    for queue in steps:
+        workers.start(queue)
+    job_ids = _submit_all(worker_settings, msvd14_videos[:3])
+    states = wait(worker_settings, job_ids, workers)
+    assert set(states.values()) == {"done"}, workers.log_tail()
+    _assert_results_once(worker_settings, job_ids, tiny_models)
+    for i, step in enumerate(steps.values()):
+        assert _tasks_run(workers.logs / f"worker{i}.log") == {step}, workers.log_tail()
 
 
 @pytest.mark.parametrize("worker_settings", ["rabbitmq", "redis"], indirect=True)
@@ -101,9 +125,9 @@ def test_kill_9_mid_job_is_redelivered_without_duplicates(
     deadline = time.monotonic() + 240
     while True:
         job = cat.get_job(job_id)
-        if job.stage == "features" and job.progress > PROGRESS["thumbnails"]:
+        if job.stage == "features" and job.progress > PROGRESS["segment"]:
             break
-        assert job.state not in ("done", "failed"), "the job ended before it could be killed"
+        assert job.state not in ("done", "failed"), f"the job ended before the kill: {job.error}"
         assert time.monotonic() < deadline, workers.log_tail()
         time.sleep(0.02)
     workers.kill(first, signal.SIGKILL)

@@ -1,4 +1,5 @@
-"""JPEG thumbnails: the frame shown at a given time, scaled to a given width."""
+"""JPEG thumbnails: the frame shown at a given time (or a frame already decoded), scaled to a
+given width."""
 
 from __future__ import annotations
 
@@ -22,12 +23,23 @@ def thumbnail_jpeg(
     if width < 1:
         raise ValueError(f"width must be positive, got {width}")
     with open_video(source, limits=limits) as reader:
-        times = reader.frame_times()
-        index = max(int(np.searchsorted(times, time + 1e-6, side="right")) - 1, 0)
-        frame = reader.get_frames([index])[0]
+        frame = reader.get_frames([frame_at(reader.frame_times(), time)])[0]
+    return jpeg_bytes(frame, width)
+
+
+def frame_at(times: np.ndarray, time: float) -> int:
+    """Index of the frame shown at ``time`` seconds: the last one starting at or before it."""
+    return max(int(np.searchsorted(times, time + 1e-6, side="right")) - 1, 0)
+
+
+def jpeg_bytes(frame: np.ndarray, width: int) -> bytes:
+    """JPEG bytes of one RGB uint8 frame ``[H, W, 3]`` scaled to ``width`` px wide."""
+    if width < 1:
+        raise ValueError(f"width must be positive, got {width}")
     image = Image.fromarray(frame)
     height = max(1, round(image.height * width / image.width))
-    image = image.resize((width, height), Image.Resampling.BILINEAR)
+    if (width, height) != image.size:
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=JPEG_QUALITY)
     return out.getvalue()

@@ -1,8 +1,11 @@
 """Send a job to where it runs: Celery workers when asked (or when a broker is configured), else
 this process.
 
-The Celery side is one chain per video, ``prepare`` (queue ``cpu``) -> ``analyse`` (``gpu``) ->
-``publish`` (``index``); workers of each queue scale on their own.
+The Celery side is three steps per video, ``prepare`` (queue ``cpu``) -> ``analyse`` (``gpu``) ->
+``publish`` (``index``); workers of each queue scale on their own. Only the first step is sent
+here: each step hands the job to the next one, in the same task when its worker also consumes the
+next step's queue (no broker round trip), else as a message on that queue (see
+:func:`workers.tasks.register`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,13 @@ from video_mm.settings import Settings
 
 TASKS = (("vmm.prepare", "cpu"), ("vmm.analyse", "gpu"), ("vmm.publish", "index"))
 QUEUES = tuple(queue for _, queue in TASKS)
+
+
+def next_task(name: str) -> tuple[str, str] | None:
+    """The task (name, queue) that follows task ``name``; None after the last."""
+    names = [n for n, _ in TASKS]
+    i = names.index(name) + 1
+    return TASKS[i] if i < len(TASKS) else None
 
 
 def queue_name(settings: Settings, queue: str) -> str:
@@ -37,14 +47,10 @@ def enqueue(job_id: str, settings: Settings, *, queue: bool | None = None) -> st
         from video_mm.pipeline.runner import run_job
 
         return run_job(job_id, settings)
-    from celery import chain
-
     from workers.app import make_app
 
-    app = make_app(settings)
-    first, *rest = (app.signature(name, queue=queue_name(settings, q)) for name, q in TASKS)
-    # The first task gets the job id; each next one gets what the previous returned.
-    chain(first.clone(args=(job_id,)), *rest).apply_async()
+    name, q = TASKS[0]
+    make_app(settings).send_task(name, args=(job_id,), queue=queue_name(settings, q))
     return "queued"
 
 

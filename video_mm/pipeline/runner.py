@@ -1,8 +1,9 @@
 """Run a job: the stages in order, in three steps split by the resource they need.
 
-- :func:`prepare` (CPU: probe, segment, thumbnails) writes the video's metadata and clips;
-- :func:`analyse` (GPU: features, captions, embeddings) writes captions and embedding rows and
-  returns the blob key of the clip vectors;
+- :func:`prepare` (CPU: probe, segment) writes the video's metadata and clips;
+- :func:`analyse` (GPU: features, captions, embeddings) decodes each clip's frames once for its
+  features and its thumbnail, writes thumbnails, captions and embedding rows and returns the blob
+  key of the clip vectors;
 - :func:`publish` (index) puts the vectors in the index and turns the video ``ready``.
 
 A Celery worker runs each step as one task (queues ``cpu``, ``gpu``, ``index``); :func:`run_job`
@@ -68,6 +69,48 @@ def backoff(settings: Settings, retries: int) -> float:
 # Seconds spent in each stage by this process (catalog writes of progress excluded): the
 # benchmark's time per stage.
 STAGE_SECONDS: Counter[str] = Counter()
+# A job's progress is written at most this often within a step (a short video's stages end
+# milliseconds apart, and a write per stage and clip was a catalog transaction each).
+PROGRESS_INTERVAL_S = 0.25
+
+
+class JobProgress:
+    """Records a step's stages as the job's stage and overall progress: a step's start and end
+    are always written, reports between them at most every :data:`PROGRESS_INTERVAL_S`. Also
+    adds the wall time since the previous report to that stage's :data:`STAGE_SECONDS`."""
+
+    def __init__(self, catalog: Any, job_id: str) -> None:
+        self.catalog, self.job_id = catalog, job_id
+        self.last = self.written = time.perf_counter()
+        self.pending: dict[str, Any] | None = None
+
+    def start(self, stage: str) -> None:
+        """The step running ``stage`` begins: the job shows it at once (the worker policy reads
+        ``running`` and the stage to tell an interrupted step from a new one)."""
+        i = stages.STAGES.index(stage)
+        lo = stages.PROGRESS[stages.STAGES[i - 1]] if i else 0.0
+        self._write(state="running", stage=stage, progress=lo)
+        self.last = time.perf_counter()
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        now = time.perf_counter()
+        STAGE_SECONDS[stage] += now - self.last
+        i = stages.STAGES.index(stage)
+        lo = stages.PROGRESS[stages.STAGES[i - 1]] if i else 0.0
+        hi = stages.PROGRESS[stage]
+        self.pending = dict(stage=stage, progress=lo + (hi - lo) * fraction)
+        if now - self.written >= PROGRESS_INTERVAL_S:
+            self.flush()
+        self.last = time.perf_counter()
+
+    def flush(self) -> None:
+        """Write the latest report if it was held back (call at the end of a step)."""
+        if self.pending is not None:
+            self._write(**self.pending)
+
+    def _write(self, **values: Any) -> None:
+        self.catalog.update_job(self.job_id, **values)
+        self.pending, self.written = None, time.perf_counter()
 
 
 # --- the per-process context ---------------------------------------------------------------------
@@ -81,23 +124,8 @@ class Context:
     catalog: Any
     blobs: Any
 
-    def progress(self, job_id: str) -> stages.Progress:
-        """A callback that records a stage's own fraction as the job's overall progress, and the
-        wall time since the previous report as that stage's (into :data:`STAGE_SECONDS`)."""
-        names = stages.STAGES
-        last = time.perf_counter()
-
-        def report(stage: str, fraction: float) -> None:
-            nonlocal last
-            now = time.perf_counter()
-            STAGE_SECONDS[stage] += now - last
-            i = names.index(stage)
-            lo = stages.PROGRESS[names[i - 1]] if i else 0.0
-            hi = stages.PROGRESS[stage]
-            self.catalog.update_job(job_id, stage=stage, progress=lo + (hi - lo) * fraction)
-            last = time.perf_counter()
-
-        return report
+    def progress(self, job_id: str) -> JobProgress:
+        return JobProgress(self.catalog, job_id)
 
     @contextmanager
     def video_file(self, video_id: str) -> Any:
@@ -125,11 +153,11 @@ def context(settings: Settings) -> Context:
 
 
 def prepare(ctx: Context, job_id: str) -> None:
-    """probe -> segment -> thumbnails; the video's metadata and clips are written."""
+    """probe -> segment; the video's metadata and clips are written."""
     cat = ctx.catalog
     job = cat.get_job(job_id)
     report = ctx.progress(job_id)
-    cat.update_job(job_id, state="running", stage="probe")
+    report.start("probe")
     if cat.get_video(job.video_id).state != "ready":  # a ready video stays searchable meanwhile
         cat.set_video_state(job.video_id, "processing")
     with ctx.video_file(job.video_id) as path:
@@ -139,15 +167,7 @@ def prepare(ctx: Context, job_id: str) -> None:
         clips = stages.segment_stage(path, info, job.video_id, ctx.settings)
         cat.upsert_clips(job.video_id, clips)
         report("segment", 1.0)
-
-        def put(data: bytes) -> str:
-            key = ctx.blobs.put(data)
-            cat.attach_blob(job.video_id, key, "thumbnail")
-            return key
-
-        thumbs = stages.thumbnails_stage(path, clips, put, ctx.settings)
-        cat.set_thumbnails({stages.clip_id(job.video_id, i): k for i, k in thumbs.items()})
-        report("thumbnails", 1.0)
+    report.flush()
 
 
 def _clips(ctx: Context, video_id: str) -> list[Clip]:
@@ -155,20 +175,23 @@ def _clips(ctx: Context, video_id: str) -> list[Clip]:
 
 
 def analyse(ctx: Context, job_id: str) -> str | None:
-    """features -> caption -> embed -> write; returns the key of the clip-vectors blob (or None
-    when no retrieval model is configured)."""
+    """features (and thumbnails, from the same decode) -> caption -> embed -> write; returns the
+    key of the clip-vectors blob (or None when no retrieval model is configured)."""
     cat = ctx.catalog
     job = cat.get_job(job_id)
     report = ctx.progress(job_id)
-    cat.update_job(job_id, state="running", stage="features")
+    report.start("features")
     models = stages.load_models(ctx.settings)
     clips = _clips(ctx, job.video_id)
-    specs = models.feature_specs()
     with ctx.video_file(job.video_id) as path:
-        feats = stages.features_stage(path, clips, specs, ctx.settings, report)
-    captions = stages.caption_stage(models, feats)
+        decoded = stages.features_stage(path, clips, models.feature_specs(), ctx.settings, report)
+    thumbs = {i: ctx.blobs.put(data) for i, data in decoded.thumbnails.items()}
+    cat.attach_blobs(job.video_id, thumbs.values(), "thumbnail")
+    cat.set_thumbnails({stages.clip_id(job.video_id, i): k for i, k in thumbs.items()})
+    report("features", 1.0)
+    captions = stages.caption_stage(models, decoded.features)
     report("caption", 1.0)
-    vectors = stages.embed_stage(models, feats)
+    vectors = stages.embed_stage(models, decoded.features)
     report("embed", 1.0)
     results = stages.Results(clips, captions, vectors, models.retrieval_name)
     stages.write_stage(cat, results)
@@ -177,6 +200,7 @@ def analyse(ctx: Context, job_id: str) -> str | None:
         key = ctx.blobs.put(stages.vectors_to_bytes(vectors))
         cat.attach_blob(job.video_id, key, "vectors")
     report("write", 1.0)
+    report.flush()
     return key
 
 
@@ -186,8 +210,8 @@ def publish(ctx: Context, job_id: str, vectors_key: str | None) -> None:
 
     cat = ctx.catalog
     job = cat.get_job(job_id)
-    cat.update_job(job_id, state="running", stage="index")
     report = ctx.progress(job_id)
+    report.start("index")
     clips = _clips(ctx, job.video_id)
     ids = [stages.clip_id(c.video_id, c.index) for c in clips]
     vectors = None if vectors_key is None else stages.vectors_from_bytes(
@@ -205,8 +229,8 @@ def publish(ctx: Context, job_id: str, vectors_key: str | None) -> None:
         captioners=list(models.captioners),
         embedding_model=models.retrieval_name if vectors is not None else None,
     )
-    report("index", 1.0)
-    cat.update_job(job_id, state="done", error=None)
+    report("index", 1.0)  # timed only: the job's last write below says it
+    cat.update_job(job_id, state="done", stage="index", progress=1.0, error=None)
 
 
 def fail(ctx: Context, job_id: str, exc: BaseException) -> None:

@@ -1,6 +1,6 @@
 """The pipeline's stages, one function each, with explicit inputs and outputs.
 
-probe -> segment -> thumbnails -> features -> caption -> embed -> write -> index
+probe -> segment -> features (+ thumbnails, same decode) -> caption -> embed -> write -> index
 
 Every write is keyed by what produced it (video, clip index, model), so running a stage again
 after a crash or a redelivered task replaces rows instead of adding them: captions and embeddings
@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from video_mm.errors import ConfigError, CorruptVideo
-from video_mm.records import Caption, Clip, ClipFeatures, VideoInfo
+from video_mm.records import Caption, Clip, ClipFeatures, FrameBatch, VideoInfo
 from video_mm.settings import FeatureSettings, SamplingSettings, Settings
 from video_mm.train.captioning import FEATURES_FILE, FeatureRecipe, load_recipe
 
@@ -32,7 +32,6 @@ from video_mm.train.captioning import FEATURES_FILE, FeatureRecipe, load_recipe
 PROGRESS = {
     "probe": 0.05,
     "segment": 0.08,
-    "thumbnails": 0.15,
     "features": 0.65,
     "caption": 0.8,
     "embed": 0.88,
@@ -191,36 +190,6 @@ def segment_stage(video: Path, info: VideoInfo, video_id: str, settings: Setting
     return clips
 
 
-def thumbnails_stage(
-    video: Path,
-    clips: Sequence[Clip],
-    put_blob: Callable[[bytes], str],
-    settings: Settings,
-    *,
-    width: int = 320,
-) -> dict[int, str]:
-    """One JPEG a clip, of the frame shown at its middle, stored as a blob: index -> blob key.
-    The video is opened once for all clips (``thumbnail_jpeg`` would reopen it per clip)."""
-    from PIL import Image
-
-    from video_mm.io.decode import open_video
-
-    with open_video(video, size=None, limits=settings.io) as reader:
-        times = reader.frame_times()
-        middles = [(c.start + c.end) / 2 for c in clips]
-        picks = [max(int(np.searchsorted(times, t + 1e-6, side="right")) - 1, 0) for t in middles]
-        unique = sorted(set(picks))
-        frames = dict(zip(unique, reader.get_frames(unique), strict=True))
-    out = {}
-    for clip, pick in zip(clips, picks, strict=True):
-        image = Image.fromarray(frames[pick])
-        height = max(1, round(image.height * width / image.width))
-        buf = io.BytesIO()
-        image.resize((width, height), Image.Resampling.BILINEAR).save(buf, "JPEG", quality=85)
-        out[clip.index] = put_blob(buf.getvalue())
-    return out
-
-
 _extractors: dict[str, Any] = {}
 
 
@@ -234,39 +203,82 @@ def _extractor(spec: FeatureSettings) -> Any:
         return _extractors[key]
 
 
+@dataclass
+class Decoded:
+    """What the one decoding pass over a video produced."""
+
+    features: dict[str, list[ClipFeatures]]  # spec key -> one ClipFeatures a clip
+    thumbnails: dict[int, bytes]  # clip index -> JPEG
+
+
+def _thumbnail(frame: np.ndarray, width: int) -> bytes:
+    """JPEG of a frame at most ``width`` px wide: frames decoded at the sampling size (224 px short
+    side by default) are scaled down, never up."""
+    from video_mm.io.thumbnail import jpeg_bytes
+
+    return jpeg_bytes(frame, min(width, frame.shape[1]))
+
+
+def _clip_batches(
+    reader: Any, clips: Sequence[Clip], s: SamplingSettings, thumbs: dict[int, bytes] | None,
+    width: int,
+) -> Iterator[FrameBatch]:
+    """Each clip's sampled frames; with ``thumbs``, also the clip's thumbnail from the sampled
+    frame nearest its middle (this runs in the extractor's decoding thread)."""
+    from video_mm.io.sampling import sample_frames
+
+    for c in clips:
+        batch = sample_frames(reader, sampler=s.sampler, n=s.n_frames, fps=s.fps,
+                              start=c.start, end=c.end)
+        if thumbs is not None:
+            middle = int(np.argmin(np.abs(batch.times - (c.start + c.end) / 2)))
+            thumbs[c.index] = _thumbnail(batch.frames[middle], width)
+        yield batch
+
+
 def features_stage(
     video: Path,
     clips: Sequence[Clip],
     specs: Sequence[FeatureSpec],
     settings: Settings,
     progress: Progress = _no_progress,
-) -> dict[str, list[ClipFeatures]]:
-    """Per-frame CNN features of every clip, for each spec: spec key -> one ClipFeatures a clip.
+    *,
+    thumbnail_width: int = 320,
+) -> Decoded:
+    """Per-frame CNN features of every clip for each spec, and one thumbnail a clip, from one
+    decoding pass per spec.
 
     Frames are sampled per clip from one open reader per spec; the extractor decodes the next clip
-    in a producer thread while it runs inference on the current one.
+    in a producer thread while it runs inference on the current one. Thumbnails are cut from the
+    frames of the spec decoded at the largest size, in that producer thread, so they cost a JPEG
+    encode, not a second decode of the video (seeking to each clip's middle at full size).
     """
     from video_mm.io.decode import open_video
-    from video_mm.io.sampling import sample_frames
+    from video_mm.io.thumbnail import frame_at
 
+    thumbs: dict[int, bytes] = {}
+    if not specs:  # no model reads frames: decode each clip's middle frame for its thumbnail
+        with open_video(video, size=settings.sampling.size, limits=settings.io) as reader:
+            times = reader.frame_times()
+            frames = reader.get_frames([frame_at(times, (c.start + c.end) / 2) for c in clips])
+        for clip, frame in zip(clips, frames, strict=True):
+            thumbs[clip.index] = _thumbnail(frame, thumbnail_width)
+        return Decoded({}, thumbs)
+    largest = max(specs, key=lambda sp: sp.sampling.size or float("inf"))
     out: dict[str, list[ClipFeatures]] = {}
     total = len(clips) * len(specs)
     done = 0
     for spec in specs:
-        s = spec.sampling
-        with open_video(video, size=s.size, limits=settings.io) as reader:
-            batches = (
-                sample_frames(reader, sampler=s.sampler, n=s.n_frames, fps=s.fps,
-                              start=c.start, end=c.end)
-                for c in clips
-            )
+        with open_video(video, size=spec.sampling.size, limits=settings.io) as reader:
+            batches = _clip_batches(reader, clips, spec.sampling,
+                                    thumbs if spec is largest else None, thumbnail_width)
             feats = []
             for f in _extractor(spec.features).extract(batches):
                 feats.append(f)
                 done += 1
                 progress("features", done / total)
         out[spec.key] = feats
-    return out
+    return Decoded(out, thumbs)
 
 
 def caption_stage(

@@ -583,9 +583,16 @@ class Catalog:
 
     def attach_blob(self, video_id: str, key: str, kind: str) -> None:
         """Record a blob derived from a video (features, caption files) so deletion finds it."""
+        self.attach_blobs(video_id, [key], kind)
+
+    def attach_blobs(self, video_id: str, keys: Iterable[str], kind: str) -> None:
+        """:meth:`attach_blob` for several blobs of one kind, in one transaction."""
+        rows = [dict(video_id=video_id, key=key, kind=kind) for key in dict.fromkeys(keys)]
+        if not rows:
+            return
         stmt = self._insert(VideoBlobs).on_conflict_do_nothing(index_elements=["video_id", "key"])
         with self._write() as s:
-            s.execute(stmt, [dict(video_id=video_id, key=key, kind=kind)])
+            s.execute(stmt, rows)
 
     def blob_keys(self, video_id: str) -> set[str]:
         """Every blob a video refers to: its upload, its thumbnails, attached blobs."""
