@@ -44,7 +44,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--epochs", type=int, default=None, help="Override the config's epochs.")
-    parser.add_argument("--suffix", default="", help="Run folder suffix, e.g. -20ep.")
+    parser.add_argument("--suffix", default="", help="Run folder suffix, e.g. --suffix=-20ep.")
+    parser.add_argument("--train-seed", type=int, default=None,
+                        help="Override the config's training seed (run-to-run spread).")
     args = parser.parse_args()
     if not (args.data / "annotations.json").exists():
         generate(args.data, args.n_videos, args.seed)
@@ -53,7 +55,8 @@ def main() -> None:
     rows = {}
     for name in args.models:
         arch, overrides, model_overrides = MODELS[name]
-        config = CaptionTrainConfig.load(CONFIG, epochs=args.epochs, **overrides)
+        config = CaptionTrainConfig.load(CONFIG, epochs=args.epochs, seed=args.train_seed,
+                                         **overrides)
         config.model |= model_overrides
         start = time.process_time()
         result = train_captioner(
