@@ -149,6 +149,8 @@ class APISettings(BaseModel):
     embedded_worker: bool = True  # run jobs in the server when no broker is configured
     metrics_poll_s: float = Field(1.0, ge=0)  # stage-duration sampling; 0 turns it off
     shutdown_timeout_s: float = Field(30.0, ge=0)  # wait this long for a running job on stop
+    preview_max_height: int = Field(480, ge=16)  # browser copies of AVI, GIF, HEVC...: lines
+    preview_timeout_s: float = Field(300.0, gt=0)  # give up converting one video after this
 
 
 class Settings(BaseSettings):

@@ -10,6 +10,7 @@ import hashlib
 import itertools
 from pathlib import Path
 
+import av
 import httpx
 import pytest
 
@@ -331,3 +332,36 @@ def test_private_reads(tmp_path: Path, make_server) -> None:  # type: ignore[no-
 def test_settings_token_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VMM_API_TOKEN", "from-env")
     assert Settings(api={"tokens": ["a"]}).api_tokens == ["a", "from-env"]
+
+
+def test_formats_browsers_cannot_play_get_an_h264_copy(
+    client: httpx.Client, auth: dict, server, ready_video: dict, gif_clip: Path,  # type: ignore[no-untyped-def]
+    wait_job, tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """A GIF's play_url is its preview: an H.264 MP4 made once, served with ranges, kept as a
+    blob of the video, and deleted with it. An MP4 plays as it is."""
+    from video_mm.storage.blobs import BlobStore
+
+    mp4 = ready_video["submission"]["video_url"]
+    assert client.get(mp4).json()["play_url"] == f"{mp4}/file"
+    sub = client.post("/v1/videos", files={"file": (gif_clip.name, gif_clip.read_bytes())},
+                      headers=auth).json()
+    assert wait_job(client, sub["job_id"])["state"] == "done"
+    video = client.get(sub["video_url"]).json()
+    assert video["play_url"] == f"{sub['video_url']}/preview.mp4"
+    first = client.get(video["play_url"])
+    assert first.status_code == 200 and first.headers["content-type"] == "video/mp4"
+    (tmp_path / "p.mp4").write_bytes(first.content)
+    with av.open(str(tmp_path / "p.mp4")) as c:
+        assert c.streams.video[0].codec_context.name == "h264"
+        assert sum(1 for _ in c.decode(video=0)) > 10
+    again = client.get(video["play_url"], headers={"Range": "bytes=0-99"})
+    assert again.status_code == 206 and again.content == first.content[:100]  # the kept copy
+    blobs = BlobStore.from_settings(server.settings)
+    key = hashlib.sha256(first.content).hexdigest()
+    assert blobs.exists(key)
+    hits = client.get("/v1/search", params={"q": video["clips"][0]["captions"][0]["text"],
+                                            "k": 50}).json()["hits"]
+    assert {h["play_url"] for h in hits if h["video_id"] == sub["video_id"]} == {video["play_url"]}
+    assert client.delete(sub["video_url"], headers=auth).status_code == 200
+    assert client.get(video["play_url"]).status_code == 404 and not blobs.exists(key)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,6 +19,7 @@ from video_mm.api.media import ranged_response
 from video_mm.api.upload import BadRequest, Spooled, receive_files
 from video_mm.errors import NotFound, VideoMMError, VideoTooLarge
 from video_mm.export import Cue, to_srt, to_vtt
+from video_mm.io.transcode import browser_playable, to_browser_mp4
 
 if TYPE_CHECKING:
     from video_mm.storage.catalog import Catalog
@@ -61,6 +64,18 @@ def file_url(video_id: str) -> str:
     return f"/v1/videos/{video_id}/file"
 
 
+def preview_url(video_id: str) -> str:
+    return f"/v1/videos/{video_id}/preview.mp4"
+
+
+def play_url(v: Any) -> str:
+    """The file when browsers play it as it is, else its preview (before probing: the file)."""
+    info = v.info or {}
+    if not info or browser_playable(info.get("container", ""), info.get("codec", "")):
+        return file_url(v.id)
+    return preview_url(v.id)
+
+
 def thumbnail_url(video_id: str, index: int) -> str:
     return f"/v1/videos/{video_id}/clips/{index}/thumbnail.jpg"
 
@@ -77,7 +92,7 @@ def _summary(v: Any) -> dict[str, Any]:
     return dict(
         id=v.id, filename=v.filename, state=v.state, error=v.error, duration=v.duration,
         width=v.width, height=v.height, fps=v.fps, created_at=v.created_at,
-        url=video_url(v.id), file_url=file_url(v.id),
+        url=video_url(v.id), file_url=file_url(v.id), play_url=play_url(v),
     )
 
 
@@ -366,6 +381,53 @@ def video_file(request: Request, video_id: VideoId) -> Response:
     )
 
 
+@reads.get(
+    "/videos/{video_id}/preview.mp4",
+    response_class=Response,
+    responses={200: {"content": {"video/mp4": {}}}, 206: {"description": "A byte range"}, **ERRORS},
+    summary="An H.264 MP4 copy every browser plays (made on first request, then kept)",
+)
+async def video_preview(request: Request, video_id: VideoId) -> Response:
+    """AVI, GIF, MKV/HEVC and the like do not play in a ``<video>``: the first request converts the
+    upload (``api.preview_max_height``, ``api.preview_timeout_s``) and stores the copy as a blob
+    attached to the video, so later requests, and deleting the video, find it."""
+    ctx = _ctx(request)
+    await run_in_threadpool(ctx.catalog.get_video, video_id)  # 404 before any work
+    key = await run_in_threadpool(_preview_key, request, video_id)
+    return ranged_response(
+        lambda: ctx.blobs.open(key),
+        ctx.blobs.size(key),
+        "video/mp4",
+        request.headers.get("range"),
+        headers={"cache-control": "private, max-age=86400, immutable"},
+    )
+
+
+_preview_locks: dict[str, threading.Lock] = {}
+
+
+def _preview_key(request: Request, video_id: str) -> str:
+    """The preview's blob key, converting once per video even under concurrent requests."""
+    ctx, settings = _ctx(request), request.app.state.settings
+    with _preview_locks.setdefault(video_id, threading.Lock()):
+        if keys := ctx.catalog.attached(video_id, "preview"):
+            return keys[0]
+        video = ctx.catalog.get_video(video_id)
+        spool = Path(settings.data_dir) / "uploads"
+        spool.mkdir(parents=True, exist_ok=True)
+        with ctx.blobs.local_path(video.blob_key) as src, tempfile.TemporaryDirectory(
+            dir=spool
+        ) as tmp:
+            out = to_browser_mp4(
+                src, Path(tmp) / "preview.mp4", settings.io,
+                max_height=settings.api.preview_max_height,
+                timeout_s=settings.api.preview_timeout_s,
+            )
+            key = ctx.blobs.put(out)
+        ctx.catalog.attach_blob(video_id, key, "preview")
+        return key
+
+
 _MEDIA_TYPES = {
     "mov": "video/mp4", "mp4": "video/mp4", "matroska": "video/x-matroska", "webm": "video/webm",
     "avi": "video/x-msvideo", "flv": "video/x-flv", "ogg": "video/ogg", "mpegts": "video/mp2t",
@@ -434,6 +496,8 @@ def search(
     settings = request.app.state.settings
     k = min(k, settings.search.max_k)
     hits = run_search(q, k, settings=settings, mode=mode)
+    catalog = _ctx(request).catalog
+    plays = {v: play_url(catalog.get_video(v)) for v in dict.fromkeys(h.video_id for h in hits)}
     return schemas.SearchOut(
         query=q,
         k=k,
@@ -443,6 +507,7 @@ def search(
                 clip_index=h.clip_index, start=h.start, end=h.end, score=h.score,
                 caption=h.caption, thumbnail_url=thumbnail_url(h.video_id, h.clip_index),
                 video_url=video_url(h.video_id), file_url=file_url(h.video_id),
+                play_url=plays[h.video_id],
             )
             for h in hits
         ],

@@ -77,6 +77,10 @@ class VideoSummary(BaseModel):
     created_at: datetime
     url: str
     file_url: str
+    play_url: str = Field(
+        description="What a browser's <video> should load: the file itself when every browser "
+        "plays its format, else an H.264 MP4 copy made on first request"
+    )
 
 
 class VideoList(BaseModel):
@@ -107,6 +111,7 @@ class HitOut(BaseModel):
     thumbnail_url: str
     video_url: str
     file_url: str
+    play_url: str
 
 
 class SearchOut(BaseModel):

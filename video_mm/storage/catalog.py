@@ -594,6 +594,12 @@ class Catalog:
         with self._write() as s:
             s.execute(stmt, rows)
 
+    def attached(self, video_id: str, kind: str) -> list[str]:
+        """The keys of a video's attached blobs of one kind (e.g. its ``preview``)."""
+        q = select(VideoBlobs.key).where(VideoBlobs.video_id == video_id, VideoBlobs.kind == kind)
+        with self._read() as s:
+            return sorted(s.scalars(q))
+
     def blob_keys(self, video_id: str) -> set[str]:
         """Every blob a video refers to: its upload, its thumbnails, attached blobs."""
         with self._read() as s:

@@ -137,9 +137,9 @@ async function showVideo(id) {
   const player = $("#player");
   player.replaceChildren(el("track", { kind: "captions", label: "Captions", srclang: "en", src: v.captions_vtt_url, default: "" }));
   player.onerror = () => {
-    $("#current-caption").replaceChildren(el("a", { href: v.file_url, download: v.filename }, "This browser cannot play this file's format: download it"));
+    $("#current-caption").replaceChildren(el("a", { href: v.file_url, download: v.filename }, "This video cannot be played here: download the original"));
   };
-  player.src = v.file_url;
+  player.src = v.play_url;  // the file, or an H.264 copy when browsers cannot play its format
   const track = player.querySelector("track");
   track.addEventListener("cuechange", () => {
     // One cue per captioner; the WebVTT voice tag (<v lrcn>) names the model.
@@ -253,7 +253,7 @@ function playClip(hit) {
   const player = $("#clip-player");
   wrap.hidden = false;
   $("#clip-caption").textContent = `${clock(hit.start)}–${clock(hit.end)} · ${hit.caption}`;
-  player.src = `${hit.file_url}#t=${hit.start},${hit.end}`;
+  player.src = `${hit.play_url}#t=${hit.start},${hit.end}`;
   player.addEventListener("loadedmetadata", () => { player.currentTime = hit.start; player.play(); }, { once: true });
   wrap.scrollIntoView({ behavior: "smooth", block: "nearest" });
 }
