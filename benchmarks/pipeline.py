@@ -7,8 +7,9 @@ frames, two captioners (LRCN and temporal attention, beam 3), retrieval embeddin
 FAISS index. Models are randomly initialised at the demo's sizes: their cost does not depend on
 their weights.
 
-Three kinds of run, each on a fresh data folder: in-process (the baseline), Celery on Redis with
-one worker process and with two (workers started and warmed up, models loaded and one job run,
+Three kinds of run, each on a fresh data folder and in processes of its own (in a new session, so
+each gets the same share of a contended CPU): in-process (the baseline), Celery on Redis with one
+worker process and with two (workers started and warmed up, models loaded and one job run,
 before the clock starts; the clock stops at the last job's final catalog write). The machine may
 be shared, so the kinds are interleaved: ``--repeats`` rounds, every other round in reverse order,
 and every ratio is taken within a round (neighbouring runs) and reported as the median over rounds.
@@ -202,11 +203,27 @@ def run_celery(paths: list[Path], warm: Path, models: dict, folder: Path, broker
 RUNS = ("in-process", "celery, 1 worker process", "celery, 2 worker processes")
 
 
-def run(name: str, paths: list[Path], warm: Path, models: dict, folder: Path, broker: str) -> dict:
+def run(name: str, args: argparse.Namespace, root: Path, models: dict, folder: Path) -> dict:
+    """One run. In-process runs too get a process of their own in a session of their own, as a
+    worker does: with the kernel's autogroup scheduling, a new session gets its own share of a
+    contended CPU, which would otherwise favour the workers on a loaded machine."""
     shutil.rmtree(folder, ignore_errors=True)
-    if name == "in-process":
-        return run_in_process(paths, warm, models, folder)
-    return run_celery(paths, warm, models, folder, broker, 1 if "1 worker" in name else 2)
+    if name != "in-process":
+        paths, warm = archive(root, args)
+        return run_celery(paths, warm, models, folder, args.broker, 1 if "1 worker" in name else 2)
+    out = subprocess.run(
+        [sys.executable, __file__, "--workdir", str(root), "--n-synth", str(args.n_synth),
+         "--seconds", str(args.seconds), "--in-process-run", str(folder),
+         "--models", json.dumps(models)],
+        check=True, capture_output=True, text=True, start_new_session=True,
+    )
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def archive(root: Path, args: argparse.Namespace) -> tuple[list[Path], Path]:
+    """The benchmark's videos and the short warm-up video (made on first use)."""
+    paths = make_archive(root / "archive", args.n_synth, args.seconds)
+    return paths, make_archive(root / "warm", 1, 4)[0]
 
 
 def report(results: dict[str, list[dict]], video_s: float, loads: list[float]) -> None:
@@ -247,13 +264,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--in-process-run", type=Path, help=argparse.SUPPRESS)  # one run, as JSON
+    parser.add_argument("--models", type=json.loads, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.in_process_run:
+        paths, warm = archive(args.workdir, args)
+        print(json.dumps(run_in_process(paths, warm, args.models, args.in_process_run)))
+        return
 
     import torch
 
     root = args.workdir or Path(tempfile.mkdtemp(prefix="vmm-bench-pipeline-"))
-    paths = make_archive(root / "archive", args.n_synth, args.seconds)
-    warm = make_archive(root / "warm", 1, 4)[0]
+    paths, _ = archive(root, args)
     models = make_models(root / "models")
     video_s = duration_of(paths)
     print(f"archive: {len(paths)} videos, {video_s:.0f} s of video; torch threads "
@@ -264,8 +286,9 @@ def main() -> None:
     for i in range(args.repeats):
         for name in RUNS if i % 2 == 0 else RUNS[::-1]:
             loads.append(os.getloadavg()[0])
-            folder = root / "runs" / name.replace(",", "").replace(" ", "-")
-            r = run(name, paths, warm, models, folder, args.broker)
+            # A fresh folder a run: a process keeps its catalog and blob store per data folder.
+            folder = root / "runs" / f"{i + 1}-{name.replace(',', '').replace(' ', '-')}"
+            r = run(name, args, root, models, folder)
             results[name].append(r)
             print(f"round {i + 1}, {name}: {r['wall']:.1f} s wall, {r['cpu']:.1f} s CPU "
                   f"(load average {loads[-1]:.1f})", flush=True)
