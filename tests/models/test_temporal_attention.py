@@ -79,3 +79,18 @@ def test_bad_inputs_are_refused(real_batch) -> None:
         model(feats, torch.zeros_like(mask), tokens)
     with pytest.raises(ModelError, match="mask"):
         model(feats, mask.float(), tokens)
+
+
+def test_motion_and_time_inputs_respect_each_clips_real_length() -> None:
+    """|v_i - v_{i-1}| and relative time use only a clip's real frames: a one-frame clip padded
+    into a batch has no motion, and every clip's time runs from 0 at its first frame to 1 at its
+    last real one."""
+    from video_mm.models.temporal_attention import change, time_features
+
+    feats = torch.tensor([[[0.0], [1.0], [3.0], [6.0]], [[5.0], [0.0], [0.0], [0.0]]])
+    mask = torch.tensor([[True, True, True, True], [True, False, False, False]])
+    assert change(feats, mask)[:, :, 0].tolist() == [[1.0, 1.0, 2.0, 3.0], [0.0, 0.0, 0.0, 0.0]]
+    mask = torch.tensor([[True, True, True, True], [True, True, True, False]])
+    tau = torch.acos(time_features(mask)[..., 4].clamp(-1, 1)) / torch.pi  # cos(pi * tau)
+    torch.testing.assert_close(tau[0], torch.tensor([0.0, 1 / 3, 2 / 3, 1.0]))
+    torch.testing.assert_close(tau[1, :3], torch.tensor([0.0, 0.5, 1.0]))
