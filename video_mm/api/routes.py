@@ -403,13 +403,14 @@ async def video_preview(request: Request, video_id: VideoId) -> Response:
     )
 
 
-_preview_locks: dict[str, threading.Lock] = {}
+# Striped locks: one conversion per video at a time, in bounded memory however many videos.
+_PREVIEW_LOCKS = tuple(threading.Lock() for _ in range(64))
 
 
 def _preview_key(request: Request, video_id: str) -> str:
     """The preview's blob key, converting once per video even under concurrent requests."""
     ctx, settings = _ctx(request), request.app.state.settings
-    with _preview_locks.setdefault(video_id, threading.Lock()):
+    with _PREVIEW_LOCKS[int(video_id[:8], 16) % len(_PREVIEW_LOCKS)]:
         if keys := ctx.catalog.attached(video_id, "preview"):
             return keys[0]
         video = ctx.catalog.get_video(video_id)
