@@ -143,3 +143,10 @@ def test_spatial_attention_trains_on_grid_cells_and_explains(
     with pytest.raises(ConfigError, match="grid_pool"):
         train_captioner(tiny_synth, "attention-spatial", tmp_path / "bad", _config(1),
                         cache_dir=feature_cache)
+
+
+def test_cli_offers_every_trainable_arch() -> None:
+    from video_mm.cli.train import ARCHS
+    from video_mm.train.captioning import ARCH_CONFIGS
+
+    assert tuple(ARCH_CONFIGS) == ARCHS

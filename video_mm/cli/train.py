@@ -11,6 +11,7 @@ import typer
 from video_mm.cli._groups import eval_app, train_app
 from video_mm.settings import get_settings
 
+# The keys of train.captioning.ARCH_CONFIGS, named here so `vmm --help` need not import torch.
 ARCHS = ("meanpool", "lrcn", "attention", "attention-spatial")
 
 
@@ -48,7 +49,7 @@ def synth(
 
 def train_captioner_cmd(
     data: Annotated[Path, typer.Option(help="Dataset folder: videos + an annotation file.")],
-    arch: Annotated[str, typer.Option(help="meanpool | lrcn | attention | attention-spatial")],
+    arch: Annotated[str, typer.Option(help=" | ".join(ARCHS))],
     out: Annotated[Path, typer.Option(help="Run folder: last.pt, metrics.csv, best/.")],
     config: Annotated[Path | None, typer.Option(help="Training TOML (default: "
                                                 "configs/train/captioner.toml).")] = None,

@@ -74,6 +74,12 @@ STAGE_SECONDS: Counter[str] = Counter()
 PROGRESS_INTERVAL_S = 0.25
 
 
+def _span(stage: str) -> tuple[float, float]:
+    """The share of a job's progress before ``stage`` starts and once it ends."""
+    i = stages.STAGES.index(stage)
+    return (stages.PROGRESS[stages.STAGES[i - 1]] if i else 0.0), stages.PROGRESS[stage]
+
+
 class JobProgress:
     """Records a step's stages as the job's stage and overall progress: a step's start and end
     are always written, reports between them at most every :data:`PROGRESS_INTERVAL_S`. Also
@@ -87,17 +93,13 @@ class JobProgress:
     def start(self, stage: str) -> None:
         """The step running ``stage`` begins: the job shows it at once (the worker policy reads
         ``running`` and the stage to tell an interrupted step from a new one)."""
-        i = stages.STAGES.index(stage)
-        lo = stages.PROGRESS[stages.STAGES[i - 1]] if i else 0.0
-        self._write(state="running", stage=stage, progress=lo)
+        self._write(state="running", stage=stage, progress=_span(stage)[0])
         self.last = time.perf_counter()
 
     def __call__(self, stage: str, fraction: float) -> None:
         now = time.perf_counter()
         STAGE_SECONDS[stage] += now - self.last
-        i = stages.STAGES.index(stage)
-        lo = stages.PROGRESS[stages.STAGES[i - 1]] if i else 0.0
-        hi = stages.PROGRESS[stage]
+        lo, hi = _span(stage)
         self.pending = dict(stage=stage, progress=lo + (hi - lo) * fraction)
         if now - self.written >= PROGRESS_INTERVAL_S:
             self.flush()
