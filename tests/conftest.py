@@ -12,6 +12,9 @@ from video_mm.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("VMM_SHARED_DATA", REPO.parent / "shared" / "data"))
+# Tests never need the network: weights and hub models come from local servers and caches only
+# (tests of downloading lift this for themselves).
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 @pytest.fixture(scope="session")

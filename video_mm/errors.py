@@ -69,6 +69,28 @@ class WeightsNotFound(ModelError):
         super().__init__(f"weights file not found: {self.path}. {hint}")
 
 
+class UnknownWeights(ConfigError):
+    """A weights name the backbone does not have (a typo, or another model's weights)."""
+
+    code = "unknown_weights"
+
+
+class WeightsDownloadFailed(ModelError):
+    """Fetching weights failed (server down, HTTP error, disk full); nothing was left behind."""
+
+    code = "weights_download_failed"
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        self.transient = transient
+        super().__init__(message)
+
+
+class WeightsCorrupt(ModelError):
+    """A weights file whose bytes do not match the hash in its name (truncated or corrupted)."""
+
+    code = "weights_corrupt"
+
+
 class StorageError(VideoMMError):
     code = "storage_error"
     transient = True

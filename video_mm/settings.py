@@ -66,6 +66,9 @@ class FeatureSettings(BaseModel):
     cache: bool = True
     cache_url: str = ""  # fsspec URL; empty means <data_dir>/features
     torch_home: str = ""  # where torchvision weight names are found; empty: torch's own
+    weights_mirror: str = ""  # base URL holding torchvision's weight files; empty: their own URLs
+    offline: bool = False  # never download weights or hub models (HF_HUB_OFFLINE=1 does too)
+    download_timeout_s: float = Field(60.0, gt=0)  # per network read while fetching weights
 
 
 class StorageSettings(BaseModel):

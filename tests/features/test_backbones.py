@@ -10,7 +10,7 @@ import torch
 from torchvision import models as tvm
 
 from video_mm.errors import ConfigError, ModelError, WeightsNotFound
-from video_mm.features.backbones import Backbone, create_backbone, list_backbones
+from video_mm.features.backbones import Backbone, Fetch, create_backbone, list_backbones
 
 
 def frames(n: int, h: int = 240, w: int = 320, seed: int = 0) -> np.ndarray:
@@ -101,8 +101,10 @@ def test_missing_weights_file_names_the_path(tmp_path: Path) -> None:
 
 
 def test_weights_name_is_read_offline_from_torch_home(tmp_path: Path) -> None:
+    offline = Fetch(offline=True)
     with pytest.raises(WeightsNotFound) as err:
-        create_backbone("resnet18", "ResNet18_Weights.IMAGENET1K_V1", torch_home=tmp_path)
+        create_backbone("resnet18", "ResNet18_Weights.IMAGENET1K_V1", torch_home=tmp_path,
+                        fetch=offline)
     expected = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     assert err.value.path == str(expected)
     assert "TORCH_HOME" in str(err.value)  # says how to fill it
@@ -110,7 +112,7 @@ def test_weights_name_is_read_offline_from_torch_home(tmp_path: Path) -> None:
     expected.parent.mkdir(parents=True)
     torch.save(create_backbone("resnet18").state_dict(), expected)
     with pytest.raises(ModelError, match="corrupt"):
-        create_backbone("resnet18", "IMAGENET1K_V1", torch_home=tmp_path)
+        create_backbone("resnet18", "IMAGENET1K_V1", torch_home=tmp_path, fetch=offline)
 
 
 def test_weights_of_another_model_are_refused() -> None:

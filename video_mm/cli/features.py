@@ -43,7 +43,9 @@ def features(
     weights: Annotated[
         str | None,
         typer.Option(help="none (random), a state-dict file, or a torchvision weights name "
-                     "(ResNet18_Weights.IMAGENET1K_V1) found under $TORCH_HOME; never downloaded."),
+                     "(ResNet18_Weights.IMAGENET1K_V1, DEFAULT): read from $TORCH_HOME, else "
+                     "downloaded there (features.weights_mirror; features.offline or "
+                     "HF_HUB_OFFLINE=1 forbid it)."),
     ] = None,
     grid: Annotated[bool | None, typer.Option(help="Also save the spatial grid [T,C,h,w].")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,

@@ -7,8 +7,9 @@ pooled vector ``[N, D]``. Weights are resolved offline, the torchvision way:
 - ``"none"``: random initialisation from a fixed seed, so tests and caches are reproducible;
 - a local file: a state dict (``.pth``/``.pt`` or ``.safetensors``) of the torchvision classifier
   or of a :class:`Backbone`;
-- a torchvision weights name (``"ResNet50_Weights.IMAGENET1K_V2"``, or just ``"IMAGENET1K_V2"``):
-  read from torch hub's checkpoint folder (``$TORCH_HOME/hub/checkpoints``), never downloaded.
+- a torchvision weights name (``"ResNet50_Weights.IMAGENET1K_V2"``, ``"IMAGENET1K_V1"``,
+  ``"DEFAULT"``): read from torch hub's checkpoint folder (``$TORCH_HOME/hub/checkpoints``), else
+  downloaded there the torchvision way (``weights.py``: mirror, offline mode, hash check);
 
 Preprocessing (resize, centre crop, normalisation) comes from the weights' metadata; random and
 local weights use the metadata of the family's default torchvision weights.
@@ -31,8 +32,10 @@ from torchvision import models as tvm
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from video_mm.errors import ConfigError, ModelError, WeightsNotFound
+from video_mm.errors import ConfigError, ModelError, UnknownWeights, WeightsNotFound
 from video_mm.features.cache import file_sha256
+from video_mm.features.weights import checkpoints_dir, resolve_weights_file
+from video_mm.settings import FeatureSettings
 
 RANDOM_SEED = 0
 
@@ -183,8 +186,7 @@ def list_backbones() -> list[str]:
 
 def hub_checkpoints_dir(torch_home: str | Path | None = None) -> Path:
     """Where torchvision keeps downloaded weights: ``<torch_home or torch hub dir>/checkpoints``."""
-    hub = Path(torch_home) / "hub" if torch_home else Path(torch.hub.get_dir())
-    return hub / "checkpoints"
+    return checkpoints_dir(torch_home)
 
 
 def _is_path(weights: str) -> bool:
@@ -200,7 +202,12 @@ def _weights_enum(name: str, weights: str) -> tvm.WeightsEnum | None:
     enum = tvm.get_model_weights(name)
     member = weights.split(".", 1)[1] if weights.startswith(enum.__name__ + ".") else weights
     if "." in weights and not weights.startswith(enum.__name__ + "."):
-        raise ConfigError(f"weights {weights!r} are not {enum.__name__} of backbone {name!r}")
+        if weights.split(".", 1)[0].endswith("_Weights"):
+            raise UnknownWeights(
+                f"weights {weights!r} are not {enum.__name__} of backbone {name!r}")
+        return None
+    if member == "DEFAULT":
+        return enum.DEFAULT
     try:
         return enum[member]
     except KeyError:
@@ -228,22 +235,21 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _torchvision_file(weights: tvm.WeightsEnum, torch_home: str | Path | None) -> Path:
-    filename = Path(weights.url).name
-    path = hub_checkpoints_dir(torch_home) / filename
-    if not path.is_file():
-        raise WeightsNotFound(
-            path,
-            f"Nothing is downloaded at run time. On a machine with network run "
-            f"`python -c \"import torchvision; torchvision.models.get_weight('{weights}')"
-            f".get_state_dict()\"`, then copy ~/.cache/torch/hub/checkpoints/{filename} to "
-            f"{path.parent}/ (or point TORCH_HOME / features.torch_home at a folder that has it).",
-        )
-    # torchvision files are named <arch>-<first hex digits of their sha256>.pth: verify them.
-    stem_hash = path.stem.rsplit("-", 1)[-1]
-    if not file_sha256(path).startswith(stem_hash):
-        raise ModelError(f"weights file {path} is corrupt: sha256 does not start with {stem_hash}")
-    return path
+@dataclass(frozen=True)
+class Fetch:
+    """How torchvision weight names are fetched when they are not cached (``FeatureSettings``)."""
+
+    torch_home: str | Path | None = None
+    mirror: str = ""
+    offline: bool = False
+    timeout_s: float = 60.0
+    progress: bool = True
+
+
+def fetch_settings(settings: FeatureSettings) -> Fetch:
+    """The :class:`Fetch` the feature settings ask for."""
+    return Fetch(settings.torch_home or None, settings.weights_mirror, settings.offline,
+                 settings.download_timeout_s)
 
 
 def create_backbone(
@@ -253,9 +259,12 @@ def create_backbone(
     grid: bool = False,
     trainable: bool = False,
     torch_home: str | Path | None = None,
+    fetch: Fetch | None = None,
 ) -> Backbone:
     """Build backbone ``name`` with ``weights`` (see the module docstring), frozen unless
-    ``trainable``. ``torch_home`` overrides where torchvision weight names are looked up."""
+    ``trainable``. ``torch_home`` overrides where torchvision weight names are looked up;
+    ``fetch`` says how they are downloaded when missing (mirror, offline, timeout)."""
+    fetch = fetch or Fetch()
     split = _family(name)
     if split is None or name not in tvm.list_models(module=tvm):
         known = ", ".join(list_backbones())
@@ -275,15 +284,17 @@ def create_backbone(
         state = _read_state_dict(path)
         weights_id = f"sha256:{file_sha256(path)}"
     elif (enum := _weights_enum(name, weights)) is not None:
-        path = _torchvision_file(enum, torch_home)
+        path = resolve_weights_file(
+            enum.url, torch_home=torch_home or fetch.torch_home, mirror=fetch.mirror,
+            offline=fetch.offline, timeout_s=fetch.timeout_s, progress=fetch.progress,
+        )
         state = _read_state_dict(path)
         preprocess = Preprocess.from_weights(enum)
         weights_id = f"sha256:{file_sha256(path)}"
     else:
-        raise WeightsNotFound(
-            Path(weights).resolve(),
-            f"It is neither a file nor a weights name of {name} "
-            f"({', '.join(str(w) for w in tvm.get_model_weights(name))}).",
+        raise UnknownWeights(
+            f"weights {weights!r}: neither a file nor a weights name of {name} (known: "
+            f"{', '.join(str(w) for w in tvm.get_model_weights(name))}, DEFAULT, none)"
         )
 
     backbone = Backbone(name, trunk, head_norm, dim, preprocess, weights_id, grid=grid)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from video_mm.errors import ConfigError, VideoMMError
-from video_mm.features.backbones import Backbone, create_backbone
+from video_mm.features.backbones import Backbone, create_backbone, fetch_settings
 from video_mm.features.cache import CacheKey, FeatureCache, file_sha256
 from video_mm.io.sampling import sample_frames
 from video_mm.records import ClipFeatures, FrameBatch
@@ -74,7 +74,7 @@ class FeatureExtractor:
                 settings.backbone,
                 settings.weights,
                 grid=settings.grid if grid is None else grid,
-                torch_home=settings.torch_home or None,
+                fetch=fetch_settings(settings),
             )
         elif grid is not None:
             backbone.grid = grid
