@@ -24,6 +24,11 @@ class VideoInfo:
     frame_count: int
     has_audio: bool
     size_bytes: int
+    # A damaged file: what is lost ("decoded 49 of 100 frames: the file is cut at 2.0 s"), the
+    # frames its header promises (frame_count is what is there) and where its data ends early.
+    warning: str = ""
+    expected_frames: int = 0
+    cut_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class FrameBatch:
     frames: np.ndarray
     times: np.ndarray  # [T] float64 seconds from the start of the video
     indices: np.ndarray  # [T] int64 frame numbers in decode order
+    warning: str = ""  # what of a damaged file was lost (the reader's warning), else empty
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])

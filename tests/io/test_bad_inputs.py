@@ -158,15 +158,20 @@ def test_bad_input(
 @pytest.mark.timeout(60)
 def test_cut_mid_stream(good: Path, tmp_path: Path) -> None:
     """moov first (faststart), then half the media data: the header promises 50 frames, the file
-    holds 25; a CorruptVideo, whether probed, opened or sampled."""
+    holds 24 whole ones and part of the 25th; they are read, with a warning, and below io.min_decoded_share it fails instead."""
     fast = tmp_path / "fast.mp4"
     run_ffmpeg(["-y", "-i", str(good), "-c", "copy", "-movflags", "+faststart", str(fast)])
     data = fast.read_bytes()
     (cut := tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
     fds = len(os.listdir("/proc/self/fd"))
-    for call in (probe, open_video, sample_frames):
-        with pytest.raises(CorruptVideo, match="promises 50 frames but only 25 are there"):
-            call(cut)
+    info = probe(cut)
+    assert (info.frame_count, info.expected_frames) == (24, 50)
+    assert info.warning == "decoded 24 of 50 frames: the file is cut at 1.0 s"
+    batch = sample_frames(cut, n=5, size=32)
+    assert batch.warning == info.warning
+    assert batch.times[-1] < info.cut_at  # uniform over the frames that are there
+    with pytest.raises(CorruptVideo, match=r"decoded 24 of 50 frames.*io\.min_decoded_share"):
+        sample_frames(cut, limits=IOSettings(min_decoded_share=0.6))
     assert_healthy(good, fds)
 
 

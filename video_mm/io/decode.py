@@ -7,11 +7,19 @@ when its own index checks out (finite, ordered timestamps; no rotation; a first 
 expected shape); everything else, and every file object, goes through PyAV, which decodes forward
 from the nearest keyframe. Both resize on decode (short side = ``size``) and return RGB uint8
 ``[T, H, W, 3]`` in display orientation.
+
+Damaged files are read for what is there, as a player does. A file the probe finds cut goes to
+PyAV, which indexes the frames that exist. When Decord fails on a file, or its decoder reports
+damage, the file is read again through PyAV, and that choice is remembered for the file in this
+process. PyAV skips a packet that does not decode, and the nearest decoded frame stands in for
+it; :attr:`Reader.warning` says what was lost, and below ``io.min_decoded_share`` the file fails.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -22,10 +30,11 @@ import av
 import numpy as np
 
 from video_mm.errors import CorruptVideo, UnsupportedCodec, VideoError
+from video_mm.io.damage import damage_warning, require_share
 from video_mm.io.guard import Source, check_input, describe
+from video_mm.io.native_logs import decord_errors, route_decord_logs
 from video_mm.io.probe import (
     Deadline,
-    cut_message,
     open_container,
     probe,
     read_timeout,
@@ -37,6 +46,11 @@ from video_mm.settings import IOSettings, get_settings
 Backend = Literal["auto", "decord", "pyav"]
 # Decord batches are this many frames, so the decode-time limit is checked between them.
 DECORD_CHUNK = 16
+# Files Decord failed on (path, size, mtime) are read with PyAV from then on; this many are kept.
+PYAV_MEMORY = 4096
+
+log = logging.getLogger(__name__)
+_pyav_files: OrderedDict[tuple[str, int, int], str] = OrderedDict()
 
 
 class Reader:
@@ -48,6 +62,26 @@ class Reader:
     def __init__(self, info: VideoInfo, size: int | None, limits: IOSettings) -> None:
         self.info, self.size, self.limits = info, size, limits
         self.out_width, self.out_height = output_size(info.width, info.height, size, limits)
+        self._expected = info.expected_frames or info.frame_count
+        self._cut_at = info.cut_at
+        self._lost: set[int] = set()  # frames whose data is there but did not decode
+        self._concealed: set[int] = set()  # frames decoded with damage hidden by the decoder
+
+    @property
+    def warning(self) -> str:
+        """What of a damaged file is lost, as far as it has been read; empty for a sound file."""
+        lost = self.lost_frames()
+        return damage_warning(
+            expected=max(self._expected, len(self)),
+            decoded=len(self) - len(lost),
+            cut_at=self._cut_at,
+            lost=len(lost),
+            concealed=len(self._concealed - lost),
+        )
+
+    def lost_frames(self) -> set[int]:
+        """Indices of the frames read so far that did not decode (a neighbour stood in)."""
+        return set(self._lost)
 
     def frame_times(self) -> np.ndarray:
         """Presentation time of every frame, seconds from the first frame, ``float64 [N]``."""
@@ -69,7 +103,14 @@ class Reader:
         if not idx.size:
             return np.zeros((0, self.out_height, self.out_width, 3), np.uint8)
         unique, inverse = np.unique(idx, return_inverse=True)
-        return self._decode(unique, Deadline(self.info.path, self.limits.decode_timeout_s))[inverse]
+        frames = self._decode(unique, Deadline(self.info.path, self.limits.decode_timeout_s))
+        if lost := self.lost_frames():
+            present = len(self)
+            require_share(
+                self.info.path, present - len(lost), max(self._expected, present), self.warning,
+                self.limits,
+            )
+        return frames[inverse]
 
     def iter_frames(self, chunk: int = 32) -> Iterator[tuple[int, np.ndarray]]:
         """Every frame in order as ``(index, RGB uint8 [H, W, 3])``, decoded ``chunk`` at a time."""
@@ -103,7 +144,8 @@ def open_video(
     """A :class:`Reader` for ``source`` (a local path or a seekable binary file object).
 
     ``backend="auto"`` takes ``io.backend`` from the settings: Decord where it reads the file
-    correctly, else PyAV. ``size`` resizes on decode so the short side is ``size`` pixels.
+    correctly, else PyAV (also for a damaged file, and for one Decord failed on before).
+    ``size`` resizes on decode so the short side is ``size`` pixels.
     """
     limits = limits or get_settings().io
     if backend == "auto":
@@ -112,15 +154,38 @@ def open_video(
         raise ValueError(f"size must be a positive number of pixels, got {size}")
     checked = check_input(source, limits)
     info = probe(checked, limits)
-    if backend in ("auto", "decord"):
+    if backend == "decord" or (backend == "auto" and _decord_may_read(checked, info)):
         try:
-            return DecordReader(checked, info, size, limits)
+            return DecordReader(checked, info, size, limits, fallback=backend == "auto")
         except _DecordUnusable as why:
             if backend == "decord":
                 raise UnsupportedCodec(
                     info.path, f"Decord cannot read it correctly: {why}"
                 ) from None
+            if isinstance(checked, Path) and why.damaged:
+                remember_pyav(checked, str(why))
     return PyAVReader(checked, info, size, limits)
+
+
+def _decord_may_read(checked: Path | BinaryIO, info: VideoInfo) -> bool:
+    """Decord reads sound local files it has not failed on; it would promise the frames a cut file
+    lacks."""
+    return isinstance(checked, Path) and not info.warning and _file_key(checked) not in _pyav_files
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path), st.st_size, st.st_mtime_ns
+
+
+def remember_pyav(path: Path, why: str) -> None:
+    """Read ``path`` with PyAV from now on in this process (until it changes on disk)."""
+    key = _file_key(path)
+    _pyav_files[key] = why
+    _pyav_files.move_to_end(key)
+    while len(_pyav_files) > PYAV_MEMORY:
+        _pyav_files.popitem(last=False)
+    log.info("%s: read with PyAV from now on (%s)", path, why)
 
 
 def output_size(width: int, height: int, size: int | None, limits: IOSettings) -> tuple[int, int]:
@@ -160,18 +225,32 @@ def _import_decord() -> ModuleType:
     finally:
         if hidden:
             del sys.modules["nvidia"]
+    route_decord_logs(decord)
     return decord
 
 
 class _DecordUnusable(Exception):
-    """Decord opened the file but would return wrong frames or times."""
+    """Decord opened the file but would return wrong frames or times, or it failed on it."""
+
+    def __init__(self, why: str, *, damaged: bool = False) -> None:
+        super().__init__(why)
+        self.damaged = damaged  # Decord failed on the data, not on a form it mis-reads
 
 
 class DecordReader(Reader):
+    """Decord's random access; with ``fallback``, a failure (or damage its decoder reports) mid-file
+    switches the reader to PyAV for the rest of its life, and the file is remembered."""
+
     backend = "decord"
 
     def __init__(
-        self, checked: Path | BinaryIO, info: VideoInfo, size: int | None, limits: IOSettings
+        self,
+        checked: Path | BinaryIO,
+        info: VideoInfo,
+        size: int | None,
+        limits: IOSettings,
+        *,
+        fallback: bool = False,
     ) -> None:
         super().__init__(info, size, limits)
         if not isinstance(checked, Path):
@@ -180,15 +259,21 @@ class DecordReader(Reader):
             raise _DecordUnusable(
                 f"rotated video ({info.rotation} degrees): Decord mis-shapes rotated frames"
             )
+        self._checked, self._fallback_allowed = checked, fallback
+        self._pyav: PyAVReader | None = None
         decord = _import_decord()
         kwargs = {"width": self.out_width, "height": self.out_height} if size is not None else {}
+        errors = decord_errors()
         try:
             self._vr = decord.VideoReader(str(checked), ctx=decord.cpu(0), **kwargs)
             stamps = self._vr.get_frame_timestamp(range(len(self._vr)))[:, 0].astype(np.float64)
             first = self._vr[0].asnumpy()
             self._vr.seek(0)
         except (RuntimeError, decord.DECORDError) as exc:
-            raise _DecordUnusable(str(exc).splitlines()[0][:200]) from None
+            log.debug("Decord cannot open %s: %s", checked, exc)
+            raise _DecordUnusable("Decord cannot open or decode it", damaged=True) from None
+        if decord_errors() > errors and fallback:
+            raise _DecordUnusable("its decoder reports damaged data", damaged=True)
         if (
             not len(stamps)
             or not np.isfinite(stamps).all()
@@ -209,29 +294,74 @@ class DecordReader(Reader):
         return self._times
 
     def keyframe_indices(self) -> np.ndarray:
+        if self._pyav is not None:
+            return np.unique(self._to_pyav(self._pyav.keyframe_indices(), back=True))
         return np.asarray(self._vr.get_key_indices(), dtype=np.int64)
 
+    @property
+    def warning(self) -> str:
+        return self._pyav.warning if self._pyav is not None else ""
+
+    def lost_frames(self) -> set[int]:
+        if self._pyav is None:
+            return set()
+        return set(self._to_pyav(np.asarray(sorted(self._pyav.lost_frames())), back=True).tolist())
+
     def _decode(self, unique: np.ndarray, deadline: Deadline) -> np.ndarray:
+        if self._pyav is not None:
+            return self._pyav._decode(self._to_pyav(unique), deadline)
         decord = _import_decord()
         chunks = []
         for start in range(0, len(unique), DECORD_CHUNK):
             deadline.check()
+            batch = unique[start : start + DECORD_CHUNK]
+            errors = decord_errors()
             try:
-                chunks.append(
-                    self._vr.get_batch(unique[start : start + DECORD_CHUNK].tolist()).asnumpy()
-                )
+                chunks.append(self._vr.get_batch(batch.tolist()).asnumpy())
+                failure = "its decoder reports damaged data" if decord_errors() > errors else ""
             except (RuntimeError, decord.DECORDError) as exc:
-                raise CorruptVideo(
-                    self.info.path, f"Decord failed to decode: {str(exc).splitlines()[0][:200]}"
-                ) from None
+                log.debug("Decord failed on %s: %s", self.info.path, exc)
+                failure = "Decord failed to decode it"
+                if not self._fallback_allowed:
+                    raise CorruptVideo(
+                        self.info.path,
+                        f"Decord failed to decode frames {batch[0]} to {batch[-1]}: the data is "
+                        "damaged or in a form Decord cannot read",
+                    ) from None
+            if failure and self._fallback_allowed:
+                chunks[start // DECORD_CHUNK :] = []
+                self._switch_to_pyav(failure)
+                chunks.append(self._pyav._decode(self._to_pyav(unique[start:]), deadline))
+                break
         return np.concatenate(chunks)
+
+    def _switch_to_pyav(self, why: str) -> None:
+        """Read the rest through PyAV: frames map by time (Decord's index may differ in count)."""
+        remember_pyav(self._checked, why)
+        self._pyav = PyAVReader(self._checked, self.info, self.size, self.limits)
+        self._vr = None
+        self.backend = "pyav"
+
+    def _to_pyav(self, indices: np.ndarray, *, back: bool = False) -> np.ndarray:
+        assert self._pyav is not None
+        src, dst = (self._pyav.frame_times(), self._times) if back else (
+            self._times, self._pyav.frame_times()
+        )
+        at = np.searchsorted(dst, src[np.asarray(indices, dtype=np.int64)] - 1e-6)
+        return np.clip(at, 0, len(dst) - 1).astype(np.int64)
 
     def close(self) -> None:
         self._vr = None
+        if self._pyav is not None:
+            self._pyav.close()
 
 
 class PyAVReader(Reader):
-    """Seeks to the keyframe at or before each wanted frame and decodes forward to it."""
+    """Seeks to the keyframe at or before each wanted frame and decodes forward to it.
+
+    A packet that does not decode is skipped and its frame counted lost; a wanted frame that never
+    comes out is stood in for by the frame decoded just before it (or, at the start, just after).
+    """
 
     backend = "pyav"
 
@@ -254,14 +384,15 @@ class PyAVReader(Reader):
         self._container, _ = self._stack.enter_context(open_container(self._checked, self.limits))
         self._stream = video_stream(self._container, self._checked, [])
         self._stream.codec_context.thread_type = "AUTO"
-        self._frames = None  # a live decode iterator, or None before the first frame
+        self._frames: Iterator[av.VideoFrame] | None = None  # None before the first frame
         self._pos = -1  # index of the last frame decoded
+        self._held: av.VideoFrame | None = None  # that frame, to stand in for a lost one
 
     def _index(self, deadline: Deadline) -> None:
         """Timestamps and keyframe flags of every frame, from demuxing (no decoding)."""
         stamps: list[int] = []
         keys: list[bool] = []
-        missing = False
+        missing = partial = False
         with open_container(self._checked, self.limits) as (container, logs):
             stream = video_stream(container, self._checked, logs)
             try:
@@ -273,16 +404,18 @@ class PyAVReader(Reader):
                     missing |= stamp is None
                     stamps.append(stamp if stamp is not None else len(stamps))
                     keys.append(packet.is_keyframe)
+                    partial = packet.is_corrupt  # the last one is cut off when the file is
             except av.error.ExitError as exc:
                 raise read_timeout(self._name, self.limits.decode_timeout_s) from exc
-            except av.error.FFmpegError:
-                pass  # a damaged tail: index what is there; decoding past it raises CorruptVideo
+            except av.error.FFmpegError as exc:  # a damaged tail: index what is there
+                log.debug("%s: demuxing stopped early: %s", self._name, exc)
             time_base = float(stream.time_base)
             promised = stream.frames
+        if stamps and partial and self._cut_at is not None:
+            stamps.pop()
+            keys.pop()
         if not stamps:
             raise CorruptVideo(self._name, "no video packets: the stream is empty")
-        if promised and len(stamps) < promised:
-            raise CorruptVideo(self._name, cut_message(len(stamps), promised))
         order = np.argsort(np.asarray(stamps), kind="stable")
         self._pts = np.asarray(stamps, dtype=np.int64)[order]
         if missing:  # no timestamps: frames are numbered in decode order, paced by the frame rate
@@ -293,6 +426,10 @@ class PyAVReader(Reader):
         self._seekable = not missing and len(self._keys) > 0
         if not len(self._keys) or self._keys[0] != 0:
             self._keys = np.union1d([0], self._keys)
+        if promised > len(stamps) and self._cut_at is None:  # cut, and the probe did not see it
+            step = 1.0 / self.info.fps if self.info.fps else 0.0
+            self._cut_at = float(self._times[-1]) + step
+        self._expected = max(self._expected, promised, len(stamps))
 
     def frame_times(self) -> np.ndarray:
         return self._times
@@ -310,7 +447,9 @@ class PyAVReader(Reader):
             raise read_timeout(self._name, self.limits.decode_timeout_s) from exc
         except av.error.FFmpegError as exc:
             self._open()
-            raise CorruptVideo(self._name, f"decoding failed: {exc}") from exc
+            raise CorruptVideo(
+                self._name, f"decoding failed: {_reason(exc)}"
+            ) from exc
         except VideoError:
             self._open()
             raise
@@ -324,20 +463,32 @@ class PyAVReader(Reader):
 
     def _decode_forward(self, target: int, deadline: Deadline) -> np.ndarray:
         start = self._pos
+        assert self._frames is not None
         for frame in self._frames:
             deadline.check()
             index = self._index_of(frame)
-            if index > target and self._pos == start >= 0:
-                self._seek(0)  # a seek overshot (an inexact index): decode from the start
+            if index > target and self._held is None and start >= 0:
+                self._seek(0)  # a seek overshot (an inexact index, or a lost keyframe): from 0
                 return self._decode_forward(target, deadline)
-            self._pos = index
-            if index >= target:
+            if index > self._pos + 1 and (self._held is not None or self._pos < 0):
+                self._lost.update(range(self._pos + 1, index))  # they never came out
+            if frame.is_corrupt:
+                self._concealed.add(index)
+            if index > target:  # the wanted frame did not decode: a neighbour stands in
+                stand_in = self._held if self._held is not None else frame
+                self._pos, self._held = index, frame
+                return self._rgb(stand_in)
+            self._pos, self._held = index, frame
+            if index == target:
                 return self._rgb(frame)
-        raise CorruptVideo(
-            self._name,
-            f"the stream ends before frame {target} of {len(self._pts)}: "
-            "the file is cut or damaged",
-        )
+        if self._held is None:
+            raise CorruptVideo(
+                self._name,
+                f"no frame up to frame {target} of {len(self._pts)} decodes: the data is damaged",
+            )
+        self._lost.update(range(self._pos + 1, len(self._pts)))  # the stream ends early
+        self._pos = len(self._pts) - 1
+        return self._rgb(self._held)
 
     def _seek(self, key: int) -> None:
         """Position the decoder just before frame ``key`` (0, or a keyframe)."""
@@ -353,7 +504,34 @@ class PyAVReader(Reader):
                 self._open()
                 key = 0
         self._pos = key - 1
-        self._frames = self._container.decode(self._stream)
+        self._held = None
+        self._frames = self._decoded()
+
+    def _decoded(self) -> Iterator[av.VideoFrame]:
+        """Frames from the current position, as a player shows them: a packet that does not decode
+        is skipped, and a read error ends the stream (what decoded before it is kept)."""
+        stream = self._stream
+        flushed = False
+        try:
+            for packet in self._container.demux(stream):
+                flushed = not packet.size
+                try:
+                    frames = stream.decode(packet)
+                except av.error.ExitError:
+                    raise
+                except av.error.FFmpegError as exc:
+                    log.debug("%s: a packet does not decode: %s", self._name, exc)
+                    continue
+                yield from frames
+        except av.error.ExitError:
+            raise
+        except av.error.FFmpegError as exc:
+            log.debug("%s: reading stopped early: %s", self._name, exc)
+        if not flushed:
+            try:
+                yield from stream.decode(None)
+            except (av.error.FFmpegError, EOFError) as exc:
+                log.debug("%s: flushing the decoder failed: %s", self._name, exc)
 
     def _index_of(self, frame: av.VideoFrame) -> int:
         if frame.pts is None or not self._seekable:
@@ -368,3 +546,8 @@ class PyAVReader(Reader):
         if self._stack is not None:
             self._stack.close()
             self._stack = None
+
+
+def _reason(exc: av.error.FFmpegError) -> str:
+    """FFmpeg's error in our words: its message, without the file name or function it names."""
+    return (getattr(exc, "strerror", None) or type(exc).__name__).rstrip(".").lower()

@@ -27,7 +27,9 @@ from video_mm.errors import (
     VideoError,
     VideoTooLarge,
 )
+from video_mm.io.damage import TS_PACKET_SIZES, damage_warning, require_share
 from video_mm.io.guard import Source, check_input, describe
+from video_mm.io.native_logs import route_ffmpeg_logs
 from video_mm.records import VideoInfo
 from video_mm.settings import IOSettings, get_settings
 
@@ -38,6 +40,7 @@ VFR_TOLERANCE = 0.1
 
 _BAD_SIZE = re.compile(r"Picture size (\d+)x(\d+) is invalid")
 _LOG_LOCK = threading.Lock()
+route_ffmpeg_logs()
 
 
 def probe(
@@ -119,7 +122,9 @@ def open_container(
             name, f"reading took longer than {limits.decode_timeout_s:g} s (io.decode_timeout_s)"
         ) from exc
     except av.error.FFmpegError as exc:
-        raise CorruptVideo(name, f"ffmpeg could not read it: {exc}") from exc
+        raise CorruptVideo(
+            name, f"ffmpeg could not read it: {getattr(exc, 'strerror', None) or exc}"
+        ) from exc
     finally:
         container.close()
 
@@ -197,10 +202,17 @@ def _info(
             name, f"has {frame_count} frames, over the limit of {limits.max_frames} (io.max_frames)"
         )
     first, stamps, complete = _scan(container, stream, name, deadline)
+    size = checked.stat().st_size if isinstance(checked, Path) else _fileobj_size(checked)
     if complete and stamps.size:  # the scan saw every packet: the count is exact
-        if stream.frames and stamps.size < stream.frames:
-            raise CorruptVideo(name, cut_message(stamps.size, stream.frames))
         frame_count = int(stamps.size)
+    present, expected, cut_at = _cut(container, stream, size, stamps, complete, fps)
+    warning = ""
+    if cut_at is not None:
+        present = present or frame_count
+        expected = max(expected, present)
+        warning = damage_warning(expected=expected, decoded=present, cut_at=cut_at)
+        require_share(name, present, expected, warning, limits)
+        frame_count, duration = present, min(duration, cut_at) if duration else cut_at
     gaps = np.diff(stamps) * float(stream.time_base or Fraction(1))
     gaps = gaps[gaps > 0]
     rotation = rotation_of(first)
@@ -213,7 +225,6 @@ def _info(
         fps = frame_count / duration
     if not duration and fps:
         duration = frame_count / fps
-    size = checked.stat().st_size if isinstance(checked, Path) else _fileobj_size(checked)
     return VideoInfo(
         path=name,
         container=container.format.name,
@@ -228,7 +239,43 @@ def _info(
         frame_count=frame_count,
         has_audio=bool(container.streams.audio),
         size_bytes=size,
+        warning=warning,
+        expected_frames=expected if cut_at is not None else frame_count,
+        cut_at=cut_at,
     )
+
+
+def _cut(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    size: int,
+    stamps: np.ndarray,
+    complete: bool,
+    fps: float,
+) -> tuple[int, int, float | None]:
+    """``(frames there, frames promised, seconds where the data ends)`` of a file cut short;
+    ``(0, 0, None)`` when nothing shows it is cut.
+
+    An MP4 lists every frame's byte range in its index, so frames past the end of the file are
+    counted without reading them; a transport stream that ends inside a packet was cut; any other
+    file is cut when the header promises more frames than a complete scan found.
+    """
+    time_base = float(stream.time_base or Fraction(1))
+    if "mp4" in container.format.name and len(entries := stream.index_entries):
+        kept = [e for e in entries if not e.is_discard]
+        gone = [e.timestamp for e in kept if e.pos + e.size > size]
+        if gone:
+            start = min(e.timestamp for e in kept)
+            expected = max(stream.frames, len(kept))
+            return len(kept) - len(gone), expected, (min(gone) - start) * time_base
+        return 0, 0, None
+    if container.format.name == "mpegts" and all(size % n for n in TS_PACKET_SIZES):
+        end = container.duration / av.time_base if container.duration else 0.0
+        return int(stamps.size) if complete else 0, int(stamps.size) if complete else 0, end
+    if complete and stamps.size and stream.frames > stamps.size:
+        step = 1.0 / fps if fps else 0.0
+        return int(stamps.size), stream.frames, (stamps[-1] - stamps[0]) * time_base + step
+    return 0, 0, None
 
 
 def _scan(
@@ -274,10 +321,6 @@ def read_timeout(name: str, seconds: float) -> DecodeTimeout:
     return DecodeTimeout(name, f"a read took longer than {seconds:g} s (io.decode_timeout_s)")
 
 
-def cut_message(found: int, promised: int) -> str:
-    return f"the header promises {promised} frames but only {found} are there: the file is cut"
-
-
 def _variable(gaps: np.ndarray) -> bool:
     if gaps.size < 2:
         return False
@@ -298,6 +341,8 @@ _SIGNATURES: tuple[tuple[int, bytes], ...] = (
     (4, b"ftyp"),
     (4, b"moov"),
     (4, b"mdat"),
+    (4, b"moof"),
+    (4, b"styp"),
     (4, b"free"),
     (4, b"wide"),
     (4, b"skip"),

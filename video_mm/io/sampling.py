@@ -91,6 +91,7 @@ def _sample(
     times = reader.frame_times()
     keys = reader.keyframe_indices() if sampler == "keyframes" else np.zeros(0, np.int64)
     idx = sample_indices(times, keys, sampler=sampler, n=n, fps=fps, start=start, end=end)
+    frames = reader.get_frames(idx)
     return FrameBatch(
-        frames=reader.get_frames(idx), times=times[idx].astype(np.float64), indices=idx
+        frames=frames, times=times[idx].astype(np.float64), indices=idx, warning=reader.warning
     )
