@@ -158,7 +158,8 @@ def test_bad_input(
 @pytest.mark.timeout(60)
 def test_cut_mid_stream(good: Path, tmp_path: Path) -> None:
     """moov first (faststart), then half the media data: the header promises 50 frames, the file
-    holds 24 whole ones and part of the 25th; they are read, with a warning, and below io.min_decoded_share it fails instead."""
+    holds 24 whole ones and part of the 25th; they are read, with a warning, and below
+    io.min_decoded_share it fails instead."""
     fast = tmp_path / "fast.mp4"
     run_ffmpeg(["-y", "-i", str(good), "-c", "copy", "-movflags", "+faststart", str(fast)])
     data = fast.read_bytes()
