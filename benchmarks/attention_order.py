@@ -16,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from video_mm.artifacts import load_recipe
 from video_mm.data.datasets import load_dataset
+from video_mm.data.features import extract_features
 from video_mm.models.factory import from_pretrained
 from video_mm.settings import get_settings
-from video_mm.train.captioning import extract_features, load_recipe, subset
+from video_mm.train.captioning import subset
 
 HINGES = ("then", "after")
 

@@ -88,9 +88,10 @@ def build_archive(
     records: list[VideoRecord], retrieval_dir: Path, captioner_dir: Path, work: Path
 ) -> tuple[Catalog, FaissIndex, object, dict[str, str]]:
     """Catalog + index of the evaluation clips; returns them, the model, and video id by record."""
+    from video_mm.artifacts import load_recipe
+    from video_mm.data.features import extract_features
     from video_mm.models.factory import from_pretrained as captioner_from_pretrained
     from video_mm.retrieval.model import from_pretrained
-    from video_mm.train.captioning import extract_features, load_recipe
 
     model = from_pretrained(retrieval_dir).eval()
     captioner = captioner_from_pretrained(captioner_dir)

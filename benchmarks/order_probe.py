@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from video_mm.artifacts import FeatureRecipe
 from video_mm.data.datasets import load_dataset
+from video_mm.data.features import extract_features
 from video_mm.settings import get_settings
-from video_mm.train.captioning import FeatureRecipe, extract_features
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train" / "synth.toml"
 TARGETS = {

@@ -31,6 +31,12 @@ class VideoInfo:
     cut_at: float | None = None
 
 
+def clip_id(video_id: str, index: int | str) -> str:
+    """A clip's id everywhere (catalog rows, index entries): ``"<video_id>:<index>"``; with
+    ``index=""`` the prefix every clip id of the video starts with."""
+    return f"{video_id}:{index}"
+
+
 @dataclass(frozen=True)
 class Clip:
     """A time span of one video; the unit that is captioned, embedded and searched."""
@@ -39,6 +45,10 @@ class Clip:
     index: int
     start: float
     end: float
+
+    @property
+    def id(self) -> str:
+        return clip_id(self.video_id, self.index)
 
     @property
     def duration(self) -> float:

@@ -22,11 +22,11 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from video_mm.artifacts import retrieval_dir
 from video_mm.errors import ConfigError, VideoMMError
 from video_mm.records import Hit
 from video_mm.settings import SearchSettings, Settings
@@ -264,16 +264,6 @@ def _hit(
 
 
 # -- components from settings ----------------------------------------------------------------------
-def retrieval_dir(settings: Settings) -> Path | None:
-    """The retrieval model the pipeline embeds with: ``models.retrieval``, else the one ``vmm demo``
-    trained under ``data_dir/models/retrieval`` (the same rule as ``pipeline.stages``)."""
-    if settings.models.retrieval:
-        path = Path(settings.models.retrieval).expanduser()
-        if not path.is_dir():
-            raise ConfigError(f"retrieval model directory not found: {path}")
-        return path
-    default = settings.data_dir / "models" / "retrieval"
-    return default if default.is_dir() else None
 
 
 @dataclass

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from video_mm.artifacts import FeatureRecipe
 from video_mm.io.sampling import sample_frames
 from video_mm.pipeline.stages import (
     FeatureSpec,
@@ -19,7 +20,6 @@ from video_mm.pipeline.stages import (
 )
 from video_mm.records import ClipFeatures
 from video_mm.settings import FeatureSettings, SamplingSettings, Settings
-from video_mm.train.captioning import FeatureRecipe
 
 
 def test_models_inputs_apply_the_standardisation_saved_with_the_model() -> None:

@@ -34,10 +34,10 @@ def caption(
     ] = None,
 ) -> None:
     """Caption a video in this process and print one caption per clip with its timestamps."""
+    from video_mm.artifacts import model_dirs
     from video_mm.export import FORMATS, render, video_cues
     from video_mm.pipeline.dispatch import index_paths
     from video_mm.pipeline.runner import context
-    from video_mm.pipeline.stages import model_dirs
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--format")

@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from video_mm.errors import ConfigError, VideoMMError
+from video_mm.artifacts import resolve_device
+from video_mm.errors import VideoMMError
 from video_mm.features.backbones import Backbone, create_backbone, fetch_settings
 from video_mm.features.cache import CacheKey, FeatureCache, file_sha256
 from video_mm.io.sampling import sample_frames
@@ -30,19 +31,6 @@ from video_mm.settings import FeatureSettings, IOSettings, SamplingSettings
 
 Job = TypeVar("Job")
 _END = object()
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> the first CUDA device when there is one, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"bad features.device {device!r}: {exc}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"features.device is {device!r} but no CUDA device is available")
-    return dev
 
 
 @dataclass

@@ -4,31 +4,34 @@ A config is a JSON object: ``arch`` (``meanpool`` | ``lrcn`` | ``temporal_attent
 optional ``name``, and the architecture's hyper-parameters (its ``*Config`` dataclass). The
 shipped ones live in ``configs/models/<name>.json`` and are picked by name.
 
-A saved captioner is a folder that needs nothing else to run::
-
-    config.json        name, arch, hyper-parameters, vocab_size, feat_dim, the backbone it expects,
-                       what it was trained on and its scores
-    model.safetensors  the weights (an end-to-end LRCN's CNN included)
-    vocab.json         the vocabulary
-    README.md          a short model card
-    backbone.safetensors  only from :func:`export_frozen`: a fine-tuned CNN, named by the
-                       backbone spec's ``weights`` relative to the folder
+A saved captioner is a folder in the format :mod:`video_mm.artifacts` owns (config, weights,
+vocabulary, feature recipe, card); an end-to-end LRCN's CNN is inside its weights. Only
+:func:`export_frozen` adds ``backbone.safetensors``: a fine-tuned CNN, named by the backbone spec's
+``weights`` relative to the folder.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_file, save_model
+from safetensors.torch import load_model, save_file
 
+from video_mm.artifacts import (
+    BackboneSpec,
+    FeatureRecipe,
+    pad_features,
+    read_saved,
+    resolve_device,
+    write_saved,
+)
 from video_mm.data.vocab import Vocabulary
-from video_mm.errors import ConfigError, ModelError, WeightsNotFound
+from video_mm.errors import ConfigError, ModelError
 from video_mm.models.base import CaptionModel
 from video_mm.models.decoding import beam_search, greedy
 from video_mm.models.lrcn import LRCN, LRCNConfig
@@ -127,37 +130,22 @@ def model_config(model: CaptionModel) -> dict[str, Any]:
             **asdict(model.config)}
 
 
-@dataclass(frozen=True)
-class BackboneSpec:
-    """The features a captioner was trained on: the pipeline must compute the same ones."""
-
-    name: str
-    weights: str  # what create_backbone was given
-    weights_id: str = ""  # what it resolved to (a sha256, or the random seed)
-    dim: int = 0
-    grid: bool = False  # the model also needs the CNN grid
-    input: str = "features"  # features | frames (end-to-end LRCN: preprocessed frames)
-
-
 def save_pretrained(
     directory: str | Path, model: CaptionModel, vocab: Vocabulary, backbone: BackboneSpec, *,
     trained_on: str = "", scores: dict[str, float] | None = None, notes: str = "",
+    recipe: FeatureRecipe | None = None,
 ) -> Path:
-    """Write the folder described in the module docstring; returns it."""
+    """Write the model folder (see :mod:`video_mm.artifacts`), with ``recipe`` when given;
+    returns it."""
     if len(vocab) != model.vocab_size:
         raise ModelError(f"vocabulary has {len(vocab)} words, the model {model.vocab_size}")
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
     config = {
         "format": FORMAT, "model": model_config(model), "vocab_size": model.vocab_size,
-        "feat_dim": model.feat_dim, "backbone": asdict(backbone), "vocab": "vocab.json",
+        "feat_dim": model.feat_dim, "backbone": asdict(backbone),
         "trained_on": trained_on, "scores": scores or {},
     }
-    save_model(model, str(out / "model.safetensors"))
-    vocab.save(out / "vocab.json")
-    (out / "config.json").write_text(json.dumps(config, indent=2))
-    (out / "README.md").write_text(_model_card(config, notes))
-    return out
+    return write_saved(directory, config=config, weights=model, vocab=vocab, recipe=recipe,
+                       card=_model_card(config, notes))
 
 
 def _model_card(config: dict[str, Any], notes: str) -> str:
@@ -181,47 +169,24 @@ def _model_card(config: dict[str, Any], notes: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """``None``/``auto``: the first GPU when there is one, else the CPU."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def read_saved(folder: Path, *, kind: str, fmt: str) -> tuple[dict[str, Any], Path]:
-    """The config and weights path of a saved model folder (captioner or retrieval model), with a
-    clear error for each way the folder can be wrong."""
-    config_path, weights = folder / "config.json", folder / "model.safetensors"
-    if not config_path.is_file():
-        raise ConfigError(f"{folder} is not a saved {kind}: config.json is missing")
-    if not weights.is_file():
-        raise WeightsNotFound(weights, f"A saved {kind} holds model.safetensors.")
-    try:
-        config = json.loads(config_path.read_text())
-    except ValueError as exc:
-        raise ConfigError(f"{config_path}: not valid JSON ({exc})") from exc
-    if config.get("format") != fmt:
-        raise ConfigError(f"{config_path}: format {config.get('format')!r}, expected {fmt!r}")
-    return config, weights
-
-
 def from_pretrained(directory: str | Path, device: str | None = None) -> Captioner:
-    """Load a folder written by :func:`save_pretrained`; no network, nothing downloaded."""
-    folder = Path(directory)
-    config, weights = read_saved(folder, kind="captioner", fmt=FORMAT)
+    """Load a folder written by :func:`save_pretrained` (or a training run's ``best/``); no
+    network, nothing downloaded."""
+    saved = read_saved(directory, kind="captioner", fmt=FORMAT)
+    config, folder = saved.config, saved.folder
     vocab = Vocabulary.load(folder / config["vocab"])
     model = create_model(config["model"], config["vocab_size"], config["feat_dim"],
                          load_backbone_weights=False)
-    missing, unexpected = load_model(model, str(weights), strict=False)
+    missing, unexpected = load_model(model, str(saved.weights), strict=False)
     if missing or unexpected:
-        raise ModelError(f"{weights} does not fit {config['model']['name']}: missing {missing}, "
-                         f"unexpected {unexpected}")
+        raise ModelError(f"{saved.weights} does not fit {config['model']['name']}: missing "
+                         f"{missing}, unexpected {unexpected}")
     spec = BackboneSpec(**config["backbone"])
     if (folder / spec.weights).is_file():  # a CNN saved beside the model: make it findable
         spec = replace(spec, weights=str((folder / spec.weights).resolve()))
     return Captioner(model, vocab, spec,
                      trained_on=config.get("trained_on", ""), scores=config.get("scores", {}),
-                     device=device)
+                     device=device, recipe=saved.recipe)
 
 
 def export_frozen(captioner: Captioner, directory: str | Path, **card: Any) -> Path:
@@ -243,16 +208,18 @@ def export_frozen(captioner: Captioner, directory: str | Path, **card: Any) -> P
     spec = BackboneSpec(model.config.backbone, cnn_file.name, f"sha256:{digest}", model.feat_dim)
     card.setdefault("trained_on", captioner.trained_on)
     card.setdefault("scores", captioner.scores)
+    card.setdefault("recipe", captioner.recipe)
     return save_pretrained(out, frozen, captioner.vocab, spec, **card)
 
 
 class Captioner:
-    """A captioner ready to use: model, vocabulary and the features it expects."""
+    """A captioner ready to use: model, vocabulary and the features it expects (``recipe``:
+    the saved ``features.json``, None for folders saved without one)."""
 
     def __init__(self, model: CaptionModel, vocab: Vocabulary, backbone: BackboneSpec, *,
                  trained_on: str = "", scores: dict[str, float] | None = None,
-                 device: str | None = None) -> None:
-        self.model, self.vocab, self.backbone = model, vocab, backbone
+                 device: str | None = None, recipe: FeatureRecipe | None = None) -> None:
+        self.model, self.vocab, self.backbone, self.recipe = model, vocab, backbone, recipe
         self.trained_on, self.scores = trained_on, dict(scores or {})
         self.device = resolve_device(device)
         self.model.to(self.device).eval()
@@ -263,7 +230,8 @@ class Captioner:
 
     def save_pretrained(self, directory: str | Path, *, notes: str = "") -> Path:
         return save_pretrained(directory, self.model, self.vocab, self.backbone,
-                               trained_on=self.trained_on, scores=self.scores, notes=notes)
+                               trained_on=self.trained_on, scores=self.scores, notes=notes,
+                               recipe=self.recipe)
 
     def batch(
         self, features: list[np.ndarray], grids: list[np.ndarray] | None = None
@@ -274,24 +242,12 @@ class Captioner:
             raise ModelError("no clips to caption")
         if self.model.takes_frames:
             features = [self.model.cnn.preprocess(f) for f in features]  # uint8 frames
-        tensors = [torch.as_tensor(np.asarray(f) if isinstance(f, np.ndarray) else f)
-                   .float() for f in features]
-        if any(t.dim() != tensors[0].dim() or len(t) == 0 for t in tensors):
-            raise ModelError("every clip needs a non-empty [T, ...] array of the same rank")
-        T = max(len(t) for t in tensors)
-        feats = torch.zeros(len(tensors), T, *tensors[0].shape[1:])
-        mask = torch.zeros(len(tensors), T, dtype=torch.bool)
-        for i, t in enumerate(tensors):
-            feats[i, : len(t)], mask[i, : len(t)] = t, True
+        feats, mask = pad_features(features)
         grid = None
         if self.model.uses_grid:
-            if grids is None or len(grids) != len(tensors):
+            if grids is None or len(grids) != len(features):
                 raise ModelError(f"{self.name} attends over the CNN grid: pass one grid per clip")
-            g = [torch.as_tensor(x).float() for x in grids]
-            grid = torch.zeros(len(g), T, *g[0].shape[1:])
-            for i, x in enumerate(g):
-                grid[i, : len(x)] = x
-            grid = grid.to(self.device)
+            grid = pad_features(grids)[0].to(self.device)
         return feats.to(self.device), mask.to(self.device), grid
 
     def caption(

@@ -3,21 +3,23 @@
 1. A small synthetic archive (``data_dir/demo/synth``), generated once.
 2. Small models trained briefly on it (an LRCN and a temporal-attention captioner, a retrieval
    model), saved under ``data_dir/models`` where the pipeline finds them; reused when present.
-3. The archive and the real clips of ``../shared/data/msvd14`` (when present) indexed in-process.
+3. The archive and the real clips of ``$VMM_SHARED_DATA/msvd14`` (default ``../shared/data``, from
+   the working directory; when present) indexed in-process.
 4. Captions of a few videos and a few text searches printed.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from video_mm.artifacts import models_root
 from video_mm.settings import Settings
 
-REAL_CLIPS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "msvd14" / "videos"
 # The models only know the synthetic world: search for what it shows.
 QUERIES = (
     "a red triangle moves down",
@@ -32,11 +34,17 @@ CAPTIONERS = {
 }
 
 
+def real_clips() -> Path:
+    """The real MSVD clips shown beside the synthetic archive: ``$VMM_SHARED_DATA/msvd14/videos``
+    (``VMM_SHARED_DATA`` defaults to ``../shared/data``, as for the tests)."""
+    return Path(os.environ.get("VMM_SHARED_DATA", "../shared/data")) / "msvd14" / "videos"
+
+
 def _train_models(settings: Settings, data: Path, epochs: int, console: Console) -> None:
     from video_mm.retrieval.training import RetrievalTrainConfig, train_on_dataset
     from video_mm.train.captioning import CaptionTrainConfig, train_captioner
 
-    models = settings.data_dir / "models"
+    models = models_root(settings)
     runs = settings.data_dir / "demo" / "runs"
     cache = settings.data_dir / "features"
     # Every video trains; the best epoch is picked on a few of them (a demo, not a benchmark:
@@ -60,7 +68,7 @@ def _train_models(settings: Settings, data: Path, epochs: int, console: Console)
 
 
 def _have_models(settings: Settings) -> bool:
-    root = settings.data_dir / "models"
+    root = models_root(settings)
     return all((root / "captioners" / a / "config.json").is_file() for a in CAPTIONERS) and (
         root / "retrieval" / "config.json"
     ).is_file()
@@ -89,9 +97,10 @@ def run_demo(
         _train_models(settings, synth, epochs, console)
     else:
         console.print(f"[bold]using the models a previous demo trained[/bold] in "
-                      f"{settings.data_dir / 'models'} (--retrain to train again)")
+                      f"{models_root(settings)} (--retrain to train again)")
 
-    paths = [synth / "videos"] + ([REAL_CLIPS] if REAL_CLIPS.is_dir() else [])
+    real = real_clips()
+    paths = [synth / "videos"] + ([real] if real.is_dir() else [])
     console.print(f"[bold]indexing[/bold] {', '.join(str(p) for p in paths)} (in-process)")
     rows = index_paths(paths, settings, queue=False)
     done = [r for r in rows if r["state"] == "done"]

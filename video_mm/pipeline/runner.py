@@ -30,7 +30,7 @@ from sqlalchemy.exc import OperationalError
 
 from video_mm.errors import VideoError, VideoMMError
 from video_mm.pipeline import stages
-from video_mm.records import Clip
+from video_mm.records import Clip, clip_id
 from video_mm.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ def analyse(ctx: Context, job_id: str) -> str | None:
         decoded = stages.features_stage(path, clips, models.feature_specs(), ctx.settings, report)
     thumbs = {i: ctx.blobs.put(data) for i, data in decoded.thumbnails.items()}
     cat.attach_blobs(job.video_id, thumbs.values(), "thumbnail")
-    cat.set_thumbnails({stages.clip_id(job.video_id, i): k for i, k in thumbs.items()})
+    cat.set_thumbnails({clip_id(job.video_id, i): k for i, k in thumbs.items()})
     report("features", 1.0)
     captions = stages.caption_stage(models, decoded.features)
     report("caption", 1.0)
@@ -215,7 +215,7 @@ def publish(ctx: Context, job_id: str, vectors_key: str | None) -> None:
     report = ctx.progress(job_id)
     report.start("index")
     clips = _clips(ctx, job.video_id)
-    ids = [stages.clip_id(c.video_id, c.index) for c in clips]
+    ids = [c.id for c in clips]
     vectors = None if vectors_key is None else stages.vectors_from_bytes(
         ctx.blobs.get(vectors_key)
     )

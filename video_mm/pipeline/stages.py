@@ -13,7 +13,6 @@ Stages never decide about retries or job states; :mod:`video_mm.pipeline.runner`
 from __future__ import annotations
 
 import io
-import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from video_mm.artifacts import FeatureRecipe, model_dirs
 from video_mm.errors import ConfigError, CorruptVideo
-from video_mm.records import Caption, Clip, ClipFeatures, FrameBatch, VideoInfo
+from video_mm.records import Caption, Clip, ClipFeatures, FrameBatch, VideoInfo, clip_id
 from video_mm.settings import FeatureSettings, SamplingSettings, Settings
-from video_mm.train.captioning import FEATURES_FILE, FeatureRecipe, load_recipe
 
 # Share of a job's progress reached when each stage is done (features take most of the time).
 PROGRESS = {
@@ -44,10 +43,6 @@ Progress = Callable[[str, float], None]  # (stage, job fraction 0..1)
 
 def _no_progress(stage: str, fraction: float) -> None:
     return None
-
-
-def clip_id(video_id: str, index: int) -> str:
-    return f"{video_id}:{index}"
 
 
 # --- models: loaded once per process --------------------------------------------------------------
@@ -91,8 +86,9 @@ class Models:
 
 
 def feature_spec(model: Any, folder: Path, settings: Settings) -> FeatureSpec:
-    """The features a saved model expects: its backbone spec and, when training saved one, its
-    sampling recipe (``features.json``); else the configured features and sampling."""
+    """The features a loaded model expects: its backbone spec and, when training saved one, its
+    sampling recipe (``model.recipe``, from ``features.json``); else the configured features and
+    sampling."""
     features, sampling = settings.features, settings.sampling
     spec = getattr(model, "backbone", None)
     if spec is not None:
@@ -104,35 +100,12 @@ def feature_spec(model: Any, folder: Path, settings: Settings) -> FeatureSpec:
         features = features.model_copy(
             update={"backbone": spec.name, "weights": spec.weights, "grid": bool(spec.grid)}
         )
-    recipe_file = folder / FEATURES_FILE
-    if recipe_file.is_file():
-        recipe = json.loads(recipe_file.read_text())
-        if recipe.get("grid_pool", 1) != 1:
-            raise ConfigError(f"{recipe_file}: grid_pool > 1 is not served by the pipeline")
-        sampling = SamplingSettings(
-            sampler="uniform", n_frames=recipe.get("n_frames", sampling.n_frames),
-            size=recipe.get("size", sampling.size),
-        )
+    recipe: FeatureRecipe | None = getattr(model, "recipe", None)
+    if recipe is not None:
+        if recipe.grid_pool != 1:
+            raise ConfigError(f"{folder}: grid_pool > 1 is not served by the pipeline")
+        sampling = SamplingSettings(sampler="uniform", n_frames=recipe.n_frames, size=recipe.size)
     return FeatureSpec(features, sampling)
-
-
-def model_dirs(settings: Settings) -> tuple[list[Path], Path | None]:
-    """Captioner and retrieval checkpoint directories: from settings, else those ``vmm demo``
-    trained under ``data_dir/models``."""
-    root = settings.data_dir / "models"
-    if settings.models.captioners:
-        captioners = [Path(p).expanduser() for p in settings.models.captioners]
-    else:
-        found = root / "captioners"
-        captioners = sorted(p for p in found.iterdir() if p.is_dir()) if found.is_dir() else []
-    if settings.models.retrieval:
-        retrieval: Path | None = Path(settings.models.retrieval).expanduser()
-    else:
-        retrieval = root / "retrieval" if (root / "retrieval").is_dir() else None
-    for path in [*captioners, *([retrieval] if retrieval else [])]:
-        if not path.is_dir():
-            raise ConfigError(f"model directory not found: {path}")
-    return captioners, retrieval
 
 
 _models_lock = threading.Lock()
@@ -156,16 +129,16 @@ def load_models(settings: Settings) -> Models:
             for folder in captioners:
                 models.captioners[folder.name] = model = from_pretrained(folder)
                 models.specs[folder.name] = feature_spec(model, folder, settings)
-                if (folder / FEATURES_FILE).is_file():
-                    models.recipes[folder.name] = load_recipe(folder)
+                if model.recipe is not None:
+                    models.recipes[folder.name] = model.recipe
             if retrieval is not None:
                 from video_mm.retrieval.model import from_pretrained as retrieval_from_pretrained
 
                 models.retrieval = retrieval_from_pretrained(retrieval)
                 models.retrieval_name = retrieval.name
                 models.specs[retrieval.name] = feature_spec(models.retrieval, retrieval, settings)
-                if (retrieval / FEATURES_FILE).is_file():
-                    models.recipes[retrieval.name] = load_recipe(retrieval)
+                if models.retrieval.recipe is not None:
+                    models.recipes[retrieval.name] = models.retrieval.recipe
             _models_cache[key] = models
         return _models_cache[key]
 
@@ -324,7 +297,7 @@ class Results:
 
     @cached_property
     def clip_ids(self) -> list[str]:
-        return [clip_id(c.video_id, c.index) for c in self.clips]
+        return [c.id for c in self.clips]
 
 
 def write_stage(catalog: Any, results: Results) -> None:
@@ -337,7 +310,7 @@ def write_stage(catalog: Any, results: Results) -> None:
 
 def index_stage(index: Any, video_id: str, ids: Sequence[str], vectors: np.ndarray | None) -> None:
     """Replace the video's index entries with these (stale clips from an earlier run go)."""
-    index.delete_prefix(f"{video_id}:")
+    index.delete_prefix(clip_id(video_id, ""))
     if vectors is not None and len(ids):
         index.add(list(ids), vectors)
     index.flush()

@@ -26,7 +26,7 @@ class Submission:
 
 def results_fingerprint(settings: Settings) -> str:
     """A short hash of every setting that changes what the pipeline writes."""
-    from video_mm.pipeline.stages import model_dirs
+    from video_mm.artifacts import model_dirs
 
     captioners, retrieval = model_dirs(settings)
     shape = {

@@ -2,18 +2,12 @@
 
 A config (``configs/models/retrieval*.json``) names the embedding size, the video tower's pooling
 and the text tower (``learned`` or ``minilm``) with their hyper-parameters. A saved model is a
-folder that needs nothing else to run::
-
-    config.json        format, the config, feat_dim, the backbone it expects, data and scores
-    model.safetensors  the weights (a frozen MiniLM's own weights are not copied: they are read
-                       from the installed package, whose version is recorded)
-    vocab.json         the vocabulary (learned text tower only)
-    README.md          a short model card
+folder in the format :mod:`video_mm.artifacts` owns; a frozen MiniLM's own weights are not copied
+into it: they are read from the installed package, whose version is recorded.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from importlib.metadata import PackageNotFoundError, version
@@ -22,12 +16,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from video_mm.artifacts import (
+    BackboneSpec,
+    FeatureRecipe,
+    pad_features,
+    read_saved,
+    resolve_device,
+    write_saved,
+)
 from video_mm.data.vocab import Vocabulary
 from video_mm.errors import ConfigError, ModelError
-from video_mm.models.factory import BackboneSpec, read_config_json, read_saved
+from video_mm.models.factory import read_config_json
 from video_mm.retrieval.losses import info_nce
 from video_mm.retrieval.towers import (
     LearnedTextConfig,
@@ -99,6 +101,7 @@ class RetrievalModel(nn.Module):
             self.text = MiniLMTextTower(config.embed_dim, text_cfg)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.temperature)))
         self.backbone: BackboneSpec | None = None
+        self.recipe: FeatureRecipe | None = None  # features.json, set by loading or training
         self.trained_on, self.scores = "", {}
 
     @property
@@ -154,19 +157,6 @@ class RetrievalModel(nn.Module):
         return np.concatenate(out)
 
 
-def pad_features(features: list[np.ndarray]) -> tuple[Tensor, Tensor]:
-    """Clips of different lengths -> ``feats [B, T, D]`` zero-padded and ``mask [B, T]``."""
-    if not features or any(np.asarray(f).ndim != 2 or len(f) == 0 for f in features):
-        raise ModelError("every clip needs a non-empty [T, D] feature array")
-    T = max(len(f) for f in features)
-    feats = torch.zeros(len(features), T, features[0].shape[1])
-    mask = torch.zeros(len(features), T, dtype=torch.bool)
-    for i, f in enumerate(features):
-        feats[i, : len(f)] = torch.as_tensor(np.asarray(f, np.float32))
-        mask[i, : len(f)] = True
-    return feats, mask
-
-
 # -- saving and loading -----------------------------------------------------------------------
 
 
@@ -177,10 +167,12 @@ def _minilm_version() -> str:
         return ""
 
 
-def save_pretrained(directory: str | Path, model: RetrievalModel, *, notes: str = "") -> Path:
-    """Write the folder described in the module docstring; returns it."""
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
+def save_pretrained(
+    directory: str | Path, model: RetrievalModel, *, notes: str = "",
+    recipe: FeatureRecipe | None = None,
+) -> Path:
+    """Write the model folder (see :mod:`video_mm.artifacts`), with ``recipe`` when given (else
+    the one it was loaded with); returns it."""
     skip = model.text.frozen_keys() if isinstance(model.text, MiniLMTextTower) else set()
     state = {
         k: v.detach().contiguous().cpu()
@@ -192,17 +184,12 @@ def save_pretrained(directory: str | Path, model: RetrievalModel, *, notes: str 
         "model": model.config.to_dict(),
         "feat_dim": model.feat_dim,
         "backbone": asdict(model.backbone) if model.backbone else None,
-        "vocab": "vocab.json" if model.vocab is not None else None,
         "minilm_package": _minilm_version() if skip else None,
         "trained_on": model.trained_on,
         "scores": model.scores,
     }
-    save_file(state, str(out / "model.safetensors"))
-    if model.vocab is not None:
-        model.vocab.save(out / "vocab.json")
-    (out / "config.json").write_text(json.dumps(config, indent=2))
-    (out / "README.md").write_text(_model_card(config, notes))
-    return out
+    return write_saved(directory, config=config, weights=state, vocab=model.vocab,
+                       recipe=recipe or model.recipe, card=_model_card(config, notes))
 
 
 def _model_card(config: dict[str, Any], notes: str) -> str:
@@ -225,22 +212,21 @@ def _model_card(config: dict[str, Any], notes: str) -> str:
 
 
 def from_pretrained(directory: str | Path, device: str | None = None) -> RetrievalModel:
-    """Load a folder written by :func:`save_pretrained`; nothing is downloaded."""
-    folder = Path(directory)
-    saved, weights = read_saved(folder, kind="retrieval model", fmt=FORMAT)
-    vocab = Vocabulary.load(folder / saved["vocab"]) if saved.get("vocab") else None
-    model = RetrievalModel(load_config(saved["model"]), saved["feat_dim"], vocab)
-    state = load_file(str(weights))
+    """Load a folder written by :func:`save_pretrained` (or a training run's ``best/``); nothing
+    is downloaded."""
+    saved = read_saved(directory, kind="retrieval model", fmt=FORMAT)
+    vocab = Vocabulary.load(saved.vocab_path) if saved.vocab_path else None
+    model = RetrievalModel(load_config(saved.config["model"]), saved.config["feat_dim"], vocab)
+    state = load_file(str(saved.weights))
     skip = model.text.frozen_keys() if isinstance(model.text, MiniLMTextTower) else set()
     expected = {k for k in model.state_dict() if k.removeprefix("text.") not in skip}
     if set(state) != expected:
         raise ModelError(
-            f"{weights} does not fit {model.name}: missing {sorted(expected - set(state))[:5]}, "
-            f"unexpected {sorted(set(state) - expected)[:5]}"
+            f"{saved.weights} does not fit {model.name}: missing "
+            f"{sorted(expected - set(state))[:5]}, unexpected {sorted(set(state) - expected)[:5]}"
         )
     model.load_state_dict(state, strict=False)
-    model.backbone = BackboneSpec(**saved["backbone"]) if saved.get("backbone") else None
-    model.trained_on, model.scores = saved.get("trained_on", ""), saved.get("scores", {})
-    from video_mm.train.loop import resolve_device
-
-    return model.to(resolve_device(device or "auto")).eval()
+    model.backbone, model.recipe = saved.backbone, saved.recipe
+    model.trained_on, model.scores = saved.config.get("trained_on", ""), saved.config.get(
+        "scores", {})
+    return model.to(resolve_device(device)).eval()

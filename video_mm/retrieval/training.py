@@ -14,7 +14,6 @@ median and mean rank, and ``rsum`` (the six recalls summed) to select checkpoint
 
 from __future__ import annotations
 
-import json
 import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -24,20 +23,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from video_mm.artifacts import BackboneSpec, FeatureRecipe, load_recipe, pad_features
 from video_mm.data.datasets import VideoRecord, by_split, load_dataset
+from video_mm.data.features import extract_features
 from video_mm.data.vocab import Vocabulary
 from video_mm.errors import ConfigError
-from video_mm.models.factory import BackboneSpec
 from video_mm.retrieval.model import (
     RetrievalConfig,
     RetrievalModel,
     from_pretrained,
     load_config,
-    pad_features,
     save_pretrained,
 )
 from video_mm.settings import CONFIG_DIR, FeatureSettings
-from video_mm.train.captioning import FEATURES_FILE, FeatureRecipe, extract_features, load_recipe
 from video_mm.train.loop import TrainConfig, TrainResult, fit
 
 TRAIN_CONFIGS = CONFIG_DIR / "train"
@@ -241,8 +239,7 @@ def train_retrieval(
 
     def save_best(m: torch.nn.Module, directory: Path) -> None:
         notes = f"Features: {asdict(run.features)}. Hard negatives: {run.hard_negatives}."
-        save_pretrained(directory, m, notes=notes)  # type: ignore[arg-type]
-        (directory / FEATURES_FILE).write_text(json.dumps(asdict(run.features), indent=2))
+        save_pretrained(directory, m, notes=notes, recipe=run.features)  # type: ignore[arg-type]
 
     def evaluate_and_record(m: torch.nn.Module) -> dict[str, float]:
         scores = evaluate(m, val)  # type: ignore[arg-type]
@@ -329,8 +326,8 @@ def evaluate_on_dataset(
     if not records:
         raise ConfigError(f"{data}: no videos in split {split!r}")
     feats = extract_features(
-        records, load_recipe(Path(model_dir)), settings=feature_settings, cache_dir=cache_dir,
-        progress=progress,
+        records, model.recipe or load_recipe(model_dir), settings=feature_settings,
+        cache_dir=cache_dir, progress=progress,
     )  # fmt: skip
     clips = clip_set(records, feats)
     scores = evaluate(model, clips)

@@ -51,7 +51,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from video_mm.errors import ConfigError, NotFound, StorageError, VideoMMError
-from video_mm.records import Caption, Clip, VideoInfo
+from video_mm.records import Caption, Clip, VideoInfo, clip_id
 from video_mm.settings import Settings
 from video_mm.storage.models import (
     JOB_STATES,
@@ -174,10 +174,6 @@ R = TypeVar("R")
 
 def _row(cls: type[R], obj: Any) -> R:
     return cls(**{f.name: getattr(obj, f.name) for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
-
-
-def clip_id(video_id: str, index: int) -> str:
-    return f"{video_id}:{index}"
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:

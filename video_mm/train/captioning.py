@@ -26,24 +26,23 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from video_mm.artifacts import BackboneSpec, FeatureRecipe, load_recipe, pad_features
 from video_mm.data.datasets import VideoRecord, by_split, load_dataset
+from video_mm.data.features import extract_features
 from video_mm.data.vocab import Vocabulary
-from video_mm.errors import ConfigError, VideoMMError
+from video_mm.errors import ConfigError
 from video_mm.models.base import CaptionModel, caption_loss
 from video_mm.models.decoding import greedy
 from video_mm.models.factory import (
-    BackboneSpec,
     Captioner,
     create_model,
     from_pretrained,
     load_config,
     save_pretrained,
 )
-from video_mm.settings import CONFIG_DIR, FeatureSettings, SamplingSettings
+from video_mm.settings import CONFIG_DIR, FeatureSettings
 from video_mm.train.loop import TrainConfig, TrainResult, fit
 from video_mm.train.metrics import caption_scores, cider_per_video
 
@@ -54,37 +53,6 @@ ARCH_CONFIGS = {
     "attention": "attention",
     "attention-spatial": "attention_spatial",
 }
-FEATURES_FILE = "features.json"  # how the saved model's input features are computed
-
-
-@dataclass
-class FeatureRecipe:
-    """How per-frame features are computed; saved with the model so eval/explain redo it."""
-
-    backbone: str = "resnet18"
-    weights: str = "none"
-    n_frames: int = 8
-    size: int = 112
-    grid_pool: int = 1  # 1: globally pooled features; k > 1: k x k cells concatenated
-    normalize: bool = True  # standardise each dimension with the training set's statistics
-    mean: list[float] | None = None  # filled in by training when normalize is on
-    std: list[float] | None = None
-
-    def sampling(self) -> SamplingSettings:
-        return SamplingSettings(sampler="uniform", n_frames=self.n_frames, size=self.size)
-
-    def fit_normalization(self, feats: Sequence[np.ndarray]) -> None:
-        """Per-dimension mean and std over every training frame."""
-        if self.normalize:
-            frames = np.concatenate(list(feats)).astype(np.float64)
-            self.mean = frames.mean(0).astype(np.float32).tolist()
-            self.std = (frames.std(0) + 1e-4).astype(np.float32).tolist()
-
-    def apply(self, feats: np.ndarray) -> np.ndarray:
-        """Raw backbone output ``[T, D]`` -> what the captioner reads."""
-        if self.mean is None or self.std is None:
-            return feats.astype(np.float32)
-        return ((feats - np.asarray(self.mean)) / np.asarray(self.std)).astype(np.float32)
 
 
 @dataclass
@@ -142,68 +110,7 @@ class CaptionTrainConfig:
 # --- features ------------------------------------------------------------------------------------
 
 
-def pool_grid(grid: np.ndarray, k: int) -> np.ndarray:
-    """``[T, C, h, w]`` -> ``[T, C * k * k]``: the feature map averaged over a k x k layout."""
-    pooled = F.adaptive_avg_pool2d(torch.from_numpy(np.ascontiguousarray(grid)).float(), k)
-    return pooled.flatten(1).numpy()
-
-
-def extract_features(
-    records: Sequence[VideoRecord],
-    recipe: FeatureRecipe,
-    *,
-    settings: FeatureSettings | None = None,
-    cache_dir: Path | None = None,
-    progress: bool = True,
-) -> dict[str, np.ndarray]:
-    """``[T, D]`` features of each record's video (or its start/end window), by video id.
-
-    Goes through :mod:`video_mm.features` (batched, decode overlapped, cached by video sha256).
-    A video that cannot be read is skipped with a warning line rather than ending the run.
-    """
-    from video_mm.features.cache import FeatureCache
-    from video_mm.features.extract import FeatureExtractor, extract_videos
-
-    settings = (settings or FeatureSettings()).model_copy(
-        update={"backbone": recipe.backbone, "weights": recipe.weights}
-    )
-    extractor = FeatureExtractor(settings, grid=recipe.grid_pool > 1)
-    cache = FeatureCache(cache_dir) if cache_dir else None
-    out: dict[str, np.ndarray] = {}
-    todo = [r for r in records if r.path is not None]
-    missing = len(records) - len(todo)
-    bar = tqdm(total=len(todo), desc="features", disable=not progress)
-    runs = extract_videos([r.path for r in todo], recipe.sampling(), extractor, cache=cache)
-    for r, (_, feats) in zip(todo, runs, strict=True):
-        bar.update()
-        if isinstance(feats, VideoMMError):
-            tqdm.write(f"skipped {r.video_id}: {feats}")
-            continue
-        if len(feats.features) == 0:
-            continue
-        out[r.video_id] = (
-            pool_grid(feats.grid, recipe.grid_pool)
-            if recipe.grid_pool > 1
-            else feats.features.astype(np.float32)
-        )
-    bar.close()
-    if missing:
-        tqdm.write(f"{missing} videos have no file on disk and were left out")
-    return out
-
-
 # --- batches -------------------------------------------------------------------------------------
-
-
-def pad_features(clips: Sequence[np.ndarray]) -> tuple[Tensor, Tensor]:
-    """Clips of different lengths as ``(feats [B, T, D], mask [B, T])``."""
-    T = max(len(c) for c in clips)
-    feats = torch.zeros(len(clips), T, clips[0].shape[1])
-    mask = torch.zeros(len(clips), T, dtype=torch.bool)
-    for i, c in enumerate(clips):
-        feats[i, : len(c)] = torch.from_numpy(c)
-        mask[i, : len(c)] = True
-    return feats, mask
 
 
 class CaptionBatches:
@@ -434,8 +341,7 @@ def train_captioner(
     trained_on = f"{Path(data).name} ({config.train_split})"
 
     def save_best(m: CaptionModel, best_dir: Path) -> None:
-        save_pretrained(best_dir, m, vocab, spec, trained_on=trained_on)
-        (best_dir / FEATURES_FILE).write_text(json.dumps(asdict(config.features), indent=2))
+        save_pretrained(best_dir, m, vocab, spec, trained_on=trained_on, recipe=config.features)
 
     batches = CaptionBatches(
         feats, train_recs, vocab, config.batch_size, config.max_len, config.train.seed
@@ -523,16 +429,6 @@ def _self_critical(
     return xe
 
 
-def load_recipe(model_dir: Path) -> FeatureRecipe:
-    """The features a saved captioner expects (defaults for models saved without the file)."""
-    path = Path(model_dir) / FEATURES_FILE
-    if path.is_file():
-        return FeatureRecipe(**json.loads(path.read_text()))
-    captioner_cfg = json.loads((Path(model_dir) / "config.json").read_text())
-    b = captioner_cfg.get("backbone", {})
-    return FeatureRecipe(backbone=b.get("name", "resnet18"), weights=b.get("weights", "none"))
-
-
 def evaluate_captioner(
     model_dir: Path | str,
     data: Path | str,
@@ -563,7 +459,7 @@ def evaluate_captioner(
             f"{data}: no videos in split {split!r}"
             + (f" subset {subset_name!r}" if subset_name else "")
         )
-    recipe = load_recipe(Path(model_dir))
+    recipe = captioner.recipe or load_recipe(model_dir)
     feats = extract_features(
         records, recipe, settings=feature_settings, cache_dir=cache_dir, progress=progress
     )
@@ -592,8 +488,6 @@ def evaluate_captioner(
 
 __all__ = [
     "CaptionTrainConfig",
-    "FeatureRecipe",
     "evaluate_captioner",
-    "extract_features",
     "train_captioner",
 ]

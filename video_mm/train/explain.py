@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from video_mm.artifacts import load_recipe, pool_grid
 from video_mm.errors import ModelError
 from video_mm.records import Caption, FrameBatch
 from video_mm.settings import FeatureSettings
-from video_mm.train.captioning import load_recipe, pool_grid
 
 MAX_WORDS = 20
 
@@ -32,7 +32,7 @@ def explain_video(
     from video_mm.models.factory import from_pretrained
 
     captioner = from_pretrained(model_dir)
-    recipe = load_recipe(Path(model_dir))
+    recipe = captioner.recipe or load_recipe(model_dir)
     sampling = recipe.sampling()
     batch = sample_frames(video, sampler=sampling.sampler, n=sampling.n_frames,
                           size=sampling.size)  # fmt: skip

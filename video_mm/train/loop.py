@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from video_mm.artifacts import resolve_device
 from video_mm.errors import ConfigError
 
 
@@ -79,13 +80,6 @@ class TrainResult:
     @property
     def best_dir(self) -> Path:
         return self.out_dir / "best"
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when it is there, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:

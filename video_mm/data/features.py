@@ -1,0 +1,64 @@
+"""Per-frame features of a dataset's videos, computed the way a model's recipe says.
+
+Training and evaluation (captioners and retrieval alike) read a dataset through here: each
+record's video (or its start/end window) goes through :mod:`video_mm.features` (batched, decode
+overlapped, cached by video sha256) and is reduced as the :class:`~video_mm.artifacts.FeatureRecipe`
+says (globally pooled, or the CNN grid pooled to k x k cells).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from video_mm.artifacts import FeatureRecipe, pool_grid
+from video_mm.data.datasets import VideoRecord
+from video_mm.errors import VideoMMError
+from video_mm.settings import FeatureSettings
+
+
+def extract_features(
+    records: Sequence[VideoRecord],
+    recipe: FeatureRecipe,
+    *,
+    settings: FeatureSettings | None = None,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """``[T, D]`` features of each record's video (or its start/end window), by video id.
+
+    Goes through :mod:`video_mm.features` (batched, decode overlapped, cached by video sha256).
+    A video that cannot be read is skipped with a warning line rather than ending the run.
+    """
+    from video_mm.features.cache import FeatureCache
+    from video_mm.features.extract import FeatureExtractor, extract_videos
+
+    settings = (settings or FeatureSettings()).model_copy(
+        update={"backbone": recipe.backbone, "weights": recipe.weights}
+    )
+    extractor = FeatureExtractor(settings, grid=recipe.grid_pool > 1)
+    cache = FeatureCache(cache_dir) if cache_dir else None
+    out: dict[str, np.ndarray] = {}
+    todo = [r for r in records if r.path is not None]
+    missing = len(records) - len(todo)
+    bar = tqdm(total=len(todo), desc="features", disable=not progress)
+    runs = extract_videos([r.path for r in todo], recipe.sampling(), extractor, cache=cache)
+    for r, (_, feats) in zip(todo, runs, strict=True):
+        bar.update()
+        if isinstance(feats, VideoMMError):
+            tqdm.write(f"skipped {r.video_id}: {feats}")
+            continue
+        if len(feats.features) == 0:
+            continue
+        out[r.video_id] = (
+            pool_grid(feats.grid, recipe.grid_pool)
+            if recipe.grid_pool > 1
+            else feats.features.astype(np.float32)
+        )
+    bar.close()
+    if missing:
+        tqdm.write(f"{missing} videos have no file on disk and were left out")
+    return out
