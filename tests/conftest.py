@@ -43,3 +43,94 @@ def msvd14_captions(shared_data: Path) -> dict[str, list[str]]:
 def settings(tmp_path: Path) -> Settings:
     """Settings whose every file lives under this test's temporary directory."""
     return Settings(data_dir=tmp_path / "vmm")
+
+
+# --- tiny randomly initialised transformers models, written with save_pretrained ---------------
+
+TINY_WORDS = ["a", "man", "woman", "dog", "cat", "is", "are", "playing", "plays", "piano", "guitar", "running", "runs", "the", "on", "in", "ball", "red", "blue", "square", "circle", "moving", "spinning"]
+
+
+def _tiny_tokenizer(folder: Path) -> None:
+    """A word-level tokenizer (``[PAD] [UNK] [BOS] [EOS]`` then the words) saved beside a model."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[BOS]": 2, "[EOS]": 3}
+    vocab |= {w: i + 4 for i, w in enumerate(TINY_WORDS)}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.normalizer = normalizers.Lowercase()
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tk.post_processor = processors.TemplateProcessing(
+        single="[BOS] $A [EOS]", special_tokens=[("[BOS]", 2), ("[EOS]", 3)]
+    )
+    PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]",
+        eos_token="[EOS]", model_max_length=16,
+    ).save_pretrained(folder)
+
+
+def build_tiny_hf(family: str, folder: Path, seed: int = 0) -> Path:
+    """A tiny random model of ``family`` (hidden 32, one layer, 32 px images) with its image
+    processor (and, for CLIP and SigLIP, a tokenizer) written to ``folder``."""
+    import torch
+    import transformers as tf
+
+    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                  num_attention_heads=4, image_size=32, patch_size=8)
+    text = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4,
+                vocab_size=4 + len(TINY_WORDS), max_position_embeddings=16, pad_token_id=0,
+                bos_token_id=2, eos_token_id=3)
+    stats = dict(image_mean=[0.5, 0.4, 0.3], image_std=[0.2, 0.25, 0.3])
+    torch.manual_seed(seed)
+    if family == "clip":
+        model = tf.CLIPModel(tf.CLIPConfig(vision_config=vision, text_config=text,
+                                           projection_dim=24))
+        proc = tf.CLIPImageProcessor(size={"shortest_edge": 32},
+                                     crop_size={"height": 32, "width": 32}, **stats)
+    elif family == "siglip":
+        model = tf.SiglipModel(tf.SiglipConfig(vision_config=vision, text_config=text))
+        proc = tf.SiglipImageProcessor(size={"height": 32, "width": 32}, **stats)
+    elif family == "dinov2":
+        model = tf.Dinov2Model(tf.Dinov2Config(**vision))
+        proc = tf.BitImageProcessor(size={"shortest_edge": 36},
+                                    crop_size={"height": 32, "width": 32}, **stats)
+    elif family == "vit":
+        model = tf.ViTModel(tf.ViTConfig(**vision), add_pooling_layer=False)
+        proc = tf.ViTImageProcessor(size={"height": 32, "width": 32}, **stats)
+    elif family == "convnext":
+        model = tf.ConvNextModel(tf.ConvNextConfig(hidden_sizes=[8, 16, 24, 32],
+                                                   depths=[1, 1, 1, 1], image_size=32))
+        proc = tf.ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=0.875, **stats)
+    elif family == "resnet":
+        model = tf.ResNetModel(tf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 24, 32],
+                                               depths=[1, 1, 1, 1], layer_type="basic"))
+        proc = tf.ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=0.875, **stats)
+    else:
+        raise ValueError(family)
+    model.save_pretrained(folder)
+    proc.save_pretrained(folder)
+    if family in ("clip", "siglip"):
+        _tiny_tokenizer(folder)
+    return folder
+
+
+TINY_FAMILIES = ("clip", "siglip", "dinov2", "vit", "convnext", "resnet")
+
+
+@pytest.fixture(scope="session")
+def tiny_hf(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """family -> folder of a tiny random model of that family."""
+    root = tmp_path_factory.mktemp("tiny_hf")
+    return {f: build_tiny_hf(f, root / f) for f in TINY_FAMILIES}
+
+
+def hub_cache_entry(hf_home: Path, repo_id: str, folder: Path, revision: str) -> Path:
+    """Lay ``folder`` out as the hub cache does: ``hub/models--org--name/snapshots/<rev>/`` with
+    ``refs/main`` naming the revision (files copied; the real cache links them to blobs/)."""
+    import shutil
+
+    repo = hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(folder, repo / "snapshots" / revision)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    return repo / "snapshots" / revision

@@ -10,6 +10,8 @@ pooled vector ``[N, D]``. Weights are resolved offline, the torchvision way:
 - a torchvision weights name (``"ResNet50_Weights.IMAGENET1K_V2"``, ``"IMAGENET1K_V1"``,
   ``"DEFAULT"``): read from torch hub's checkpoint folder (``$TORCH_HOME/hub/checkpoints``), else
   downloaded there the torchvision way (``weights.py``: mirror, offline mode, hash check);
+- a backbone *named* ``hf:<repo id or folder>``: a transformers image encoder (``hf.py``; its
+  ``weights`` is the hub revision).
 
 Preprocessing (resize, centre crop, normalisation) comes from the weights' metadata; random and
 local weights use the metadata of the family's default torchvision weights.
@@ -42,13 +44,15 @@ RANDOM_SEED = 0
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Resize the short side, centre-crop, scale to [0, 1], normalise: ImageNet eval transforms."""
+    """Resize the short side, centre-crop, scale to [0, 1], normalise: ImageNet eval transforms.
+    ``squash``: resize straight to ``crop`` x ``crop`` instead (ViT and SigLIP processors)."""
 
     resize: int
     crop: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: InterpolationMode = InterpolationMode.BILINEAR
+    squash: bool = False
 
     def __call__(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 ``[N, H, W, 3]`` (numpy or tensor, any device) -> float32 ``[N, 3, crop, crop]``
@@ -59,7 +63,11 @@ class Preprocess:
         if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(f"expected uint8 frames [N, H, W, 3], got {x.dtype} {tuple(x.shape)}")
         x = x.permute(0, 3, 1, 2)  # a channels_last view: no copy
-        if min(x.shape[-2:]) != self.resize:
+        if self.squash:
+            if tuple(x.shape[-2:]) != (self.crop, self.crop):
+                x = TF.resize(x, [self.crop, self.crop], interpolation=self.interpolation,
+                              antialias=True)
+        elif min(x.shape[-2:]) != self.resize:
             x = TF.resize(x, [self.resize], interpolation=self.interpolation, antialias=True)
         x = TF.center_crop(x, [self.crop, self.crop])
         x = x.float().div_(255.0)
@@ -264,6 +272,11 @@ def create_backbone(
     """Build backbone ``name`` with ``weights`` (see the module docstring), frozen unless
     ``trainable``. ``torch_home`` overrides where torchvision weight names are looked up;
     ``fetch`` says how they are downloaded when missing (mirror, offline, timeout)."""
+    if name.startswith("hf:"):
+        from video_mm.features.hf import create_hf_backbone
+
+        return create_hf_backbone(name, weights, grid=grid, trainable=trainable,
+                                  offline=bool(fetch and fetch.offline))
     fetch = fetch or Fetch()
     split = _family(name)
     if split is None or name not in tvm.list_models(module=tvm):
