@@ -47,7 +47,11 @@ def settings(tmp_path: Path) -> Settings:
 
 # --- tiny randomly initialised transformers models, written with save_pretrained ---------------
 
-TINY_WORDS = ["a", "man", "woman", "dog", "cat", "is", "are", "playing", "plays", "piano", "guitar", "running", "runs", "the", "on", "in", "ball", "red", "blue", "square", "circle", "moving", "spinning"]
+TINY_WORDS = (
+    "a", "man", "woman", "dog", "cat", "is", "are", "playing", "plays", "piano", "guitar",
+    "running", "runs", "the", "on", "in", "ball", "red", "blue", "square", "circle", "moving",
+    "spinning",
+)
 
 
 def _tiny_tokenizer(folder: Path) -> None:
