@@ -93,6 +93,7 @@ def _summary(v: Any) -> dict[str, Any]:
         id=v.id, filename=v.filename, state=v.state, error=v.error, duration=v.duration,
         width=v.width, height=v.height, fps=v.fps, created_at=v.created_at,
         url=video_url(v.id), file_url=file_url(v.id), play_url=play_url(v),
+        warning=(v.info or {}).get("warning", ""),
     )
 
 

@@ -81,6 +81,11 @@ class VideoSummary(BaseModel):
         description="What a browser's <video> should load: the file itself when every browser "
         "plays its format, else an H.264 MP4 copy made on first request"
     )
+    warning: str = Field(
+        "",
+        description="What of a damaged file was lost, e.g. 'decoded 49 of 100 frames: the file "
+        "is cut at 2.0 s'; empty for a sound file",
+    )
 
 
 class VideoList(BaseModel):

@@ -114,6 +114,9 @@ def features(
             target = out / f"{vid}.safetensors"
             target.write_bytes(dumps(result, meta))
             row.update(out=str(target), frames=len(result.times), dim=int(result.features.shape[1]))
+            if result.warning:
+                row["warning"] = result.warning
+                tqdm.write(f"warning: {source}: {result.warning}", file=sys.stderr)
         report.append(row)
 
     failed = [r for r in report if "error" in r]

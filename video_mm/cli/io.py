@@ -47,6 +47,8 @@ def probe(
         ("audio", "yes" if info.has_audio else "no"),
         ("bytes", str(info.size_bytes)),
     ]
+    if info.warning:
+        rows.append(("warning", info.warning))
     for key, value in rows:
         typer.echo(f"{key:<10} {value}")
 
@@ -77,6 +79,8 @@ def frames(
         for idx, t in zip(batch.indices, batch.times, strict=True)
     ]
     (out / "frames.json").write_text(json.dumps(listing, indent=1) + "\n")
+    if batch.warning:
+        typer.echo(f"warning: {path}: {batch.warning}", err=True)
     typer.echo(f"wrote {len(batch)} frames to {out}", err=True)
 
 

@@ -51,6 +51,8 @@ def caption(
     (row,) = index_paths([video], settings, queue=False, progress=False)
     if row["state"] != "done":
         raise JobFailed(f"{video}: {row['error']}")
+    if row["warning"]:
+        sys.stderr.write(f"warning: {video}: {row['warning']}\n")
     cues = video_cues(context(settings).catalog, row["video_id"], model)
     sys.stdout.write(render(cues, fmt, video_id=row["video_id"], filename=video.name))
 
@@ -77,10 +79,10 @@ def index(
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
     else:
-        table = Table("file", "video", "job", "state", "error")
+        table = Table("file", "video", "job", "state", "error or warning")
         for r in rows:
             table.add_row(Path(r["path"]).name, r["video_id"][:12], r["job_id"][:8], r["state"],
-                          r["error"] or "")
+                          r["error"] or r["warning"])
         out.print(table)
     if any(r["state"] == "failed" for r in rows):
         raise typer.Exit(1)

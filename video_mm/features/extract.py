@@ -228,10 +228,11 @@ class FeatureExtractor:
             return clip.job, result
         if len(result) == 0:
             empty = np.zeros((0, self.backbone.dim), np.float32)
-            return clip.job, ClipFeatures(empty, result.times, self.name)
+            return clip.job, ClipFeatures(empty, result.times, self.name, warning=result.warning)
         feats = torch.cat(clip.pooled).numpy()
         grid = torch.cat(clip.grids).contiguous().numpy() if clip.grids else None
-        return clip.job, ClipFeatures(feats, np.asarray(result.times), self.name, grid=grid)
+        times = np.asarray(result.times)
+        return clip.job, ClipFeatures(feats, times, self.name, grid=grid, warning=result.warning)
 
 
 # --- whole videos, with the cache ----------------------------------------------------------------

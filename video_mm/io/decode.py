@@ -35,6 +35,7 @@ from video_mm.io.guard import Source, check_input, describe
 from video_mm.io.native_logs import decord_errors, route_decord_logs
 from video_mm.io.probe import (
     Deadline,
+    demux,
     open_container,
     probe,
     read_timeout,
@@ -396,7 +397,7 @@ class PyAVReader(Reader):
         with open_container(self._checked, self.limits) as (container, logs):
             stream = video_stream(container, self._checked, logs)
             try:
-                for packet in container.demux(stream):
+                for packet in demux(container, stream):
                     deadline.check()
                     if not packet.size:
                         continue
@@ -481,6 +482,9 @@ class PyAVReader(Reader):
             self._pos, self._held = index, frame
             if index == target:
                 return self._rgb(frame)
+        if self._held is None and start >= 0:
+            self._seek(0)  # a seek landed past every frame (transport streams, near the end)
+            return self._decode_forward(target, deadline)
         if self._held is None:
             raise CorruptVideo(
                 self._name,
@@ -513,7 +517,7 @@ class PyAVReader(Reader):
         stream = self._stream
         flushed = False
         try:
-            for packet in self._container.demux(stream):
+            for packet in demux(self._container, stream):
                 flushed = not packet.size
                 try:
                     frames = stream.decode(packet)

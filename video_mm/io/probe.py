@@ -156,6 +156,17 @@ def video_stream(
     return stream
 
 
+def demux(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> Iterator[av.Packet]:
+    """``container.demux(stream)``, ending cleanly where PyAV fails on a damaged transport stream:
+    when a stream appears mid-file, PyAV raises IndexError while flushing at the end."""
+    try:
+        yield from container.demux(stream)
+    except IndexError:
+        return
+
+
 def rotation_of(frame: av.VideoFrame) -> int:
     """Degrees clockwise the frame must turn for display (ffmpeg stores counter-clockwise)."""
     return round(-frame.rotation / 90.0) % 4 * 90
@@ -290,7 +301,7 @@ def _scan(
     stamps: list[int] = []
     complete = True
     try:
-        for packet in container.demux(stream):
+        for packet in demux(container, stream):
             deadline.check()
             if first is None:
                 frames = stream.decode(packet)

@@ -187,6 +187,8 @@ def analyse(ctx: Context, job_id: str) -> str | None:
     clips = _clips(ctx, job.video_id)
     with ctx.video_file(job.video_id) as path:
         decoded = stages.features_stage(path, clips, models.feature_specs(), ctx.settings, report)
+    if decoded.warning:  # a damaged file: what decoding found lost is kept on the video
+        cat.set_video_warning(job.video_id, decoded.warning)
     thumbs = {i: ctx.blobs.put(data) for i, data in decoded.thumbnails.items()}
     cat.attach_blobs(job.video_id, thumbs.values(), "thumbnail")
     cat.set_thumbnails({clip_id(job.video_id, i): k for i, k in thumbs.items()})

@@ -182,6 +182,7 @@ class Decoded:
 
     features: dict[str, list[ClipFeatures]]  # spec key -> one ClipFeatures a clip
     thumbnails: dict[int, bytes]  # clip index -> JPEG
+    warning: str = ""  # what of a damaged video was lost (the readers' warning), else empty
 
 
 def _thumbnail(frame: np.ndarray, width: int) -> bytes:
@@ -234,13 +235,15 @@ def features_stage(
         with open_video(video, size=settings.sampling.size, limits=settings.io) as reader:
             times = reader.frame_times()
             frames = reader.get_frames([frame_at(times, (c.start + c.end) / 2) for c in clips])
+            warning = reader.warning
         for clip, frame in zip(clips, frames, strict=True):
             thumbs[clip.index] = _thumbnail(frame, thumbnail_width)
-        return Decoded({}, thumbs)
+        return Decoded({}, thumbs, warning)
     largest = max(specs, key=lambda sp: sp.sampling.size or float("inf"))
     out: dict[str, list[ClipFeatures]] = {}
     total = len(clips) * len(specs)
     done = 0
+    warnings = []
     for spec in specs:
         with open_video(video, size=spec.sampling.size, limits=settings.io) as reader:
             batches = _clip_batches(reader, clips, spec.sampling,
@@ -250,8 +253,9 @@ def features_stage(
                 feats.append(f)
                 done += 1
                 progress("features", done / total)
+            warnings.append(reader.warning)
         out[spec.key] = feats
-    return Decoded(out, thumbs)
+    return Decoded(out, thumbs, max(warnings, key=len, default=""))
 
 
 def caption_stage(

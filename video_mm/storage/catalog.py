@@ -409,6 +409,15 @@ class Catalog:
         )
         self._update_video(video_id, values)
 
+    def set_video_warning(self, video_id: str, warning: str) -> None:
+        """Record what of a damaged video was lost (``info["warning"]``; read by the surfaces)."""
+        with self._write() as s:
+            video = s.get(Videos, video_id)
+            if video is None:
+                raise NotFound(f"no video {video_id!r}")
+            video.info = {**(video.info or {}), "warning": warning}
+            video.updated_at = utcnow()
+
     def set_video_state(self, video_id: str, state: str, *, error: str | None = None) -> None:
         _check_state(state, VIDEO_STATES)
         if state == "ready":

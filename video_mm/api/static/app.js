@@ -133,6 +133,8 @@ async function showVideo(id) {
   if (v.fps) facts.push(`${v.fps.toFixed(2)} fps`);
   facts.push(`${v.clips.length} clips`);
   $("#video-meta").textContent = facts.join(" · ");
+  $("#video-warning").hidden = !v.warning;
+  $("#video-warning").textContent = v.warning ? `Damaged file: ${v.warning}` : "";
 
   const player = $("#player");
   player.replaceChildren(el("track", { kind: "captions", label: "Captions", srclang: "en", src: v.captions_vtt_url, default: "" }));

@@ -1,0 +1,154 @@
+"""Damaged files are read for what is there: at least 90% of the frames ffmpeg decodes, a warning
+that says what was lost, no native log line on the real stderr, and a typed error (naming the
+file, in our words) for what cannot be read at all. The corpus is benchmarks/damaged.py's."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from video_mm.errors import CorruptVideo
+from video_mm.io import decode, open_video, probe, sample_frames
+from video_mm.io.sampling import sample_indices
+from video_mm.settings import IOSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _corpus_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("damaged_corpus", ROOT / "benchmarks/damaged.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+corpus = _corpus_module()
+NATIVE = ("[h264 @", "[mpeg2video @", "[mov,mp4", "[mpegts @", "coder.cc", ".cc:", "Traceback")
+# Nothing in a fragmented MP4 says one of its fragments is gone: its frames read, unannounced.
+SILENT = {"lost_fragment.mp4"}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("damaged")
+    corpus.make_corpus(d)
+    return d
+
+
+NAMES = [
+    "cut_25.mp4",
+    "cut_50.mp4",
+    "cut_75.mp4",
+    "cut_95.mp4",
+    "flip_middle.mp4",
+    "broken_nal.mp4",
+    "flip_mpeg2.ts",
+    "cut_mpeg2.ts",
+    "cut_h264.ts",
+    "cut_frag.mp4",
+    "lost_fragment.mp4",
+]
+
+
+def test_corpus_names(workdir: Path) -> None:
+    made = {c.name for c in corpus.make_corpus(workdir)}
+    assert made == {*NAMES, "lost_init.mp4"}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", NAMES)
+def test_decodes_what_ffmpeg_decodes(workdir: Path, name: str) -> None:
+    path = workdir / name
+    theirs = corpus.ffmpeg_frames(path)
+    assert theirs > 0
+    with open_video(path, size=32) as reader:
+        frames = reader.get_frames(np.arange(len(reader)))
+        ours = len(reader) - len(reader.lost_frames())
+        warning = reader.warning
+    assert len(frames) == len(reader) and frames.shape[1:] == (32, 43, 3)
+    assert ours >= 0.9 * theirs, (ours, theirs)
+    if name in SILENT:
+        assert warning == ""
+    else:
+        assert warning.startswith(f"decoded {ours}"), warning
+
+
+def test_cut_file_samples_its_real_span(workdir: Path) -> None:
+    path = workdir / "cut_50.mp4"
+    info = probe(path)
+    assert info.warning == "decoded 50 of 100 frames: the file is cut at 2.0 s"
+    assert (info.frame_count, info.expected_frames, info.duration) == (50, 100, 2.0)
+    uniform = sample_frames(path, n=5, size=32)
+    assert uniform.indices.tolist() == [0, 12, 24, 37, 49]  # uniform over the 50 that are there
+    assert uniform.warning == info.warning
+    fps = sample_frames(path, sampler="fps", fps=2.0, size=32)
+    assert fps.times.tolist() == [0.0, 0.48, 1.0, 1.48]  # real timestamps (CFR: frame k at k/25)
+    with open_video(path) as reader:
+        keys = sample_indices(reader.frame_times(), reader.keyframe_indices(), sampler="keyframes")
+    assert keys.tolist() == [0, 25]  # a keyframe every 25 frames, none past the cut
+
+
+def test_too_little_left_fails(workdir: Path) -> None:
+    path = workdir / "cut_25.mp4"
+    with pytest.raises(CorruptVideo, match=r"decoded 25 of 100 frames.*io\.min_decoded_share"):
+        probe(path, IOSettings(min_decoded_share=0.5))
+    with pytest.raises(CorruptVideo, match=str(path)):
+        sample_frames(path, limits=IOSettings(min_decoded_share=0.5))
+
+
+def test_lost_init_is_a_typed_error_in_our_words(workdir: Path) -> None:
+    path = workdir / "lost_init.mp4"
+    with pytest.raises(CorruptVideo) as caught:
+        sample_frames(path)
+    assert caught.value.source == str(path)
+    assert "cannot open it" in caught.value.reason
+    assert not any(s in str(caught.value) for s in (*NATIVE, "/project/", "0x"))
+
+
+def test_decord_failure_retries_with_pyav_and_is_remembered(workdir: Path, tmp_path: Path) -> None:
+    """broken_nal.mp4 probes sound, so Decord gets it; its decoder meets the damage (when opening,
+    as it decodes ahead, or mid-file), the reader goes on through PyAV, and the next open of the
+    same file starts with PyAV."""
+    path = tmp_path / "broken.mp4"
+    path.write_bytes((workdir / "broken_nal.mp4").read_bytes())
+    assert probe(path).warning == ""
+    with open_video(path, size=32) as reader:
+        reader.get_frames(np.arange(len(reader)))
+        assert reader.backend == "pyav"
+        assert reader.warning == "decoded 97 of 100 frames: 3 damaged frames did not decode"
+        assert reader.lost_frames() == {45, 46, 47}
+    assert str(path) in {key[0] for key in decode._pyav_files}
+    with open_video(path, size=32) as again:
+        assert again.backend == "pyav"
+    os.utime(path, ns=(1, 1))  # changed on disk: Decord may try it again
+    assert decode._decord_may_read(path, probe(path))
+
+
+@pytest.mark.timeout(120)
+def test_cli_prints_no_native_log_lines(workdir: Path, tmp_path: Path) -> None:
+    """`vmm frames` in a child process: its real stderr (fd 2) holds our warning or error line,
+    and no line from FFmpeg or Decord."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for name, says in [
+        ("flip_mpeg2.ts", "warning: "),
+        ("broken_nal.mp4", "warning: "),  # --n 100: the frames that do not decode are asked for
+        ("cut_50.mp4", "warning: "),
+        ("lost_init.mp4", "error: "),
+    ]:
+        run = subprocess.run(
+            [sys.executable, "-m", "video_mm", "frames", str(workdir / name), "--out",
+             str(tmp_path / name), "--n", "100"],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+        assert run.returncode == (2 if says == "error: " else 0), run.stderr
+        assert says + str(workdir / name) in run.stderr
+        assert not any(s in run.stderr for s in NATIVE), run.stderr
