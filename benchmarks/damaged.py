@@ -3,9 +3,10 @@
 Builds a corpus of damaged files from three sound 4 s, 100-frame clips (an H.264 MP4 with its
 moov first, an MPEG-2 and an H.264 transport stream, and a fragmented MP4): cut at several points,
 bytes flipped in the middle, broken NAL lengths, a cut transport stream, a fragmented MP4 with a
-fragment or its init segment lost. For each file it counts the video frames ffmpeg decodes (its
-``-progress`` report of ``ffmpeg -i FILE -map 0:v:0 -f null -``) and the frames our reader decodes when asked for every frame, and prints the
-warning we record (or the typed error). tests/io/test_damaged.py builds the same corpus.
+fragment or its init segment lost. For each file it counts the video frames ffmpeg decodes (the
+``-progress`` report of ``ffmpeg -i FILE -map 0:v:0 -f null -``) and the frames our reader decodes
+when asked for every frame, and prints the warning we record (or the typed error).
+tests/io/test_damaged.py builds the same corpus.
 
     .venv/bin/python benchmarks/damaged.py [--workdir /tmp/vmm-bench-damaged]
 """
@@ -129,9 +130,9 @@ def ffmpeg_frames(path: Path) -> int:
     """Video frames ``ffmpeg -i FILE -map 0:v:0 -f null -`` decodes (0 when it cannot open the
     file). Only the video is mapped: flipped bytes in a transport stream can make a bogus audio
     stream appear that fails ffmpeg's whole run."""
+    args = ["-nostdin", "-i", str(path), "-map", "0:v:0", "-f", "null", "-", "-progress", "pipe:1"]
     run = subprocess.run(
-        [ffmpeg_exe(), "-nostdin", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"]
-        + ["-progress", "pipe:1"],
+        [ffmpeg_exe(), *args],
         capture_output=True,
         text=True,
         timeout=120,
