@@ -8,7 +8,7 @@ import torch
 
 from video_mm.errors import ModelError
 from video_mm.models import beam_search, create_model, greedy
-from video_mm.models.decoding import length_penalty
+from video_mm.models.decoding import Decoding, length_penalty
 
 SMALL = {"embed_dim": 16, "hidden_dim": 24, "dropout": 0.0}
 ARCHS = [
@@ -164,3 +164,74 @@ def test_min_len_keeps_a_model_that_prefers_silence_talking() -> None:
     assert all(len(h[0].tokens) == 1 for h in beam_search(model, feats, mask, beam_size=3))
     with pytest.raises(ModelError):
         greedy(model, feats, mask, max_len=3, min_len=4)
+
+
+def _repeats_a_trigram(words: list) -> bool:
+    grams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+    return len(grams) != len(set(grams))
+
+
+@pytest.mark.parametrize("steps", [5, 15])
+def test_default_settings_stop_a_weak_model_looping(real_batch, overfit, steps: int) -> None:
+    """A barely trained captioner on real clips loops ("cooking cooking cooking ..."); with the
+    shipped decoding settings no caption repeats a word trigram, and each is still a caption."""
+    from video_mm.models import Captioner
+    from video_mm.models.factory import BackboneSpec
+    from video_mm.settings import Settings
+
+    torch.manual_seed(0)
+    b = real_batch
+    model = create_model({"arch": "temporal_attention", "attn_dim": 8} | SMALL, len(b.vocab),
+                         b.feats.shape[-1])
+    overfit(model, b, steps=steps, lr=3e-3)
+    captioner = Captioner(model, b.vocab, BackboneSpec("resnet18", "none"), device="cpu")
+    lengths = b.mask.sum(1).tolist()
+    feats = [b.feats[i, :n].numpy() for i, n in enumerate(lengths)]
+    shipped = Decoding.from_settings(Settings().models)
+    assert shipped.no_repeat_ngram == 3 and shipped.beam_size == 3
+    old = Decoding(beam_size=3, max_len=20, no_repeat_ngram=0)  # what the pipeline used before
+    looping = [c.text for c in captioner.caption(feats, old)]
+    assert any(_repeats_a_trigram(t.split()) for t in looping), looping
+    for clip in captioner.n_best(feats, shipped):
+        assert len(clip) == shipped.n_best
+        for c in clip:
+            assert c.text and not _repeats_a_trigram(c.text.split()), c.text
+            assert len(c.text.split()) <= shipped.max_len
+
+
+def test_repetition_penalty_lowers_repeated_words_not_the_reported_score() -> None:
+    model, (feats, mask, _) = _model(ARCHS[1], 2), _inputs(2)
+
+    def repeats(hyps) -> int:
+        return sum(len(h.tokens) - len(set(h.tokens)) for h in hyps)
+
+    plain = [h[0] for h in beam_search(model, feats, mask, beam_size=3, max_len=15)]
+    for r in (1.5, 4.0):
+        pen = [h[0] for h in beam_search(model, feats, mask, beam_size=3, max_len=15,
+                                         repetition_penalty=r)]
+        assert repeats(pen) < repeats(plain)
+        for b, h in enumerate(pen):  # the reported log-probability is still the model's own
+            seq = [1, *h.tokens, *([2] if h.finished else [])]
+            out = model(feats[b:b + 1], mask[b:b + 1], torch.tensor([[*seq, 0]]))
+            lp = torch.log_softmax(out.logits[0], -1)
+            assert h.logprob == pytest.approx(
+                sum(lp[t, seq[t + 1]].item() for t in range(len(seq) - 1)), abs=1e-3)
+            assert h.score <= h.logprob + 1e-6  # ranked below it by the penalties
+    g = greedy(model, feats, mask, max_len=15, repetition_penalty=4.0)
+    assert repeats(g) < repeats(greedy(model, feats, mask, max_len=15))
+
+
+def test_decoding_comes_from_the_settings_with_overrides() -> None:
+    from video_mm.settings import ModelSettings
+
+    s = ModelSettings(beam_size=5, max_caption_len=9, length_penalty=0.6, no_repeat_ngram=2,
+                      repetition_penalty=1.3, n_best=4)
+    d = Decoding.from_settings(s)
+    assert (d.beam_size, d.max_len, d.length_penalty, d.no_repeat_ngram, d.repetition_penalty,
+            d.n_best) == (5, 9, 0.6, 2, 1.3, 4)
+    assert Decoding.from_settings(s, beam_size=1, max_len=None).n_best == 1  # greedy: one
+    assert Decoding.from_settings(s, beam_size=1).max_len == 9
+    with pytest.raises(ModelError, match="n_best"):
+        Decoding.from_settings(s, beam_size=2, n_best=3)
+    with pytest.raises(ModelError):
+        Decoding(repetition_penalty=0.5)

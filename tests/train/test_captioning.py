@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from video_mm.errors import ConfigError
+from video_mm.models.decoding import Decoding
 from video_mm.train.captioning import CaptionBatches, CaptionTrainConfig, train_captioner
 from video_mm.train.loop import TrainConfig
 
@@ -137,7 +138,8 @@ def test_spatial_attention_trains_on_grid_cells_and_explains(
                                 progress=False, fast=True)
     assert scores["CIDEr"] > 0.1
     video = next((tiny_synth / "videos").glob("*.mp4"))
-    caption = explain_video(video, result.best_dir, tmp_path / "x.png", beam_size=1)
+    caption = explain_video(video, result.best_dir, tmp_path / "x.png",
+                            decoding=Decoding(beam_size=1))
     assert caption.text and Image.open(tmp_path / "x.png").size[1] > 300
 
     with pytest.raises(ConfigError, match="grid_pool"):

@@ -13,6 +13,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from video_mm.cli._decoding import (
+    BeamSize,
+    LengthPenalty,
+    MaxLen,
+    NoRepeatNgram,
+    RepetitionPenalty,
+    with_decoding,
+)
 from video_mm.errors import ConfigError, NotFound, VideoMMError
 from video_mm.settings import get_settings
 
@@ -32,8 +40,14 @@ def caption(
     model: Annotated[
         str | None, typer.Option(help="Only this captioner (default: every configured one).")
     ] = None,
+    beam_size: BeamSize = None,
+    max_len: MaxLen = None,
+    length_penalty: LengthPenalty = None,
+    no_repeat_ngram: NoRepeatNgram = None,
+    repetition_penalty: RepetitionPenalty = None,
 ) -> None:
-    """Caption a video in this process and print one caption per clip with its timestamps."""
+    """Caption a video in this process and print one caption per clip with its timestamps,
+    decoded with the `[models]` settings (options override them)."""
     from video_mm.artifacts import model_dirs
     from video_mm.export import FORMATS, render, video_cues
     from video_mm.pipeline.dispatch import index_paths
@@ -41,7 +55,9 @@ def caption(
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--format")
-    settings = get_settings()
+    settings = with_decoding(get_settings(), beam_size=beam_size, max_len=max_len,
+                             length_penalty=length_penalty, no_repeat_ngram=no_repeat_ngram,
+                             repetition_penalty=repetition_penalty)
     captioners, _ = model_dirs(settings)
     if not captioners:
         raise ConfigError(

@@ -8,6 +8,14 @@ from typing import Annotated
 
 import typer
 
+from video_mm.cli._decoding import (
+    BeamSize,
+    LengthPenalty,
+    MaxLen,
+    NoRepeatNgram,
+    RepetitionPenalty,
+    decoding,
+)
 from video_mm.cli._groups import eval_app, train_app
 from video_mm.settings import get_settings
 
@@ -107,19 +115,27 @@ def eval_captioner_cmd(
         help="order: only the synthetic clips whose captions describe order.")] = None,
     references: Annotated[Path | None, typer.Option(
         help="Score against this annotation file's captions instead (e.g. held-out ones).")] = None,
-    beam_size: Annotated[int, typer.Option(min=1)] = 3,
+    beam_size: BeamSize = None,
+    max_len: MaxLen = None,
+    length_penalty: LengthPenalty = None,
+    no_repeat_ngram: NoRepeatNgram = None,
+    repetition_penalty: RepetitionPenalty = None,
     predictions: Annotated[Path | None, typer.Option(
         help="Where per-video predictions go (default: MODEL/predictions_SPLIT.json).")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
-    """BLEU-1..4, METEOR, ROUGE-L and CIDEr-D (coco-caption) of a captioner on a dataset split;
-    per-video predictions are saved beside the model."""
+    """BLEU-1..4, METEOR, ROUGE-L and CIDEr-D (coco-caption) of a captioner on a dataset split,
+    decoded with the `[models]` settings (options override them); per-video predictions are saved
+    beside the model."""
     from video_mm.train.captioning import evaluate_captioner
 
     name = f"predictions_{split}" + (f"_{subset}" if subset else "") + ".json"
     scores = evaluate_captioner(
-        model, data, split, beam_size=beam_size, subset_name=subset, references=references,
+        model, data, split, subset_name=subset,
+        decoding=decoding(get_settings(), beam_size=beam_size, max_len=max_len,
+                          length_penalty=length_penalty, no_repeat_ngram=no_repeat_ngram,
+                          repetition_penalty=repetition_penalty, n_best=1), references=references,
         predictions_out=predictions or model / name, feature_settings=get_settings().features,
         cache_dir=_cache_dir(), device=device, progress=not as_json,
     )  # fmt: skip
@@ -140,7 +156,11 @@ def explain(
     video: Annotated[Path, typer.Argument(help="A video file.")],
     model: Annotated[Path, typer.Option(help="A saved captioner folder.")],
     out: Annotated[Path | None, typer.Option(help="PNG to write (VIDEO.explain.png).")] = None,
-    beam_size: Annotated[int, typer.Option(min=1)] = 3,
+    beam_size: BeamSize = None,
+    max_len: MaxLen = None,
+    length_penalty: LengthPenalty = None,
+    no_repeat_ngram: NoRepeatNgram = None,
+    repetition_penalty: RepetitionPenalty = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print caption, path as JSON.")] = False,
 ) -> None:
     """Draw what the captioner looked at: the sampled frames, the caption, and for each word its
@@ -148,7 +168,12 @@ def explain(
     from video_mm.train.explain import explain_video
 
     out = out or video.with_suffix(".explain.png")
-    caption = explain_video(video, model, out, beam_size=beam_size)
+    caption = explain_video(
+        video, model, out, feature_settings=get_settings().features,
+        decoding=decoding(get_settings(), beam_size=beam_size, max_len=max_len,
+                          length_penalty=length_penalty, no_repeat_ngram=no_repeat_ngram,
+                          repetition_penalty=repetition_penalty, n_best=1),
+    )
     print(json.dumps({"caption": caption.text, "png": str(out)}) if as_json else
           f"{caption.text}\nwrote {out}")
 

@@ -1,7 +1,7 @@
 """Video captioners: mean-pool, LRCN and temporal attention, their decoding, saving and loading."""
 
 from video_mm.models.base import CaptionerOutput, CaptionModel, caption_loss
-from video_mm.models.decoding import Hypothesis, beam_search, greedy
+from video_mm.models.decoding import Decoding, Hypothesis, beam_search, greedy
 from video_mm.models.factory import (
     BackboneSpec,
     Captioner,
@@ -18,6 +18,7 @@ __all__ = [
     "CaptionModel",
     "Captioner",
     "CaptionerOutput",
+    "Decoding",
     "Hypothesis",
     "beam_search",
     "caption_loss",

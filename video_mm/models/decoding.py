@@ -10,11 +10,18 @@ lose the greedy caption (its prefix may fall out of the beam and the survivors e
 greedy caption joins the final candidates: a wider beam never returns a worse caption than greedy.
 Both say at least ``min_len`` words before ``<eos>``: a weak model's likeliest "caption" is
 often the empty one, which is no caption at all.
+
+A weak model also loops ("a blue circle that that that a blue circle that that ..."): the search
+can forbid any repeated n-gram of words (``no_repeat_ngram``, 3 by default) and lower each word by
+log(r) per earlier use in the caption (``repetition_penalty`` r). Both change what the search ranks
+by, never the reported log-probability, which stays the model's own. :class:`Decoding` carries
+these options from ``Settings.models`` to every caller.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,13 +29,66 @@ from torch import Tensor
 
 from video_mm.errors import ModelError
 from video_mm.models.base import CaptionModel, State
+from video_mm.settings import ModelSettings
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How captions are decoded: one value object from the settings (``[models]``) to the search,
+    so every caller (pipeline, ``vmm caption``, ``vmm eval``, ``vmm explain``) decodes alike."""
+
+    beam_size: int = 3  # 1: greedy
+    max_len: int = 20  # words at most
+    length_penalty: float = 0.0  # GNMT alpha; 0 ranks by the plain log-probability
+    no_repeat_ngram: int = 3  # n > 0: no n-gram of words twice in a caption
+    repetition_penalty: float = 1.0  # r > 1: a word r times less likely per earlier use
+    n_best: int = 1  # captions returned per clip, best first (at most beam_size)
+    min_len: int = 1  # words before <eos> at least
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1 or self.max_len < 1 or not 0 <= self.min_len <= self.max_len:
+            raise ModelError(f"bad decoding settings: {self}")
+        if self.no_repeat_ngram < 0 or self.length_penalty < 0 or self.repetition_penalty < 1:
+            raise ModelError("no_repeat_ngram and length_penalty must be >= 0, "
+                             f"repetition_penalty >= 1: {self}")
+        if not 1 <= self.n_best <= self.beam_size:
+            raise ModelError(f"n_best must be in 1..beam_size={self.beam_size}, got {self.n_best}")
+
+    @classmethod
+    def from_settings(cls, models: ModelSettings, **overrides: Any) -> Decoding:
+        """The configured decoding (``Settings.models``), with the given fields replaced (a
+        ``None`` override keeps the setting: CLI options that were not given)."""
+        values = dict(beam_size=models.beam_size, max_len=models.max_caption_len,
+                      length_penalty=models.length_penalty,
+                      no_repeat_ngram=models.no_repeat_ngram,
+                      repetition_penalty=models.repetition_penalty, n_best=models.n_best)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        values |= given
+        if "n_best" not in given:  # the configured n-best, as many as the beam holds
+            values["n_best"] = min(values["n_best"], values["beam_size"])
+        return cls(**values)
+
+    def search(self, model: CaptionModel, feats: Tensor, mask: Tensor, *,
+               grid: Tensor | None = None, pad_id: int = 0, bos_id: int = 1,
+               eos_id: int = 2) -> list[list[Hypothesis]]:
+        """The ``n_best`` captions of each clip of the batch: greedy with one beam, else beam
+        search."""
+        common = dict(grid=grid, max_len=self.max_len, min_len=self.min_len,
+                      no_repeat_ngram=self.no_repeat_ngram,
+                      repetition_penalty=self.repetition_penalty,
+                      length_penalty_alpha=self.length_penalty, pad_id=pad_id, bos_id=bos_id,
+                      eos_id=eos_id)
+        if self.beam_size == 1:
+            return [[h] for h in greedy(model, feats, mask, **common)]
+        return beam_search(model, feats, mask, beam_size=self.beam_size, n_best=self.n_best,
+                           **common)
 
 
 @dataclass
 class Hypothesis:
     tokens: list[int]  # the words, without <bos> and <eos>
-    logprob: float  # summed log-probability of the words and, when finished, the <eos>
-    score: float  # logprob / length penalty: what the search ranks by
+    logprob: float  # the model's summed log-probability of the words (and the <eos>, if any)
+    score: float  # (logprob - repetition penalties) / length penalty: what the search ranks by
     finished: bool  # ended with <eos> (False: cut at max_len)
     attention: np.ndarray | None = None  # [len(tokens), T] frame weights per word
 
@@ -51,21 +111,30 @@ def _select(state: State, index: Tensor) -> State:
 
 
 def _forbid(logprobs: Tensor, history: Tensor, no_repeat_ngram: int, pad_id: int,
-            bos_id: int, eos_id: int, min_len: int) -> Tensor:
-    """Rule out ``<pad>``, ``<bos>``, ``<eos>`` before ``min_len`` words and (with n > 0) any
-    word that would repeat an n-gram already in that row's ``history [N, t]``."""
+            bos_id: int, eos_id: int, min_len: int, repetition_penalty: float = 1.0) -> Tensor:
+    """The search's view of the model's ``logprobs [N, V]`` given each row's ``history [N, t]``:
+    ``<pad>``, ``<bos>`` ruled out, ``<eos>`` too before ``min_len`` words, (with n > 0) every word
+    that would repeat an n-gram of the history, and each word lowered by log(r) per earlier use.
+    Vectorised over rows: it runs at every step of every beam."""
     logprobs = logprobs.clone()
     logprobs[:, [pad_id, bos_id]] = float("-inf")
-    if history.shape[1] < min_len:
+    t = history.shape[1]
+    if t < min_len:
         logprobs[:, eos_id] = float("-inf")
+    if t == 0:
+        return logprobs
+    if repetition_penalty > 1.0:
+        said = torch.zeros_like(logprobs).scatter_add_(1, history, torch.ones_like(
+            history, dtype=logprobs.dtype))
+        logprobs -= said * float(np.log(repetition_penalty))
     n = no_repeat_ngram
-    if n > 0 and history.shape[1] >= n - 1:
-        for row, seq in enumerate(history.tolist()):
-            prefix = tuple(seq[len(seq) - n + 1:]) if n > 1 else ()
-            banned = [seq[i + n - 1] for i in range(len(seq) - n + 1)
-                      if tuple(seq[i:i + n - 1]) == prefix]
-            if banned:
-                logprobs[row, banned] = float("-inf")
+    if n > 0 and t >= n:
+        windows = history.unfold(1, n, 1)  # [N, t - n + 1, n]: every n-gram said so far
+        # an n-gram whose first n - 1 words are the last n - 1 said: its last word is banned
+        match = (windows[..., : n - 1] == history[:, t - n + 1:].unsqueeze(1)).all(-1)
+        banned = torch.zeros_like(logprobs).scatter_add_(1, windows[..., n - 1],
+                                                         match.to(logprobs.dtype))
+        logprobs.masked_fill_(banned > 0, float("-inf"))
     return logprobs
 
 
@@ -78,13 +147,13 @@ def _check(model: CaptionModel, max_len: int, min_len: int, beam_size: int = 1) 
         raise ModelError(f"beam_size must be in 1..{model.vocab_size - 2}, got {beam_size}")
 
 
-def _hypothesis(tokens: list[int], attn: Tensor | None, logprob: float, eos_id: int,
-                alpha: float) -> Hypothesis:
+def _hypothesis(tokens: list[int], attn: Tensor | None, logprob: float, penalized: float,
+                eos_id: int, alpha: float) -> Hypothesis:
     finished = eos_id in tokens
     words = tokens[: tokens.index(eos_id)] if finished else tokens
     n = len(words) + int(finished)
     attention = attn[: len(words)].float().cpu().numpy() if attn is not None else None
-    return Hypothesis(words, logprob, logprob / length_penalty(max(n, 1), alpha), finished,
+    return Hypothesis(words, logprob, penalized / length_penalty(max(n, 1), alpha), finished,
                       attention)
 
 
@@ -92,7 +161,8 @@ def _hypothesis(tokens: list[int], attn: Tensor | None, logprob: float, eos_id: 
 def greedy(
     model: CaptionModel, feats: Tensor, mask: Tensor, *, grid: Tensor | None = None,
     max_len: int = 20, min_len: int = 1, no_repeat_ngram: int = 0,
-    length_penalty_alpha: float = 0.0, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2,
+    repetition_penalty: float = 1.0, length_penalty_alpha: float = 0.0, pad_id: int = 0,
+    bos_id: int = 1, eos_id: int = 2,
 ) -> list[Hypothesis]:
     """The most likely word at every step, for each clip of the batch."""
     _check(model, max_len, min_len)
@@ -101,14 +171,17 @@ def greedy(
     prev = torch.full((B,), bos_id, dtype=torch.long, device=feats.device)
     done = torch.zeros(B, dtype=torch.bool, device=feats.device)
     total = torch.zeros(B, device=feats.device)
+    raw = torch.zeros(B, device=feats.device)
     tokens, attns = [], []
     for _ in range(max_len):
         logprobs, state, attn = model.step(prev, state, feats, mask)
         history = torch.stack(tokens, 1) if tokens else prev.new_empty(B, 0)
-        logprobs = _forbid(logprobs, history, no_repeat_ngram, pad_id, bos_id, eos_id, min_len)
-        best, word = logprobs.max(-1)
+        ranked = _forbid(logprobs, history, no_repeat_ngram, pad_id, bos_id, eos_id, min_len,
+                         repetition_penalty)
+        best, word = ranked.max(-1)
         word = word.masked_fill(done, pad_id)
         total += best.masked_fill(done, 0.0)
+        raw += logprobs.gather(1, word[:, None]).squeeze(1).masked_fill(done, 0.0)
         tokens.append(word)
         if attn is not None:
             attns.append(attn)
@@ -119,14 +192,16 @@ def greedy(
     seqs = torch.stack(tokens, 1).tolist()
     attn_all = torch.stack(attns, 1) if attns else None
     return [_hypothesis(seqs[i], attn_all[i] if attn_all is not None else None,
-                        float(total[i]), eos_id, length_penalty_alpha) for i in range(B)]
+                        float(raw[i]), float(total[i]), eos_id, length_penalty_alpha)
+            for i in range(B)]
 
 
 @torch.no_grad()
 def beam_search(
     model: CaptionModel, feats: Tensor, mask: Tensor, *, grid: Tensor | None = None,
     beam_size: int = 3, max_len: int = 20, min_len: int = 1, length_penalty_alpha: float = 0.0,
-    n_best: int = 1, no_repeat_ngram: int = 0, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2,
+    n_best: int = 1, no_repeat_ngram: int = 0, repetition_penalty: float = 1.0, pad_id: int = 0,
+    bos_id: int = 1, eos_id: int = 2,
 ) -> list[list[Hypothesis]]:
     """The ``n_best`` highest-scoring captions of each clip, best first, found with
     ``beam_size`` hypotheses per clip kept at every step."""
@@ -141,21 +216,24 @@ def beam_search(
     state = _select(state, rows)
     feats_k, mask_k = feats.index_select(0, rows), mask.index_select(0, rows)
     grid_rows = torch.arange(B, device=dev)[:, None] * K
-    total = torch.full((B, K), float("-inf"), device=dev)
+    total = torch.full((B, K), float("-inf"), device=dev)  # what the search ranks by
     total[:, 0] = 0.0
+    raw = torch.zeros(B, K, device=dev)  # the model's own log-probability of the same words
     lengths = torch.zeros(B, K, dtype=torch.long, device=dev)
     finished = torch.zeros(B, K, dtype=torch.bool, device=dev)
     prev = torch.full((B * K,), bos_id, dtype=torch.long, device=dev)
     history = prev.new_empty(B * K, 0)
     attn_history: Tensor | None = None
     for t in range(max_len):
-        logprobs, state, attn = model.step(prev, state, feats_k, mask_k)
-        logprobs = _forbid(logprobs, history, no_repeat_ngram, pad_id, bos_id, eos_id, min_len)
+        model_lp, state, attn = model.step(prev, state, feats_k, mask_k)
+        logprobs = _forbid(model_lp, history, no_repeat_ngram, pad_id, bos_id, eos_id, min_len,
+                           repetition_penalty)
         V = logprobs.shape[-1]
-        logprobs = logprobs.view(B, K, V)
+        logprobs, model_lp = logprobs.view(B, K, V), model_lp.view(B, K, V)
         # A finished hypothesis continues only with <pad>, at no cost and no extra length.
         logprobs = logprobs.masked_fill(finished.unsqueeze(-1), float("-inf"))
         logprobs[..., pad_id] = logprobs[..., pad_id].masked_fill(finished, 0.0)
+        model_lp = model_lp.masked_fill(finished.unsqueeze(-1), 0.0)
         cand_total = (total.unsqueeze(-1) + logprobs).view(B, K * V)
         cand_len = torch.where(finished, lengths, t + 1).unsqueeze(-1).expand(B, K, V)
         rank = cand_total / length_penalty(cand_len.reshape(B, K * V).float(),
@@ -164,6 +242,7 @@ def beam_search(
         beam, word = index // V, index % V
         flat = (grid_rows + beam).view(-1)
         total = cand_total.gather(1, index)
+        raw = (raw.unsqueeze(-1) + model_lp).view(B, K * V).gather(1, index)
         was_finished = finished.gather(1, beam)
         lengths = torch.where(was_finished, lengths.gather(1, beam), t + 1)
         finished = was_finished | (word == eos_id)
@@ -176,17 +255,18 @@ def beam_search(
         prev = word.view(-1)
         if bool(finished.all()):
             break
-    seqs, totals = history.tolist(), total.tolist()
+    seqs, totals, raws = history.tolist(), total.tolist(), raw.tolist()
     fallback = greedy(model, feats, mask, grid=grid, max_len=max_len, min_len=min_len,
-                      no_repeat_ngram=no_repeat_ngram, length_penalty_alpha=length_penalty_alpha,
-                      pad_id=pad_id, bos_id=bos_id, eos_id=eos_id) if K > 1 else [None] * B
+                      no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty,
+                      length_penalty_alpha=length_penalty_alpha, pad_id=pad_id, bos_id=bos_id,
+                      eos_id=eos_id) if K > 1 else [None] * B
     out = []
     for b in range(B):
         hyps = {}
         for k in range(K):
             r = b * K + k
             a = attn_history[r] if attn_history is not None else None
-            h = _hypothesis(seqs[r], a, totals[b][k], eos_id, length_penalty_alpha)
+            h = _hypothesis(seqs[r], a, raws[b][k], totals[b][k], eos_id, length_penalty_alpha)
             hyps.setdefault((tuple(h.tokens), h.finished), h)
         if (g := fallback[b]) is not None:
             hyps.setdefault((tuple(g.tokens), g.finished), g)

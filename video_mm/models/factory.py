@@ -33,7 +33,7 @@ from video_mm.artifacts import (
 from video_mm.data.vocab import Vocabulary
 from video_mm.errors import ConfigError, ModelError
 from video_mm.models.base import CaptionModel
-from video_mm.models.decoding import beam_search, greedy
+from video_mm.models.decoding import Decoding, Hypothesis
 from video_mm.models.lrcn import LRCN, LRCNConfig
 from video_mm.models.meanpool import MeanPoolCaptioner, MeanPoolConfig
 from video_mm.models.temporal_attention import TemporalAttentionCaptioner, TemporalAttentionConfig
@@ -251,30 +251,36 @@ class Captioner:
         return feats.to(self.device), mask.to(self.device), grid
 
     def caption(
-        self, features: list[np.ndarray], beam_size: int = 3, *, max_len: int = 20,
-        length_penalty: float = 0.0, no_repeat_ngram: int = 0,
-        grids: list[np.ndarray] | None = None, batch_size: int = 64,
+        self, features: list[np.ndarray], decoding: Decoding | None = None, *,
+        grids: list[np.ndarray] | None = None, batch_size: int = 64, **options: Any,
     ) -> list[Caption]:
-        """One caption per clip. ``features``: per-frame features ``[T, D]`` (uint8 frames
-        ``[T, H, W, 3]`` for an end-to-end model); ``grids``: ``[T, C, h, w]`` when the model
-        attends over the grid. The score is the mean log-probability per token."""
-        out: list[Caption] = []
+        """One caption per clip: the best of :meth:`n_best`."""
+        return [c[0] for c in self.n_best(features, decoding, grids=grids, batch_size=batch_size,
+                                          **options)]
+
+    def n_best(
+        self, features: list[np.ndarray], decoding: Decoding | None = None, *,
+        grids: list[np.ndarray] | None = None, batch_size: int = 64, **options: Any,
+    ) -> list[list[Caption]]:
+        """The ``decoding.n_best`` captions of each clip, best first. ``features``: per-frame
+        features ``[T, D]`` (uint8 frames ``[T, H, W, 3]`` for an end-to-end model); ``grids``:
+        ``[T, C, h, w]`` when the model attends over the grid; ``decoding``: how to search
+        (default :class:`Decoding`), with ``options`` replacing its fields (``beam_size=1``).
+        The score is the model's mean log-probability per token."""
+        decoding = replace(decoding or Decoding(), **options)
+        out: list[list[Caption]] = []
         self.model.eval()
         for i in range(0, len(features), batch_size):
             chunk = features[i:i + batch_size]
             feats, mask, grid = self.batch(chunk, grids[i:i + batch_size] if grids else None)
-            common = dict(grid=grid, max_len=max_len, no_repeat_ngram=no_repeat_ngram,
-                          pad_id=self.vocab.pad_id, bos_id=self.vocab.bos_id,
-                          eos_id=self.vocab.eos_id)
-            if beam_size == 1:
-                hyps = greedy(self.model, feats, mask, length_penalty_alpha=length_penalty,
-                              **common)
-            else:
-                hyps = [h[0] for h in beam_search(self.model, feats, mask, beam_size=beam_size,
-                                                  length_penalty_alpha=length_penalty, **common)]
-            for h, n in zip(hyps, mask.sum(1).tolist(), strict=True):
-                attn = None  # per word, over this clip's own frames (not the batch's padding)
-                if h.attention is not None:
-                    attn = h.attention[:, :n].round(4).tolist()
-                out.append(Caption(self.vocab.decode(h.tokens), h.mean_logprob, self.name, attn))
+            found = decoding.search(self.model, feats, mask, grid=grid, pad_id=self.vocab.pad_id,
+                                    bos_id=self.vocab.bos_id, eos_id=self.vocab.eos_id)
+            for hyps, n in zip(found, mask.sum(1).tolist(), strict=True):
+                out.append([self._caption(h, n) for h in hyps])
         return out
+
+    def _caption(self, h: Hypothesis, frames: int) -> Caption:
+        attn = None  # per word, over this clip's own frames (not the batch's padding)
+        if h.attention is not None:
+            attn = h.attention[:, :frames].round(4).tolist()
+        return Caption(self.vocab.decode(h.tokens), h.mean_logprob, self.name, attn)

@@ -176,6 +176,13 @@ def _clips(ctx: Context, video_id: str) -> list[Clip]:
     return [Clip(video_id, c.index, c.start, c.end) for c in ctx.catalog.get_clips(video_id)]
 
 
+def decoding(settings: Settings) -> Any:
+    """How the pipeline decodes captions: ``Settings.models`` as a search's options."""
+    from video_mm.models.decoding import Decoding
+
+    return Decoding.from_settings(settings.models)
+
+
 def analyse(ctx: Context, job_id: str) -> str | None:
     """features (and thumbnails, from the same decode) -> caption -> embed -> write; returns the
     key of the clip-vectors blob (or None when no retrieval model is configured)."""
@@ -193,7 +200,7 @@ def analyse(ctx: Context, job_id: str) -> str | None:
     cat.attach_blobs(job.video_id, thumbs.values(), "thumbnail")
     cat.set_thumbnails({clip_id(job.video_id, i): k for i, k in thumbs.items()})
     report("features", 1.0)
-    captions = stages.caption_stage(models, decoded.features)
+    captions = stages.caption_stage(models, decoded.features, decoding(ctx.settings))
     report("caption", 1.0)
     vectors = stages.embed_stage(models, decoded.features)
     report("embed", 1.0)

@@ -259,16 +259,16 @@ def features_stage(
 
 
 def caption_stage(
-    models: Models, features: dict[str, list[ClipFeatures]], *, beam_size: int = 3
+    models: Models, features: dict[str, list[ClipFeatures]], decoding: Any
 ) -> dict[str, list[Caption]]:
-    """Each captioner's caption of every clip: model name -> one Caption per clip (clip order)."""
+    """Each captioner's caption of every clip: model name -> one Caption per clip (clip order),
+    decoded as ``decoding`` (a :class:`~video_mm.models.decoding.Decoding`, from
+    ``Settings.models``) says."""
     out = {}
     for name, captioner in models.captioners.items():
         feats = features[models.specs[name].key]
         grids = [f.grid for f in feats] if models.specs[name].features.grid else None
-        captions = captioner.caption(
-            models.inputs(name, features), beam_size=beam_size, grids=grids
-        )
+        captions = captioner.caption(models.inputs(name, features), decoding, grids=grids)
         out[name] = [Caption(c.text, float(c.score), name, c.attention) for c in captions]
     return out
 

@@ -2,8 +2,9 @@
 
 The blob is content-addressed, so the same upload twice is stored once and gets the same video id
 (its sha256). A job is keyed by an idempotency key: by default the video id plus a fingerprint of
-the settings that shape the results (segmentation, sampling, features, models), so submitting the
-same video again under the same settings returns the existing job instead of redoing the work.
+the settings that shape the results (segmentation, sampling, features, models, decoding), so
+submitting the same video again under the same settings returns the existing job instead of
+redoing the work.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def results_fingerprint(settings: Settings) -> str:
         "features": settings.features.model_dump(include={"backbone", "weights"}),
         "captioners": [str(p.resolve()) for p in captioners],
         "retrieval": str(retrieval.resolve()) if retrieval else "",
+        "decoding": settings.models.model_dump(exclude={"captioners", "retrieval"}),
     }
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 

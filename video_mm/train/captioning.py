@@ -34,7 +34,7 @@ from video_mm.data.features import extract_features
 from video_mm.data.vocab import Vocabulary
 from video_mm.errors import ConfigError
 from video_mm.models.base import CaptionModel, caption_loss
-from video_mm.models.decoding import greedy
+from video_mm.models.decoding import Decoding, greedy
 from video_mm.models.factory import (
     Captioner,
     create_model,
@@ -434,7 +434,7 @@ def evaluate_captioner(
     data: Path | str,
     split: str = "test",
     *,
-    beam_size: int = 3,
+    decoding: Decoding | None = None,
     subset_name: str | None = None,
     references: Path | str | None = None,
     predictions_out: Path | None = None,
@@ -444,8 +444,9 @@ def evaluate_captioner(
     device: str | None = None,
     progress: bool = True,
 ) -> dict[str, float]:
-    """Caption every video of ``split`` (``all`` for every one) and score against its references
-    (or those of another annotation file, e.g. msvd14's held-out captions)."""
+    """Caption every video of ``split`` (``all`` for every one), decoded as ``decoding`` says
+    (default: :class:`Decoding`'s defaults, which are the shipped settings), and score against its
+    references (or those of another annotation file, e.g. msvd14's held-out captions)."""
     captioner: Captioner = from_pretrained(model_dir, device=device)
     records = subset(_split_records(load_dataset(data), split), subset_name)
     if references is not None:
@@ -465,7 +466,7 @@ def evaluate_captioner(
     )
     feats = {k: recipe.apply(v) for k, v in feats.items()}
     ids = [r.video_id for r in records if r.video_id in feats]
-    captions = captioner.caption([feats[v] for v in ids], beam_size=beam_size)
+    captions = captioner.caption([feats[v] for v in ids], decoding)
     preds = {v: c.text for v, c in zip(ids, captions, strict=True)}
     refs = {r.video_id: r.captions for r in records}
     per_video: dict[str, dict[str, float]] = {}

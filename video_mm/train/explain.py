@@ -16,6 +16,7 @@ import torch
 
 from video_mm.artifacts import load_recipe, pool_grid
 from video_mm.errors import ModelError
+from video_mm.models.decoding import Decoding
 from video_mm.records import Caption, FrameBatch
 from video_mm.settings import FeatureSettings
 
@@ -23,7 +24,7 @@ MAX_WORDS = 20
 
 
 def explain_video(
-    video: Path | str, model_dir: Path | str, out: Path | str, *, beam_size: int = 3,
+    video: Path | str, model_dir: Path | str, out: Path | str, *, decoding: Decoding | None = None,
     feature_settings: FeatureSettings | None = None,
 ) -> Caption:
     """Caption ``video`` with the captioner in ``model_dir`` and write the attention PNG."""
@@ -44,7 +45,7 @@ def explain_video(
     feats = recipe.apply(pool_grid(clip.grid, recipe.grid_pool) if recipe.grid_pool > 1
                          else clip.features)
     grids = [clip.grid] if captioner.model.uses_grid else None
-    caption = captioner.caption([feats], beam_size=beam_size, grids=grids)[0]
+    caption = captioner.caption([feats], decoding, grids=grids)[0]
 
     words = caption.text.split()[:MAX_WORDS]
     temporal, spatial = _attention(captioner, feats, clip.grid if grids else None, words)
