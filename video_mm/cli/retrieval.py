@@ -25,6 +25,11 @@ def train_retrieval_cmd(
     data: Annotated[Path, typer.Option(help="Dataset folder: videos + an annotation file.")],
     out: Annotated[Path, typer.Option(help="Run folder: last.pt, metrics.csv, best/.")],
     text_tower: Annotated[str, typer.Option(help="learned | minilm")] = "learned",
+    init: Annotated[
+        str | None,
+        typer.Option(help="hf:<repo id or folder> of a CLIP/SigLIP: fine-tune a projection and "
+                     "the video pooling on its frozen zero-shot space (ignores --text-tower)."),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option(help="Training TOML (default: configs/train/retrieval.toml).")
     ] = None,
@@ -74,6 +79,7 @@ def train_retrieval_cmd(
     model, result = train_on_dataset(
         data, text_tower, out, run, model_config=model_config,
         feature_settings=get_settings().features, cache_dir=_cache_dir(), resume=not fresh,
+        init=init,
     )  # fmt: skip
     summary = {"out": str(out), "best": str(result.best_dir), "best_epoch": result.best_epoch,
                "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,

@@ -25,7 +25,7 @@ from torchvision.transforms import InterpolationMode
 
 from video_mm.errors import ConfigError, ModelError
 from video_mm.features.backbones import Backbone, Preprocess
-from video_mm.features.hub import resolve, source_id
+from video_mm.features.hub import quiet_transformers, resolve, source_id
 
 DUAL = ("clip", "siglip", "siglip2")
 TOKENS = ("vit", "dinov2", "deit")
@@ -126,9 +126,9 @@ def load_image_processor(folder: Path) -> Any | None:
         raise ModelError(f"{folder}/preprocessor_config.json cannot be read: {exc}") from exc
 
 
-def image_size(model: nn.Module) -> int:
-    cfg = model.config
-    vision = getattr(cfg, "vision_config", None) or cfg
+def image_size(config: Any) -> int:
+    """The input size a transformers config declares (its vision config's, for dual encoders)."""
+    vision = getattr(config, "vision_config", None) or config
     return int(getattr(vision, "image_size", 224) or 224)
 
 
@@ -147,6 +147,7 @@ def create_hf_backbone(
                      what="backbone")
     from transformers import AutoConfig, AutoModel
 
+    quiet_transformers()
     try:
         config = AutoConfig.from_pretrained(source.folder, local_files_only=True)
     except (OSError, ValueError) as exc:
@@ -160,6 +161,7 @@ def create_hf_backbone(
         raise ModelError(f"{source.folder}: cannot load the model ({exc})") from exc
     if config.model_type in DUAL and hasattr(model, "text_model"):
         model.text_model = None  # frames never go through the text tower: free its memory
-    preprocess = preprocess_from_processor(load_image_processor(source.folder), image_size(model))
+    processor = load_image_processor(source.folder)
+    preprocess = preprocess_from_processor(processor, image_size(model.config))
     backbone = HFBackbone(name, model, preprocess, source_id(source.folder), grid=grid)
     return backbone.fine_tune(trainable)  # type: ignore[return-value]

