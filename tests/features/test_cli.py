@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,25 @@ def test_missing_weights_file_is_one_clear_line(isolated: Path, avi_clips: list[
 def test_lists_backbones() -> None:
     result = CliRunner().invoke(app, ["features", "--list-backbones"])
     assert result.exit_code == 0 and "resnet50" in result.stdout.split()
+
+
+def test_damaged_video_is_extracted_with_its_warning(isolated: Path) -> None:
+    """An MP4 cut after half its bytes: its features come from the 50 frames that are there, and
+    the report (and stderr) says what was lost."""
+    from video_mm.io.ffmpeg import run_ffmpeg
+
+    whole = isolated / "whole.mp4"
+    run_ffmpeg(["-y", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=4", "-c:v",
+                "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-movflags", "+faststart",
+                str(whole)])  # fmt: skip
+    data = whole.read_bytes()
+    (cut := isolated / "cut.mp4").write_bytes(data[: len(data) // 2 + 101])
+    args = ["features", str(cut), "--out", str(isolated / "feats"), "--backbone",
+            "mobilenet_v3_small", "--n-frames", "3", "--no-cache", "--json"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)["videos"]
+    assert re.fullmatch(r"decoded \d\d of 100 frames: the file is cut at 2\.\d s", row["warning"])
+    assert f"warning: {cut}: {row['warning']}" in result.stderr
+    times = load_file(row["out"])["timestamps"]
+    assert times[0] == 0.0 and 1.9 < times[-1] < 2.2  # uniform over what is there

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.pipeline.conftest import CUT_WARNING
 from video_mm.cli import app
 from video_mm.cli import service as service_cli
 from video_mm.settings import Settings
@@ -47,6 +48,19 @@ def test_index_then_status(cli: CliRunner, msvd14_videos: list[Path], tmp_path: 
     assert one["state"] == "failed" and one["stage"] == "probe" and one["attempts"] == 1
     again = cli.invoke(app, ["index", str(msvd14_videos[0]), "--here", "--json"])
     assert json.loads(again.stdout)[0]["job_id"] == rows[0]["job_id"]  # nothing redone
+
+
+def test_damaged_video_indexes_and_captions_with_its_warning(
+    cli: CliRunner, cut_mp4: Path
+) -> None:
+    result = cli.invoke(app, ["index", str(cut_mp4), "--here", "--json"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert row["state"] == "done" and row["warning"] == CUT_WARNING and row["error"] is None
+    caption = cli.invoke(app, ["caption", str(cut_mp4), "--format", "json"])
+    assert caption.exit_code == 0
+    assert json.loads(caption.stdout)["cues"]
+    assert f"warning: {cut_mp4}: {CUT_WARNING}" in caption.stderr
 
 
 def test_worker_refuses_unknown_queue(cli: CliRunner) -> None:

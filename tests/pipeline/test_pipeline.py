@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.pipeline.conftest import CUT_WARNING
 from video_mm.errors import StorageError
 from video_mm.pipeline import run_job, submit_video
 from video_mm.pipeline import runner as runner_mod
@@ -166,3 +167,26 @@ def test_progress_writes_a_steps_start_and_end_and_throttles_reports_between(
     monkeypatch.setattr(runner_mod, "PROGRESS_INTERVAL_S", 0.0)
     report("embed", 0.5)
     assert writes[-1] == dict(stage="embed", progress=(PROGRESS["caption"] + PROGRESS["embed"]) / 2)
+
+
+def test_damaged_video_is_done_with_its_warning(
+    fast_settings: Settings, cut_mp4: Path, tmp_path: Path
+) -> None:
+    """A file cut in the middle is indexed from the frames that are there; the job ends done and
+    the video (its catalog row, the API's body) says what was lost. Too little left: failed, with
+    a reason in our words."""
+    from video_mm.api.routes import _summary
+
+    (stub := tmp_path / "stub.mp4").write_bytes(cut_mp4.read_bytes()[:8000])
+    cat = context(fast_settings).catalog
+    sub = submit_video(cut_mp4, settings=fast_settings)
+    assert run_job(sub.job_id, fast_settings) == "done"
+    video = cat.get_video(sub.video_id)
+    assert video.state == "ready" and video.info["warning"] == CUT_WARNING
+    assert video.duration == 2.0 and [c.end for c in cat.get_clips(sub.video_id)] == [2.0]
+    assert _summary(video)["warning"] == CUT_WARNING
+    sub = submit_video(stub, settings=fast_settings)
+    assert run_job(sub.job_id, fast_settings) == "failed"
+    error = cat.get_job(sub.job_id).error
+    assert error.startswith("corrupt_video: stub.mp4: decoded "), error
+    assert "io.min_decoded_share" in error and "@" not in error
