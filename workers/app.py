@@ -7,11 +7,13 @@ die with their machine; every setting below is chosen for that and says why.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from celery import Celery
 from kombu import Queue
 
-from video_mm.pipeline.dispatch import QUEUES, queue_name
+from video_mm.pipeline.dispatch import queue_name
+from video_mm.pipeline.runner import QUEUES, Step
 from video_mm.settings import Settings, get_settings
 
 
@@ -99,6 +101,14 @@ def _make_app(settings_json: str) -> Celery:
 
     tasks.register(app)
     return app
+
+
+def send(settings: Settings, step: Step, job_id: str, *handed: Any) -> None:
+    """Put a job's ``step`` on its queue (the library's sender: entry point ``video_mm.senders``,
+    used by ``pipeline.dispatch.enqueue``)."""
+    from workers.tasks import send_with
+
+    send_with(make_app(settings), settings, step, job_id, *handed)
 
 
 def __getattr__(name: str) -> Celery:

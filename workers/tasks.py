@@ -1,4 +1,5 @@
-"""The Celery tasks: thin calls of the pipeline's three steps, handed on from step to step.
+"""The Celery tasks: one per step of the pipeline's table (``runner.STEPS``), handed on from step
+to step.
 
 What a worker adds to the in-process runner is the error policy in Celery's terms: bad input fails
 the job and stops it (never retried); transient errors retry with exponential backoff and jitter;
@@ -20,22 +21,11 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 
 from video_mm.errors import VideoMMError
-from video_mm.pipeline import dispatch, runner, stages
+from video_mm.pipeline import runner, stages
+from video_mm.pipeline.dispatch import queue_name
 from video_mm.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-# The steps, in order, with the pipeline stages each one reports. A task that starts while its
-# job is "running" in a stage of its own step or of a later one (which an earlier delivery may
-# have run in the same task) was interrupted before.
-STEP_STAGES = {
-    "vmm.prepare": ("probe", "segment"),
-    "vmm.analyse": ("features", "caption", "embed", "write"),
-    "vmm.publish": ("index",),
-}
-STEPS = {"vmm.prepare": runner.prepare, "vmm.analyse": runner.analyse,
-         "vmm.publish": runner.publish}
 
 
 class WorkerLost(VideoMMError):
@@ -61,12 +51,6 @@ def _parse_settings(settings_json: str) -> Settings:
     return Settings.model_validate_json(settings_json)
 
 
-def _stages_from(name: str) -> set[str]:
-    """The stages of step ``name`` and of the steps after it."""
-    names = list(STEP_STAGES)
-    return {stage for n in names[names.index(name):] for stage in STEP_STAGES[n]}
-
-
 def _consumed_here(task: Task, queue: str) -> bool:
     """Whether this worker consumes ``queue`` (``-Q``; every queue when none was selected)."""
     return queue in task.app.amqp.queues.consume_from
@@ -87,12 +71,13 @@ def _run(task: Task, job_id: str, *args: Any) -> None:
         log.info("job %s is already %s; %s skipped", job_id, job.state, task.name)
         raise Ignore()
     req = task.request
+    current = runner.step(task.name)
     # This step (or a later one it ran in the same task) ran before for this job without
     # finishing: its worker died (kill -9, OOM, the hard time limit) and the broker redelivered it.
     interrupted = (
-        not req.retries and job.state == "running" and job.stage in _stages_from(task.name)
+        not req.retries and job.state == "running" and job.stage in runner.stages_from(current)
     )
-    if task.name == "vmm.prepare" or req.retries or interrupted:
+    if current is runner.STEPS[0] or req.retries or interrupted:
         job = ctx.catalog.update_job(job_id, add_attempt=True)
     if interrupted and job.attempts > settings.broker.max_retries + 1:
         # A video that kills its worker every time must not loop forever (reject_on_worker_lost
@@ -103,16 +88,13 @@ def _run(task: Task, job_id: str, *args: Any) -> None:
     name = task.name
     try:
         while True:
-            out = STEPS[name](ctx, job_id, *args)
-            following = dispatch.next_task(name)
+            out = current.run(ctx, job_id, *args)
+            following = runner.next_step(current)
             if following is None:
                 return
-            name, queue = following[0], dispatch.queue_name(settings, following[1])
-            args = (out,) if name == "vmm.publish" else ()  # analyse's vectors key
-            if not _consumed_here(task, queue):
-                # The messages the former chain sent: analyse(job_id), publish([job_id, key]).
-                message = ([job_id, out],) if name == "vmm.publish" else (job_id,)
-                task.app.send_task(name, args=message, queue=queue)
+            args, current, name = current.handed(out), following, following.name
+            if not _consumed_here(task, queue_name(settings, current.queue)):
+                send_with(task.app, settings, current, job_id, *args)
                 return
     except SoftTimeLimitExceeded as exc:
         limit = settings.broker.task_soft_time_limit_s
@@ -130,21 +112,22 @@ def _run(task: Task, job_id: str, *args: Any) -> None:
         raise  # an internal error: recorded in the job and in Celery's result store
 
 
+def send_with(app: Celery, settings: Settings, step: runner.Step, job_id: str,
+              *handed: Any) -> None:
+    """Send ``step`` through ``app`` to its queue: the message is the job id and what the step
+    before handed on."""
+    app.send_task(step.name, args=(job_id, *handed), queue=queue_name(settings, step.queue))
+
+
 def register(app: Celery) -> None:
-    """Define the three tasks on ``app``; dispatch.enqueue sends the first, each hands on."""
+    """Define a task per step of ``runner.STEPS`` on ``app`` (message: the job id, then what the
+    step before handed on); dispatch.enqueue sends the first, each hands on."""
+    for s in runner.STEPS:
 
-    @app.task(bind=True, name="vmm.prepare", shared=False)
-    def prepare(self: Task, job_id: str) -> None:
-        _run(self, job_id)
+        def run_step(self: Task, job_id: str, *handed: Any) -> None:
+            _run(self, job_id, *handed)
 
-    @app.task(bind=True, name="vmm.analyse", shared=False)
-    def analyse(self: Task, job_id: str) -> None:
-        _run(self, job_id)
-
-    @app.task(bind=True, name="vmm.publish", shared=False)
-    def publish(self: Task, payload: list) -> None:
-        job_id, vectors_key = payload
-        _run(self, job_id, vectors_key)
+        app.task(bind=True, name=s.name, shared=False)(run_step)
 
 
 # Set by `vmm worker` before the pool starts; forked worker processes inherit them.

@@ -4,6 +4,7 @@ with the reason, re-running a finished job changes nothing, transient errors are
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -137,7 +138,8 @@ def test_transient_error_is_retried_then_succeeds(
             raise StorageError("index volume briefly unavailable")
         return real(ctx, job_id, key)
 
-    monkeypatch.setattr(runner_mod, "publish", flaky)
+    steps = runner_mod.STEPS
+    monkeypatch.setattr(runner_mod, "STEPS", (*steps[:-1], replace(steps[-1], run=flaky)))
     sub = submit_video(three_clips[1], settings=settings)
     assert run_job(sub.job_id, settings) == "done"
     assert len(calls) == 2

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from video_mm.pipeline.dispatch import sender
+from video_mm.pipeline.runner import QUEUES, STEPS, next_step, stages_from
+from video_mm.pipeline.stages import STAGES
 from video_mm.settings import Settings
+from workers import app as workers_app
 from workers.app import make_app
 
 
@@ -28,3 +32,14 @@ def test_embedded_broker_needs_no_server(settings: Settings) -> None:
     conf = make_app(settings).conf
     assert conf.broker_url == f"sqla+sqlite:///{(settings.data_dir / 'broker.db').resolve()}"
     assert "visibility_timeout" not in conf.broker_transport_options  # not a create_engine arg
+
+
+def test_one_table_of_steps_drives_the_tasks(settings: Settings) -> None:
+    """Every stage belongs to one step, in order; the app has a task per step; the library sends
+    through the workers' sender, found by its entry point (the library never imports workers)."""
+    assert [stage for s in STEPS for stage in s.stages] == list(STAGES)
+    assert QUEUES == ("cpu", "gpu", "index") and next_step(STEPS[-1]) is None
+    assert stages_from(STEPS[1]) == {"features", "caption", "embed", "write", "index"}
+    assert [s.handed("key") for s in STEPS] == [(), ("key",), ()]  # analyse hands its vectors on
+    assert {s.name for s in STEPS} <= set(make_app(settings).tasks)
+    assert sender() is workers_app.send

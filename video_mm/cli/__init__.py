@@ -1,5 +1,7 @@
 """The ``vmm`` command line. Each public module in this package adds its commands with
-``register(app)``; shared groups (``train``, ``eval``) live in ``_groups``.
+``register(app)``; shared groups (``train``, ``eval``) live in ``_groups``. Other installed
+surfaces add theirs the same way through the ``video_mm.cli`` entry point group (``vmm worker``
+from the workers package), so this package imports none of them.
 
 Commands are thin: they parse arguments, call the library, and print. Errors the library raises on
 purpose (:class:`~video_mm.errors.VideoMMError`) become one line on stderr and a non-zero exit.
@@ -10,6 +12,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+from importlib.metadata import entry_points
 
 import click
 import typer
@@ -30,6 +33,8 @@ app.add_typer(eval_app, name="eval")
 for _module in pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}").register(app)
+for _plugin in sorted(entry_points(group="video_mm.cli"), key=lambda ep: ep.name):
+    _plugin.load()(app)
 
 
 def main() -> None:

@@ -1,9 +1,9 @@
-"""`vmm caption`, `vmm index`, `vmm worker`, `vmm status`, `vmm demo`: the pipeline as a service."""
+"""`vmm caption`, `vmm index`, `vmm status`, `vmm demo`: the pipeline as a service (`vmm worker`
+comes from the workers package, see ``workers/cli.py``)."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -104,36 +104,6 @@ def index(
         raise typer.Exit(1)
 
 
-def worker(
-    queues: Annotated[
-        str, typer.Option("--queues", "-Q", help="Comma-separated: cpu, gpu, index.")
-    ] = "cpu,gpu,index",
-    concurrency: Annotated[
-        int | None, typer.Option("--concurrency", "-c", help="Processes (broker.concurrency).")
-    ] = None,
-    loglevel: Annotated[str, typer.Option("--loglevel", "-l")] = "info",
-    hostname: Annotated[str | None, typer.Option("--hostname", "-n")] = None,
-) -> None:
-    """Run a Celery worker for the given queues (the broker is broker.url, else embedded SQLite)."""
-    from video_mm.pipeline.dispatch import QUEUES, queue_name
-    from workers import tasks
-    from workers.app import make_app
-
-    wanted = [q.strip() for q in queues.split(",") if q.strip()]
-    if bad := [q for q in wanted if q not in QUEUES]:
-        raise typer.BadParameter(f"unknown queue(s) {bad}; choose from {QUEUES}", param_hint="-Q")
-    settings = get_settings()
-    processes = concurrency or settings.broker.concurrency
-    tasks.threads_per_process = max(1, (os.cpu_count() or 1) // processes)
-    if "gpu" in wanted:
-        tasks.preload_settings = settings
-    argv = ["worker", "-Q", ",".join(queue_name(settings, q) for q in wanted), "-l", loglevel,
-            "--pool", "prefork", "-c", str(processes)]
-    if hostname:
-        argv += ["-n", hostname]
-    make_app(settings).worker_main(argv)
-
-
 def status(
     job: Annotated[str | None, typer.Argument(help="A job id (or its first characters).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -186,6 +156,5 @@ def demo(
 def register(app: typer.Typer) -> None:
     app.command()(caption)
     app.command()(index)
-    app.command()(worker)
     app.command()(status)
     app.command()(demo)

@@ -1,29 +1,41 @@
-"""Send a job to where it runs: Celery workers when asked (or when a broker is configured), else
-this process.
+"""Send a job to where it runs: workers when asked (or when a broker is configured), else this
+process.
 
-The Celery side is three steps per video, ``prepare`` (queue ``cpu``) -> ``analyse`` (``gpu``) ->
-``publish`` (``index``); workers of each queue scale on their own. Only the first step is sent
-here: each step hands the job to the next one, in the same task when its worker also consumes the
-next step's queue (no broker round trip), else as a message on that queue (see
-:func:`workers.tasks.register`).
+The steps and their queues are :data:`video_mm.pipeline.runner.STEPS`; workers of each queue
+scale on their own. Only the first step is sent here: each step hands the job to the next one, in
+the same task when its worker also consumes the next step's queue, else as a message on that
+queue. Sending is the workers' business: the installed ``workers`` package offers its sender
+through the ``video_mm.senders`` entry point, so the library never imports a surface.
 """
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
-from video_mm.errors import NotFound
+from video_mm.errors import ConfigError, NotFound
 from video_mm.settings import Settings
 
-TASKS = (("vmm.prepare", "cpu"), ("vmm.analyse", "gpu"), ("vmm.publish", "index"))
-QUEUES = tuple(queue for _, queue in TASKS)
+if TYPE_CHECKING:
+    from video_mm.pipeline.runner import Step
+
+SENDERS = "video_mm.senders"  # entry point group: send(settings, step, job_id, *handed)
 
 
-def next_task(name: str) -> tuple[str, str] | None:
-    """The task (name, queue) that follows task ``name``; None after the last."""
-    names = [n for n, _ in TASKS]
-    i = names.index(name) + 1
-    return TASKS[i] if i < len(TASKS) else None
+class Sender(Protocol):
+    def __call__(self, settings: Settings, step: Step, job_id: str, *handed: Any) -> None: ...
+
+
+def sender() -> Sender:
+    """The installed way to put a step on its queue (the ``workers`` package's Celery sender)."""
+    found = sorted(entry_points(group=SENDERS), key=lambda ep: ep.name)
+    if not found:
+        raise ConfigError(
+            f"no job sender installed (entry point group {SENDERS!r}, offered by the workers "
+            "package): install video-mm, or run jobs in this process"
+        )
+    return found[0].load()
 
 
 def queue_name(settings: Settings, queue: str) -> str:
@@ -47,10 +59,9 @@ def enqueue(job_id: str, settings: Settings, *, queue: bool | None = None) -> st
         from video_mm.pipeline.runner import run_job
 
         return run_job(job_id, settings)
-    from workers.app import make_app
+    from video_mm.pipeline.runner import STEPS
 
-    name, q = TASKS[0]
-    make_app(settings).send_task(name, args=(job_id,), queue=queue_name(settings, q))
+    sender()(settings, STEPS[0], job_id)
     return "queued"
 
 

@@ -6,8 +6,10 @@
   key of the clip vectors;
 - :func:`publish` (index) puts the vectors in the index and turns the video ``ready``.
 
-A Celery worker runs each step as one task (queues ``cpu``, ``gpu``, ``index``); :func:`run_job`
-runs all three in this process. Both go through :func:`guarded`, which decides what an error means:
+:data:`STEPS` is the one table of them: each step's task name, its queue (``cpu``, ``gpu``,
+``index``), its function, the stages it reports and whether its result is handed to the next step.
+A Celery worker (``workers/``) runs each step as one task from that table; :func:`run_job` runs
+all three in this process. Both go through :func:`guarded`, which decides what an error means:
 bad input (a non-transient :class:`~video_mm.errors.VideoMMError`) fails the job with its reason
 and is never retried; transient errors (storage, index, database, network) are retried with
 exponential backoff up to ``broker.max_retries``; anything else fails the job as an internal error.
@@ -244,6 +246,53 @@ def publish(ctx: Context, job_id: str, vectors_key: str | None) -> None:
     cat.update_job(job_id, state="done", stage="index", progress=1.0, error=None)
 
 
+# --- the table of steps ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a job: the task that runs it, the queue of workers with the resource it needs,
+    its function ``run(ctx, job_id, *handed)``, the stages it reports, and whether its result is
+    handed to the next step (as the argument after the job id)."""
+
+    name: str
+    queue: str
+    run: Callable[..., Any]
+    stages: tuple[str, ...]
+    hands_on: bool = False
+
+    def handed(self, output: Any) -> tuple[Any, ...]:
+        """What the next step gets after the job id, from this step's result."""
+        return (output,) if self.hands_on else ()
+
+
+STEPS = (
+    Step("vmm.prepare", "cpu", prepare, ("probe", "segment")),
+    Step("vmm.analyse", "gpu", analyse, ("features", "caption", "embed", "write"), hands_on=True),
+    Step("vmm.publish", "index", publish, ("index",)),
+)
+QUEUES = tuple(s.queue for s in STEPS)
+
+
+def step(name: str) -> Step:
+    """The step a task name runs."""
+    for s in STEPS:
+        if s.name == name:
+            return s
+    raise KeyError(f"no pipeline step {name!r}")
+
+
+def next_step(current: Step) -> Step | None:
+    """The step after ``current``; None after the last."""
+    i = STEPS.index(current) + 1
+    return STEPS[i] if i < len(STEPS) else None
+
+
+def stages_from(current: Step) -> set[str]:
+    """The stages of ``current`` and of the steps after it."""
+    return {stage for s in STEPS[STEPS.index(current):] for stage in s.stages}
+
+
 def fail(ctx: Context, job_id: str, exc: BaseException) -> None:
     """End the job ``failed`` with its reason; the video is failed unless it was ready before."""
     job = ctx.catalog.get_job(job_id)
@@ -285,9 +334,9 @@ def run_job(job_id: str, settings: Settings) -> str:
     ctx = context(settings)
     ctx.catalog.update_job(job_id, add_attempt=True)
     try:
-        guarded(ctx, job_id, prepare)
-        key = guarded(ctx, job_id, analyse)
-        guarded(ctx, job_id, publish, key)
+        handed: tuple[Any, ...] = ()
+        for s in STEPS:
+            handed = s.handed(guarded(ctx, job_id, s.run, *handed))
     except Exception:  # the reason is in the job; a folder of videos goes on with the next one
         log.debug("job %s failed", job_id, exc_info=True)
         return "failed"

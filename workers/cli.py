@@ -1,0 +1,46 @@
+"""`vmm worker`: the workers' command, plugged into the `vmm` CLI through the ``video_mm.cli``
+entry point (the library's CLI never imports this package)."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from video_mm.pipeline.dispatch import queue_name
+from video_mm.pipeline.runner import QUEUES
+from video_mm.settings import get_settings
+
+
+def worker(
+    queues: Annotated[
+        str, typer.Option("--queues", "-Q", help="Comma-separated: cpu, gpu, index.")
+    ] = "cpu,gpu,index",
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", "-c", help="Processes (broker.concurrency).")
+    ] = None,
+    loglevel: Annotated[str, typer.Option("--loglevel", "-l")] = "info",
+    hostname: Annotated[str | None, typer.Option("--hostname", "-n")] = None,
+) -> None:
+    """Run a Celery worker for the given queues (the broker is broker.url, else embedded SQLite)."""
+    from workers import tasks
+    from workers.app import make_app
+
+    wanted = [q.strip() for q in queues.split(",") if q.strip()]
+    if bad := [q for q in wanted if q not in QUEUES]:
+        raise typer.BadParameter(f"unknown queue(s) {bad}; choose from {QUEUES}", param_hint="-Q")
+    settings = get_settings()
+    processes = concurrency or settings.broker.concurrency
+    tasks.threads_per_process = max(1, (os.cpu_count() or 1) // processes)
+    if "gpu" in wanted:
+        tasks.preload_settings = settings
+    argv = ["worker", "-Q", ",".join(queue_name(settings, q) for q in wanted), "-l", loglevel,
+            "--pool", "prefork", "-c", str(processes)]
+    if hostname:
+        argv += ["-n", hostname]
+    make_app(settings).worker_main(argv)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(worker)
