@@ -63,3 +63,35 @@ def test_thumbnails_are_cut_from_the_frames_the_features_decode(
     fallback = features_stage(video, clips, [], s)
     assert fallback.features == {} and set(fallback.thumbnails) == {c.index for c in clips}
     assert _thumbnail_array(fallback.thumbnails[clips[0].index]).shape[0] == s.sampling.size
+
+
+def test_one_extraction_serves_pooled_and_grid_models_each_by_its_recipe() -> None:
+    """Models of one backbone and sampling share one pass, which keeps the grid when any of them
+    reads it; each reads what its recipe says (pooled, or k x k cells), checked against its dim."""
+    import pytest
+
+    from video_mm.errors import ModelError
+
+    pooled = FeatureSpec(FeatureSettings(grid=False), SamplingSettings())
+    gridded = FeatureSpec(FeatureSettings(grid=True), SamplingSettings())
+    assert pooled.key == gridded.key
+    models = Models(
+        specs={"mean": pooled, "cells": gridded, "wrong": gridded},
+        recipes={"cells": FeatureRecipe(grid_pool=2, normalize=False),
+                 "wrong": FeatureRecipe(grid_pool=2, normalize=False)},
+        dims={"mean": 3, "cells": 12, "wrong": 27},
+    )
+    (spec,) = models.feature_specs()
+    assert spec.features.grid
+    grid = np.arange(2 * 3 * 4 * 4, dtype=np.float32).reshape(2, 3, 4, 4)
+    clip = ClipFeatures(grid.mean((2, 3)), np.zeros(2), "resnet18", grid)
+    features = {spec.key: [clip]}
+    np.testing.assert_array_equal(models.inputs("mean", features)[0], clip.features)
+    cells = models.inputs("cells", features)[0]
+    assert cells.shape == (2, 12)
+    np.testing.assert_allclose(cells[0, :4], grid[0, 0].reshape(2, 2, 2, 2).mean((1, 3)).ravel())
+    with pytest.raises(ModelError, match="27-d"):
+        models.inputs("wrong", features)
+    no_grid = {spec.key: [ClipFeatures(clip.features, np.zeros(2), "resnet18")]}
+    with pytest.raises(ModelError, match="grid"):
+        models.inputs("cells", no_grid)

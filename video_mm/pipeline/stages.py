@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from video_mm.artifacts import FeatureRecipe, model_dirs
-from video_mm.errors import ConfigError, CorruptVideo
+from video_mm.artifacts import FeatureRecipe, model_dirs, pool_grid
+from video_mm.errors import ConfigError, CorruptVideo, ModelError
 from video_mm.records import Caption, Clip, ClipFeatures, FrameBatch, VideoInfo, clip_id
 from video_mm.settings import FeatureSettings, SamplingSettings, Settings
 
@@ -50,16 +50,19 @@ def _no_progress(stage: str, fraction: float) -> None:
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """How one model's input features are computed: the backbone and the frame sampling."""
+    """How one model's input features are computed: the backbone, the frame sampling, and
+    whether it reads the CNN grid (``features.grid``: a spatial model, or a recipe's k x k cells).
+    """
 
     features: FeatureSettings
     sampling: SamplingSettings
 
     @property
     def key(self) -> str:
+        """What one decoding and extraction pass computes: models that differ only in needing the
+        grid share it (the pass keeps the grid when any of them needs it)."""
         f, s = self.features, self.sampling
-        return (f"{f.backbone}/{f.weights}/{'grid' if f.grid else 'pooled'}/"
-                f"{s.sampler}/{s.n_frames}/{s.fps}/{s.size}")
+        return f"{f.backbone}/{f.weights}/{s.sampler}/{s.n_frames}/{s.fps}/{s.size}"
 
 
 @dataclass
@@ -71,24 +74,50 @@ class Models:
     retrieval: Any | None = None
     retrieval_name: str = ""
     specs: dict[str, FeatureSpec] = field(default_factory=dict)  # model name -> its features
-    # model name -> the recipe saved with it; its apply() standardises features as in training
+    # model name -> the recipe saved with it: its grid_pool makes k x k cells of the grid and its
+    # apply() standardises features as in training
     recipes: dict[str, FeatureRecipe] = field(default_factory=dict)
+    dims: dict[str, int] = field(default_factory=dict)  # model name -> the feature dim it reads
 
     def inputs(self, name: str, features: dict[str, list[ClipFeatures]]) -> list[np.ndarray]:
-        """What model ``name`` reads: its features, standardised as when it was trained."""
+        """What model ``name`` reads, as when it was trained: the pooled features, or the grid
+        pooled to the recipe's k x k cells, standardised; checked against the model's dim."""
         feats = features[self.specs[name].key]
         recipe = self.recipes.get(name)
-        return [recipe.apply(f.features) if recipe else f.features for f in feats]
+        k = recipe.grid_pool if recipe else 1
+        out = []
+        for f in feats:
+            if k > 1:
+                if f.grid is None:
+                    raise ModelError(f"{name} reads {k} x {k} grid cells (features.json "
+                                     "grid_pool) but the features were computed without the grid")
+                x = pool_grid(f.grid, k)
+            else:
+                x = f.features
+            out.append(recipe.apply(x) if recipe else x)
+        want = self.dims.get(name, 0)
+        if want and out and out[0].shape[-1] != want:
+            raise ModelError(
+                f"{name} reads {want}-d features but its recipe (backbone "
+                f"{self.specs[name].features.backbone}, grid_pool {k}) gives "
+                f"{out[0].shape[-1]}-d: the model folder's features.json does not match it")
+        return out
 
     def feature_specs(self) -> list[FeatureSpec]:
-        """The distinct specs; features are computed once per spec and shared by its models."""
-        return list({s.key: s for s in self.specs.values()}.values())
+        """One spec per extraction pass: models of the same backbone and sampling share one, which
+        keeps the grid when any of them reads it."""
+        merged: dict[str, FeatureSpec] = {}
+        for spec in self.specs.values():
+            have = merged.get(spec.key)
+            if have is None or (spec.features.grid and not have.features.grid):
+                merged[spec.key] = spec
+        return list(merged.values())
 
 
 def feature_spec(model: Any, folder: Path, settings: Settings) -> FeatureSpec:
     """The features a loaded model expects: its backbone spec and, when training saved one, its
-    sampling recipe (``model.recipe``, from ``features.json``); else the configured features and
-    sampling."""
+    recipe (``model.recipe``, from ``features.json``: sampling, and grid_pool k > 1 for k x k
+    cells of the grid); else the configured features and sampling."""
     features, sampling = settings.features, settings.sampling
     spec = getattr(model, "backbone", None)
     if spec is not None:
@@ -102,10 +131,15 @@ def feature_spec(model: Any, folder: Path, settings: Settings) -> FeatureSpec:
         )
     recipe: FeatureRecipe | None = getattr(model, "recipe", None)
     if recipe is not None:
-        if recipe.grid_pool != 1:
-            raise ConfigError(f"{folder}: grid_pool > 1 is not served by the pipeline")
+        if recipe.grid_pool > 1:
+            features = features.model_copy(update={"grid": True})
         sampling = SamplingSettings(sampler="uniform", n_frames=recipe.n_frames, size=recipe.size)
     return FeatureSpec(features, sampling)
+
+
+def _feat_dim(model: Any) -> int:
+    """The per-frame feature dim a loaded model reads (a Captioner wraps its network)."""
+    return int(getattr(getattr(model, "model", model), "feat_dim", 0) or 0)
 
 
 _models_lock = threading.Lock()
@@ -129,6 +163,7 @@ def load_models(settings: Settings) -> Models:
             for folder in captioners:
                 models.captioners[folder.name] = model = from_pretrained(folder)
                 models.specs[folder.name] = feature_spec(model, folder, settings)
+                models.dims[folder.name] = _feat_dim(model)
                 if model.recipe is not None:
                     models.recipes[folder.name] = model.recipe
             if retrieval is not None:
@@ -137,6 +172,7 @@ def load_models(settings: Settings) -> Models:
                 models.retrieval = retrieval_from_pretrained(retrieval)
                 models.retrieval_name = retrieval.name
                 models.specs[retrieval.name] = feature_spec(models.retrieval, retrieval, settings)
+                models.dims[retrieval.name] = _feat_dim(models.retrieval)
                 if models.retrieval.recipe is not None:
                     models.recipes[retrieval.name] = models.retrieval.recipe
             _models_cache[key] = models
@@ -267,7 +303,7 @@ def caption_stage(
     out = {}
     for name, captioner in models.captioners.items():
         feats = features[models.specs[name].key]
-        grids = [f.grid for f in feats] if models.specs[name].features.grid else None
+        grids = [f.grid for f in feats] if captioner.model.uses_grid else None
         captions = captioner.caption(models.inputs(name, features), decoding, grids=grids)
         out[name] = [Caption(c.text, float(c.score), name, c.attention) for c in captions]
     return out
