@@ -13,13 +13,22 @@ Hybrid search fuses them by reciprocal rank fusion (Cormack et al., 2009): a cli
 BM25 scores; ``text_weight`` is the caption ranking's weight (the vector ranking's is 1). Hits of
 one video whose spans overlap (or lie within ``merge_gap_s``) are merged into one hit covering
 both, keeping the better hit's score, caption and thumbnail.
+
+Re-ranking (``rerank_k > 0``, a re-ranker model configured): the first ``rerank_k`` clips of that
+ranking are scored again by the co-attention re-ranker (:mod:`video_mm.rerank`), which reads the
+query's words against each clip's frame features (stored by the pipeline as a ``clip_features``
+blob of the video), all ``rerank_k`` in one batched forward; they are put in the re-ranker's order
+ahead of the rest, which keep theirs. Nothing is dropped: a candidate without stored features
+keeps its first-stage score after the re-scored ones. Each hit's ``extra["stage"]`` says which
+stage produced its score (``rerank``, or the first stage's mode) and ``extra["score_model"]``
+which model.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -46,6 +55,20 @@ class TextEncoder(Protocol):
     """The retrieval model's text tower (``RetrievalModel.encode_text``): L2-normalised rows."""
 
     def encode_text(self, texts: list[str]) -> Any: ...
+
+
+class ClipReranker(Protocol):
+    """The re-ranker (``video_mm.rerank.Reranker.score``): one matching logit per clip."""
+
+    name: str
+
+    def score(
+        self, query: str, features: list[np.ndarray], times: list[np.ndarray] | None = None
+    ) -> np.ndarray: ...
+
+
+# clip ids -> {clip id: (frame features [T, D], frame times in the clip [T])}, those it has
+ClipFeatures = Callable[[list[str]], dict[str, tuple[np.ndarray, np.ndarray]]]
 
 
 class Index(Protocol):
@@ -161,6 +184,31 @@ def vector_ranking(
     return []
 
 
+def rerank(
+    query: str,
+    ranking: list[tuple[str, float]],
+    k: int,
+    reranker: ClipReranker,
+    clip_features: ClipFeatures,
+) -> tuple[list[tuple[str, float]], dict[str, float]]:
+    """``ranking`` (clip id, score; best first) with its first ``k`` re-scored by ``reranker``
+    in one batched forward and put in its order; those without features follow in their order,
+    then the rest. Returns the new ranking and the re-ranker's scores by clip id."""
+    head, tail = ranking[:k], ranking[k:]
+    found = clip_features([c for c, _ in head])
+    scored = [c for c, _ in head if c in found]
+    if not scored:
+        return ranking, {}
+    import torch
+
+    with torch.inference_mode():
+        logits = reranker.score(query, [found[c][0] for c in scored], [found[c][1] for c in scored])
+    new = {c: float(s) for c, s in zip(scored, np.asarray(logits, np.float64), strict=True)}
+    order = sorted(scored, key=lambda c: -new[c])  # stable: ties keep the first stage's order
+    rest = [(c, s) for c, s in head if c not in new]
+    return [(c, new[c]) for c in order] + rest + tail, new
+
+
 # -- search ----------------------------------------------------------------------------------------
 def search(
     query: str,
@@ -177,13 +225,17 @@ def search(
     embedding_model: str | None = None,
     caption_model: str | None = None,
     options: SearchSettings | None = None,
+    rerank_k: int | None = None,
+    reranker: ClipReranker | None = None,
+    clip_features: ClipFeatures | None = None,
 ) -> list[Hit]:
     """The top ``k`` clips for ``query``, each with video id, span, score, caption, thumbnail key.
 
     Give the components (``catalog``, ``index``, ``encoder``) to search with them, or ``settings``
     to open those it names (once per process). ``mode`` defaults to ``options.mode``; ``hybrid``
     without an encoder or index (no retrieval model trained yet) searches captions only, and says
-    so in each hit's ``extra["mode"]``.
+    so in each hit's ``extra["mode"]``. ``rerank_k`` (default ``options.rerank_k``; 0: off)
+    re-scores that many first-stage candidates with ``reranker`` over ``clip_features``.
     """
     if settings is not None and catalog is None:
         searcher = Searcher.from_settings(settings)
@@ -191,6 +243,8 @@ def search(
         index = searcher.index if index is None else index
         encoder = searcher.encoder if encoder is None else encoder
         embedding_model = embedding_model or searcher.embedding_model
+        reranker = searcher.reranker if reranker is None else reranker
+        clip_features = searcher.clip_features if clip_features is None else clip_features
     if catalog is None:
         raise ConfigError("search needs a catalog (or settings to open one)")
     opts = options or (settings.search if settings is not None else SearchSettings())
@@ -204,6 +258,11 @@ def search(
         raise BadQuery(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if not 1 <= k <= opts.max_k:
         raise BadQuery(f"k must be within 1..{opts.max_k}, got {k}")
+    rerank_k = opts.rerank_k if rerank_k is None else rerank_k
+    if not 0 <= rerank_k <= opts.max_rerank_k:
+        raise BadQuery(f"rerank_k must be within 0..{opts.max_rerank_k}, got {rerank_k}")
+    if rerank_k and (reranker is None or clip_features is None):
+        raise ConfigError("re-ranking (rerank_k > 0) needs a re-ranker model: set models.reranker")
     dense = encoder is not None and index is not None
     if mode == "vector" and not dense:
         raise ConfigError("vector search needs a retrieval model and an index")
@@ -211,7 +270,7 @@ def search(
         mode = "text"
     filters: dict[str, Any] = dict(video_id=video_id, since=since, until=until)
     # Merging folds hits together, so take enough candidates to still fill k places.
-    candidates = max(opts.candidates, 4 * k)
+    candidates = max(opts.candidates, 4 * k, rerank_k)
 
     vector: list[tuple[str, float]] = []
     text: list[tuple[str, float]] = []
@@ -233,10 +292,27 @@ def search(
         )
     else:
         fused = vector or text
+    first = {cid: score for cid, score in fused}
+    reranked: dict[str, float] = {}
+    if rerank_k and fused:
+        assert reranker is not None and clip_features is not None
+        fused, reranked = rerank(query, fused, rerank_k, reranker, clip_features)
 
     details = catalog.clip_details([c for c, _ in fused], caption_model=caption_model)
     signals = {"vector": _ranks(vector), "text": _ranks(text)}
-    hits = [_hit(details[cid], score, mode, signals) for cid, score in fused if cid in details]
+    first_model = {"vector": embedding_model, "text": caption_model or "captions",
+                   "hybrid": f"{embedding_model} + {caption_model or 'captions'}"}[mode]
+    hits = []
+    for cid, score in fused:
+        if cid not in details:
+            continue
+        hit = _hit(details[cid], score, mode, signals)
+        if cid in reranked:
+            hit.extra.update(stage="rerank", score_model=getattr(reranker, "name", "reranker"),
+                             first_stage_score=first[cid])
+        else:
+            hit.extra.update(stage=mode, score_model=first_model)
+        hits.append(hit)
     return merge_overlapping(hits, k, opts.merge_gap_s)
 
 
@@ -266,6 +342,50 @@ def _hit(
 # -- components from settings ----------------------------------------------------------------------
 
 
+def reranker_dir(settings: Settings) -> Path | None:
+    """The re-ranker search uses: ``models.reranker``, else ``data_dir/models/reranker``."""
+    if settings.models.reranker:
+        path = Path(settings.models.reranker).expanduser()
+        if not path.is_dir():
+            raise ConfigError(f"re-ranker model directory not found: {path}")
+        return path
+    default = settings.data_dir / "models" / "reranker"
+    return default if default.is_dir() else None
+
+
+class StoredClipFeatures:
+    """Clip features as the pipeline stored them (one ``clip_features`` blob a video), read once
+    per blob and kept in a bounded cache (blobs are content-addressed, so never stale)."""
+
+    def __init__(self, catalog: Catalog, blobs: Any, dim: int, max_videos: int = 256) -> None:
+        from functools import lru_cache
+
+        from video_mm.rerank.stored import CLIP_FEATURES, clip_features_from_bytes
+
+        self.catalog, self.kind, self.dim = catalog, CLIP_FEATURES, dim
+        self._load = lru_cache(maxsize=max_videos)(
+            lambda key: clip_features_from_bytes(blobs.get(key))
+        )
+
+    def __call__(self, clip_ids: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for video_id in dict.fromkeys(c.rpartition(":")[0] for c in clip_ids):
+            # A video analysed again with another retrieval model has one blob per feature kind.
+            fitting = (self._load(k) for k in self.catalog.attached(video_id, self.kind))
+            stored = next((f for f in fitting if f and _feature_dim(f) == self.dim), None)
+            if stored is None:
+                continue
+            for cid in clip_ids:
+                vid, _, index = cid.rpartition(":")
+                if vid == video_id and int(index) in stored:
+                    out[cid] = stored[int(index)]
+        return out
+
+
+def _feature_dim(stored: dict[int, tuple[np.ndarray, np.ndarray]]) -> int:
+    return int(next(iter(stored.values()))[0].shape[-1])
+
+
 @dataclass
 class Searcher:
     """Search's components for one settings object, opened once per process and reused."""
@@ -275,6 +395,8 @@ class Searcher:
     encoder: TextEncoder | None = None
     embedding_model: str | None = None
     options: SearchSettings = field(default_factory=SearchSettings)
+    reranker: ClipReranker | None = None
+    clip_features: ClipFeatures | None = None
 
     def search(self, query: str, k: int = 10, **kwargs: Any) -> list[Hit]:
         return search(
@@ -285,6 +407,8 @@ class Searcher:
             encoder=self.encoder,
             embedding_model=kwargs.pop("embedding_model", self.embedding_model),
             options=kwargs.pop("options", self.options),
+            reranker=kwargs.pop("reranker", self.reranker),
+            clip_features=kwargs.pop("clip_features", self.clip_features),
             **kwargs,
         )
 
@@ -294,7 +418,9 @@ class Searcher:
         with _lock:
             cached = _searchers.get(key)
             # Without a model so far: look again, a server outlives the first `vmm demo`.
-            if cached is None or (cached.encoder is None and retrieval_dir(settings)):
+            if cached is None or (cached.encoder is None and retrieval_dir(settings)) or (
+                cached.reranker is None and cached.encoder is not None and reranker_dir(settings)
+            ):
                 cached = _searchers[key] = cls._open(settings)
             return cached
 
@@ -309,7 +435,17 @@ class Searcher:
 
         encoder = from_pretrained(model_dir)
         encoder.eval()
-        return cls(catalog, open_index(settings), encoder, model_dir.name, settings.search)
+        searcher = cls(catalog, open_index(settings), encoder, model_dir.name, settings.search)
+        rerank_dir = reranker_dir(settings)
+        if rerank_dir is not None:
+            from video_mm.rerank.model import from_pretrained as reranker_from_pretrained
+            from video_mm.storage.blobs import BlobStore
+
+            searcher.reranker = reranker_from_pretrained(rerank_dir)
+            searcher.clip_features = StoredClipFeatures(
+                catalog, BlobStore.from_settings(settings), searcher.reranker.feat_dim
+            )
+        return searcher
 
 
 _lock = threading.Lock()

@@ -94,6 +94,8 @@ class SearchSettings(BaseModel):
     merge_gap_s: float = 0.0
     max_k: int = 1000
     max_query_chars: int = 1000
+    rerank_k: int = Field(0, ge=0)
+    max_rerank_k: int = Field(200, ge=0)
 
 
 class BrokerSettings(BaseModel):
@@ -135,6 +137,7 @@ class IndexSettings(BaseModel):
 class ModelSettings(BaseModel):
     captioners: list[str] = Field(default_factory=list)
     retrieval: str = ""
+    reranker: str = ""  # the co-attention re-ranker search uses when search.rerank_k > 0
     # Caption decoding (models.decoding.Decoding, for the pipeline, `vmm caption`, `vmm eval`,
     # `vmm explain`): beam width (1 = greedy), words at most, GNMT length penalty alpha (0 = plain
     # log-probability), no n-gram of words twice in a caption (0 = allowed), each earlier use of a

@@ -491,13 +491,22 @@ def search(
             "text search; vector or text use one of them",
         ),
     ] = None,
+    rerank_k: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            description="Re-score this many first-stage hits with the co-attention re-ranker "
+            "(default: search.rerank_k; 0: off)",
+        ),
+    ] = None,
 ) -> schemas.SearchOut:
-    """Clips ranked by how well they match the text, with times, captions and thumbnails."""
+    """Clips ranked by how well they match the text, with times, captions and thumbnails; each
+    hit's ``stage`` and ``score_model`` say which stage and model produced its score."""
     from video_mm.search import search as run_search
 
     settings = request.app.state.settings
     k = min(k, settings.search.max_k)
-    hits = run_search(q, k, settings=settings, mode=mode)
+    hits = run_search(q, k, settings=settings, mode=mode, rerank_k=rerank_k)
     catalog = _ctx(request).catalog
     plays = {v: play_url(catalog.get_video(v)) for v in dict.fromkeys(h.video_id for h in hits)}
     return schemas.SearchOut(
@@ -509,7 +518,8 @@ def search(
                 clip_index=h.clip_index, start=h.start, end=h.end, score=h.score,
                 caption=h.caption, thumbnail_url=thumbnail_url(h.video_id, h.clip_index),
                 video_url=video_url(h.video_id), file_url=file_url(h.video_id),
-                play_url=plays[h.video_id],
+                play_url=plays[h.video_id], stage=str(h.extra.get("stage", "")),
+                score_model=str(h.extra.get("score_model") or ""),
             )
             for h in hits
         ],

@@ -117,6 +117,8 @@ class HitOut(BaseModel):
     video_url: str
     file_url: str
     play_url: str
+    stage: str = ""  # what produced the score: rerank | hybrid | vector | text
+    score_model: str = ""  # the model (or models) behind that score
 
 
 class SearchOut(BaseModel):

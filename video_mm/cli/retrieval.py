@@ -102,11 +102,20 @@ def eval_retrieval_cmd(
             help="Query with this annotation file's captions instead (e.g. held-out ones)."
         ),
     ] = None,
+    rerank: Annotated[
+        Path | None,
+        typer.Option(help="A saved re-ranker: also re-rank the top --rerank-k and compare."),
+    ] = None,
+    rerank_k: Annotated[int, typer.Option(min=1, help="Candidates the re-ranker re-scores.")] = 20,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
     """Text->video and video->text R@1/5/10, median and mean rank of a retrieval model over every
-    caption and clip of a dataset split."""
+    caption and clip of a dataset split. With --rerank: text->video with and without re-ranking
+    the top-k, and the share of order-swapped caption pairs each ranks the right way round."""
+    if rerank is not None:
+        _eval_rerank(model, rerank, data, split, queries, rerank_k, device, as_json)
+        return
     from video_mm.retrieval.training import evaluate_on_dataset
 
     scores = evaluate_on_dataset(
@@ -126,6 +135,36 @@ def eval_retrieval_cmd(
         table.add_column(name, justify="right")
     for direction in ("t2v", "v2t"):
         table.add_row(direction, *(f"{scores[f'{direction}_{m}']:.1f}" for m in METRIC_ORDER))
+    Console().print(table)
+
+
+def _eval_rerank(
+    model: Path, rerank: Path, data: Path, split: str, queries: Path | None, k: int,
+    device: str | None, as_json: bool,
+) -> None:  # fmt: skip
+    from video_mm.rerank.training import evaluate_on_dataset
+
+    scores = evaluate_on_dataset(
+        model, rerank, data, split, k=k, queries=queries, feature_settings=get_settings().features,
+        cache_dir=_cache_dir(), device=device, progress=not as_json,
+    )  # fmt: skip
+    if as_json:
+        print(json.dumps(scores))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    n_clips, n_queries = int(scores["n_clips"]), int(scores["n_queries"])
+    table = Table(title=f"{model} + {rerank} (top {k}) on {data} ({split}): "
+                  f"{n_clips} clips, {n_queries} captions")  # fmt: skip
+    table.add_column("t2v")
+    for name in (*METRIC_ORDER, "order pairs right"):
+        table.add_column(name, justify="right")
+    for stage, label in (("dual", "retrieval model"), ("rerank", "re-ranked")):
+        row = [f"{scores[f'{stage}_t2v_{m}']:.1f}" for m in METRIC_ORDER]
+        right = scores.get(f"order_right_{stage}")
+        row.append("-" if right is None else f"{right:.1f}% of {int(scores['order_pairs'])}")
+        table.add_row(label, *row)
     Console().print(table)
 
 

@@ -49,9 +49,15 @@ def search(
         str | None,
         typer.Option(help="hybrid (vectors + captions), vector or text; default: settings."),
     ] = None,
+    rerank_k: Annotated[
+        int | None,
+        typer.Option(min=0, help="Re-score this many first-stage hits with the co-attention "
+                     "re-ranker (default: search.rerank_k; 0: off)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """Search indexed videos by text: the best-matching clips with times and captions."""
+    """Search indexed videos by text: the best-matching clips with times and captions; each
+    score says which stage produced it (re-ranker or the first stage)."""
     from video_mm.search import hits_to_json
     from video_mm.search import search as run_search
 
@@ -63,6 +69,7 @@ def search(
         video_id=video,
         since=_date(since),
         until=_date(until),
+        rerank_k=rerank_k,
     )
     if as_json:
         print(hits_to_json(hits))
@@ -71,11 +78,12 @@ def search(
         out.print("no matching clips (only videos whose processing finished are searched)")
         return
     table = Table(title=f"{query!r}: top {len(hits)} ({hits[0].extra.get('mode', '')})")
-    for col in ("#", "score", "video", "from", "to", "caption"):
+    for col in ("#", "score", "by", "video", "from", "to", "caption"):
         table.add_column(col, justify="right" if col in ("#", "score", "from", "to") else "left")
     for i, h in enumerate(hits, start=1):
         name = h.extra.get("filename") or h.video_id[:12]
-        table.add_row(str(i), f"{h.score:.4f}", name, _clock(h.start), _clock(h.end), h.caption)
+        table.add_row(str(i), f"{h.score:.4f}", str(h.extra.get("stage", "")), name,
+                      _clock(h.start), _clock(h.end), h.caption)
     out.print(table)
 
 

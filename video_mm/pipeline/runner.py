@@ -212,6 +212,11 @@ def analyse(ctx: Context, job_id: str) -> str | None:
     if vectors is not None:
         key = ctx.blobs.put(stages.vectors_to_bytes(vectors))
         cat.attach_blob(job.video_id, key, "vectors")
+    rerank_features = stages.rerank_features_stage(models, clips, decoded.features)
+    if rerank_features is not None:  # what search re-ranks with (video_mm.rerank.stored)
+        from video_mm.rerank.stored import CLIP_FEATURES
+
+        cat.attach_blob(job.video_id, ctx.blobs.put(rerank_features), CLIP_FEATURES)
     report("write", 1.0)
     report.flush()
     return key

@@ -316,6 +316,24 @@ def embed_stage(models: Models, features: dict[str, list[ClipFeatures]]) -> np.n
     return models.retrieval.embed_videos(models.inputs(models.retrieval_name, features))
 
 
+def rerank_features_stage(
+    models: Models, clips: Sequence[Clip], features: dict[str, list[ClipFeatures]]
+) -> bytes | None:
+    """The retrieval model's input features of every clip with its frames' times in the clip,
+    as one blob (:mod:`video_mm.rerank.stored`): what search re-ranks with (None without a
+    retrieval model)."""
+    if models.retrieval is None:
+        return None
+    from video_mm.rerank.stored import clip_features_to_bytes, relative_times
+
+    feats = features[models.specs[models.retrieval_name].key]
+    inputs = models.inputs(models.retrieval_name, features)
+    return clip_features_to_bytes({
+        c.index: (x, relative_times(f.times, c.start, c.end))
+        for c, f, x in zip(clips, feats, inputs, strict=True)
+    })  # fmt: skip
+
+
 def vectors_to_bytes(vectors: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(vectors, dtype=np.float32), allow_pickle=False)

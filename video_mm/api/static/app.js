@@ -246,7 +246,8 @@ async function runSearch(q, k) {
       el("span", { class: "time" }, `${clock(h.start)}–${clock(h.end)}`)),
     el("div", { class: "caption" }, h.caption || "(no caption)"),
     el("div", { class: "muted small" },
-      el("a", { href: `#/videos/${h.video_id}` }, h.filename || h.video_id.slice(0, 12)), ` · score ${h.score.toFixed(3)}`),
+      el("a", { href: `#/videos/${h.video_id}` }, h.filename || h.video_id.slice(0, 12)), ` · score ${h.score.toFixed(3)}`,
+      h.stage ? el("span", { class: "stage", title: h.score_model }, h.stage === "rerank" ? " (re-ranked)" : ` (${h.stage})`) : ""),
   )));
 }
 

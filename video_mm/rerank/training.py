@@ -1,0 +1,449 @@
+"""Training the re-ranker (matched vs mismatched pairs) and evaluating search with it.
+
+Data: the clips' per-frame features, computed with the recipe of the retrieval model the
+re-ranker will serve (so its feature cache is shared and the pipeline computes them once), and
+their captions. Each training row is a clip with one of its captions (the matched pair) and up to
+three mismatched ones:
+
+- ``in_batch``: the clip with another row's caption;
+- ``hard``: the caption with a clip the dual encoder ranks high for it (its top ``hard_k``, clips
+  that have this caption excluded): the candidates re-ranking has to push down;
+- ``swapped``: the clip with its caption's events in the other order, or its objects swapped
+  (:mod:`video_mm.rerank.negatives`), where the caption allows.
+
+The loss is binary cross-entropy with positives and negatives weighted equally; with
+``mlm_weight > 0`` the matched pairs also go through with ``mask_prob`` of their words masked and
+the model predicts them (VL-BERT's masked-word loss). Batches are drawn from a generator seeded by
+the epoch, so a resumed run matches. The shared loop (:func:`video_mm.train.loop.fit`) trains;
+the epoch kept is the best by validation t2v R@1 after re-ranking the dual encoder's top ``k``.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from video_mm.data.datasets import VideoRecord, by_split, load_dataset
+from video_mm.errors import ConfigError
+from video_mm.models.factory import BackboneSpec
+from video_mm.rerank.model import Reranker, from_pretrained, load_config, pad_clips, save_pretrained
+from video_mm.rerank.negatives import order_swapped, swapped
+from video_mm.retrieval.model import RetrievalModel
+from video_mm.retrieval.model import from_pretrained as retrieval_from_pretrained
+from video_mm.retrieval.training import RECALLS, ClipSet, clip_set
+from video_mm.settings import CONFIG_DIR, FeatureSettings
+from video_mm.train.captioning import extract_features, load_recipe
+from video_mm.train.loop import TrainConfig, TrainResult, fit
+
+TRAIN_CONFIGS = CONFIG_DIR / "train"
+NEGATIVES = ("in_batch", "hard", "swapped")
+
+
+@dataclass
+class RerankTrainConfig:
+    """Everything one re-ranker training run depends on (``configs/train/reranker.toml``)."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model: dict[str, Any] = field(default_factory=dict)  # overrides of the model config
+    batch_size: int = 32
+    pairs_per_clip: int = 2  # matched pairs per clip and epoch
+    negatives: list[str] = field(default_factory=lambda: list(NEGATIVES))
+    hard_k: int = 10  # hard negatives come from the dual encoder's top hard_k
+    mlm_weight: float = 0.0  # masked-word loss weight; 0 turns it off
+    mask_prob: float = 0.15
+    rerank_k: int = 20  # validation: the dual encoder's top k are re-ranked
+    train_split: str = "train"
+    val_split: str = "val"
+    select_metric: str = "rerank_t2v_R@1"
+
+    @classmethod
+    def load(cls, path: Path | str | None = None, **overrides: Any) -> RerankTrainConfig:
+        """Read a TOML file (default ``configs/train/reranker.toml``), then apply ``overrides``
+        (``epochs``/``lr``/... go to ``[train]``)."""
+        path = Path(path) if path else TRAIN_CONFIGS / "reranker.toml"
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: not a readable TOML file ({exc})") from exc
+        train = dict(data.pop("train", {}))
+        train_keys = {f.name for f in fields(TrainConfig)}
+        for key, value in overrides.items():
+            if value is not None:
+                (train if key in train_keys else data)[key] = value
+        known = {f.name for f in fields(cls)} - {"train"}
+        if unknown := sorted(set(data) - known):
+            raise ConfigError(f"{path}: unknown re-ranker settings {unknown}")
+        run = cls(train=TrainConfig.from_dict(train), **data)
+        if bad := sorted(set(run.negatives) - set(NEGATIVES)):
+            raise ConfigError(f"{path}: unknown negatives {bad}; known: {list(NEGATIVES)}")
+        return run
+
+
+# -- mining -------------------------------------------------------------------------------------
+
+
+def caption_index(clips: ClipSet) -> tuple[list[str], np.ndarray]:
+    """Every caption of ``clips`` and the clip each belongs to."""
+    texts = [c for caps in clips.captions for c in caps]
+    return texts, np.repeat(np.arange(len(clips)), [len(c) for c in clips.captions])
+
+
+def mine_hard(dual: RetrievalModel, clips: ClipSet, k: int) -> list[list[np.ndarray]]:
+    """Per clip and caption, the clips the dual encoder ranks highest for that caption (at most
+    ``k``), clips that have the same caption left out."""
+    texts, owner = caption_index(clips)
+    sim = dual.embed_texts(texts) @ dual.embed_videos(clips.features).T
+    holders: dict[str, set[int]] = {}
+    for t, i in zip(texts, owner, strict=True):
+        holders.setdefault(t, set()).add(int(i))
+    out: list[list[np.ndarray]] = [[] for _ in range(len(clips))]
+    for q, row in enumerate(sim):
+        top = [j for j in np.argsort(-row)[: k + len(holders[texts[q]])]
+               if j not in holders[texts[q]]][:k]  # fmt: skip
+        out[owner[q]].append(np.asarray(top, np.int64))
+    return out
+
+
+# -- batches ------------------------------------------------------------------------------------
+
+
+class WordCache:
+    """MiniLM states per caption text: with the text encoder frozen they never change, so each
+    caption is encoded once for the whole run instead of once a batch."""
+
+    def __init__(self, model: Reranker) -> None:
+        self.model, self.states = model, {}
+
+    def __call__(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        todo = list(dict.fromkeys(t for t in texts if t not in self.states))
+        text = self.model.text
+        if todo:
+            tokens = text.tokenize(todo)
+            with torch.no_grad():
+                words = text.words(**{k: v.to(self.model.device) for k, v in tokens.items()})
+            for i, t in enumerate(todo):
+                n = int(tokens["attention_mask"][i].sum())
+                self.states[t] = words[i, :n].cpu()
+        L = max(len(self.states[t]) for t in texts)
+        out = torch.zeros(len(texts), L, text.width)
+        mask = torch.zeros(len(texts), L, dtype=torch.long)
+        for i, t in enumerate(texts):
+            out[i, : len(self.states[t])], mask[i, : len(self.states[t])] = self.states[t], 1
+        return out, mask
+
+
+class Epoch:
+    """The batches of one epoch, built lazily (``len()`` for the progress bar and scheduler)."""
+
+    def __init__(
+        self, model: Reranker, clips: ClipSet, opts: RerankTrainConfig, epoch: int,
+        hard: list[list[np.ndarray]] | None, words: WordCache | None, seed: int = 0,
+    ) -> None:  # fmt: skip
+        self.model, self.clips, self.opts, self.hard, self.words = model, clips, opts, hard, words
+        self.rng = np.random.default_rng([seed, epoch])
+        self.order = np.concatenate(
+            [self.rng.permutation(len(clips)) for _ in range(opts.pairs_per_clip)]
+        )
+        self.own = [set(c) for c in clips.captions]
+
+    def __len__(self) -> int:
+        return -(-len(self.order) // self.opts.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        bs = self.opts.batch_size
+        for start in range(0, len(self.order), bs):
+            yield self._batch(list(dict.fromkeys(self.order[start : start + bs].tolist())))
+
+    def _read(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        if self.words is not None:
+            return self.words(texts)
+        tokens = self.model.text.tokenize(texts)
+        with torch.no_grad():
+            return self.model.text.words(**tokens), tokens["attention_mask"]
+
+    def _batch(self, rows: list[int]) -> dict[str, Any]:
+        negs = set(self.opts.negatives)
+        picks = [int(self.rng.integers(len(self.clips.captions[i]))) for i in rows]
+        captions = [self.clips.captions[i][p] for i, p in zip(rows, picks, strict=True)]
+        pairs: list[tuple[str, int, float]] = []  # (text, clip, label)
+        for r, (i, caption) in enumerate(zip(rows, captions, strict=True)):
+            pairs.append((caption, i, 1.0))
+            if "in_batch" in negs and len(rows) > 1:
+                other = captions[(r + 1 + int(self.rng.integers(len(rows) - 1))) % len(rows)]
+                if other not in self.own[i]:
+                    pairs.append((other, i, 0.0))
+            if "hard" in negs and self.hard is not None:
+                top = self.hard[i][picks[r]]
+                if len(top):
+                    pairs.append((caption, int(top[int(self.rng.integers(len(top)))]), 0.0))
+            if "swapped" in negs:
+                text = swapped(caption, self.rng)
+                if text and text not in self.own[i]:
+                    pairs.append((text, i, 0.0))
+        words, word_mask = self._read([t for t, _, _ in pairs])
+        feats, times, frame_mask = pad_clips([self.clips.features[i] for _, i, _ in pairs])
+        batch: dict[str, Any] = {
+            "words": words, "word_mask": word_mask, "feats": feats, "times": times,
+            "frame_mask": frame_mask, "labels": torch.tensor([y for _, _, y in pairs]),
+        }  # fmt: skip
+        if self.opts.mlm_weight > 0:
+            batch["mlm"] = self._masked(captions, rows)
+        return batch
+
+    def _masked(self, captions: list[str], rows: list[int]) -> dict[str, Tensor]:
+        """The matched captions with ``mask_prob`` of their word pieces masked (at least one)."""
+        text = self.model.text
+        tokens = text.tokenize(captions)
+        ids, mask = tokens["input_ids"].clone(), tokens["attention_mask"]
+        tok = text.tokenizer
+        real = mask.bool() & (ids != tok.cls_token_id) & (ids != tok.sep_token_id)
+        draw = torch.from_numpy(self.rng.random(ids.shape)) < self.opts.mask_prob
+        for r in range(len(ids)):  # at least one masked word a caption
+            if not (draw[r] & real[r]).any():
+                choices = real[r].nonzero().flatten()
+                draw[r, choices[int(self.rng.integers(len(choices)))]] = True
+        chosen = draw & real
+        targets = torch.where(chosen, ids, torch.full_like(ids, -100))
+        ids[chosen] = tok.mask_token_id
+        with torch.no_grad():
+            words = text.words(ids, mask)
+        feats, times, frame_mask = pad_clips([self.clips.features[i] for i in rows])
+        return {"words": words, "word_mask": mask, "feats": feats, "times": times,
+                "frame_mask": frame_mask, "targets": targets}  # fmt: skip
+
+
+def loss_fn(model: Reranker, batch: dict[str, Any], mlm_weight: float = 0.0) -> Tensor:
+    """Balanced binary cross-entropy of matched vs mismatched (+ the masked-word loss)."""
+    match = model(batch["words"], batch["word_mask"], batch["feats"], batch["times"],
+                  batch["frame_mask"])  # fmt: skip
+    y = batch["labels"]
+    bce = F.binary_cross_entropy_with_logits(match.logits, y, reduction="none")
+    pos, neg = y > 0.5, y < 0.5
+    loss = bce[pos].mean() + (bce[neg].mean() if neg.any() else bce.new_zeros(()))
+    if "mlm" in batch and mlm_weight > 0:
+        m = batch["mlm"]
+        out = model(m["words"], m["word_mask"], m["feats"], m["times"], m["frame_mask"])
+        chosen = m["targets"] >= 0  # score the vocabulary at the masked places only
+        logits = model.masked_word_logits(out.text_states[chosen])
+        loss = loss + mlm_weight * F.cross_entropy(logits, m["targets"][chosen])
+    return loss
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+
+
+def t2v_metrics(ranks: np.ndarray, prefix: str) -> dict[str, float]:
+    out = {f"{prefix}t2v_R@{k}": float(100.0 * np.mean(ranks <= k)) for k in RECALLS}
+    out[f"{prefix}t2v_MedR"] = float(np.median(ranks))
+    out[f"{prefix}t2v_MeanR"] = float(np.mean(ranks))
+    return out
+
+
+def rerank_order(scores: np.ndarray, order: np.ndarray, k: int) -> np.ndarray:
+    """The first-stage ``order`` (clip indices, best first) with its top ``k`` re-sorted by
+    ``scores`` (one per top-k clip); the rest keep their places. Ties keep the first order."""
+    top = order[:k]
+    return np.concatenate([top[np.argsort(-scores, kind="stable")], order[k:]])
+
+
+@torch.no_grad()
+def evaluate_rerank(
+    reranker: Reranker, clips: ClipSet, sim: np.ndarray, k: int, *, order_pairs: bool = False,
+    dual_scores: Any = None,
+) -> dict[str, float]:  # fmt: skip
+    """t2v metrics of the first stage (``sim`` ``[captions, clips]``) and after re-ranking its
+    top ``k`` with ``reranker``. ``order_pairs``: also the share of order-swapped caption pairs
+    the re-ranker (and the dual encoder, through ``dual_scores(texts, clip) -> scores``) scores
+    the right way round on their clip."""
+    texts, owner = caption_index(clips)
+    ranks_first, ranks_rerank = np.empty(len(texts)), np.empty(len(texts))
+    for q, (text, own) in enumerate(zip(texts, owner, strict=True)):
+        order = np.argsort(-sim[q], kind="stable")
+        top = order[:k]
+        scores = reranker.score(text, [clips.features[j] for j in top])
+        ranks_first[q] = int(np.nonzero(order == own)[0][0]) + 1
+        ranks_rerank[q] = int(np.nonzero(rerank_order(scores, order, k) == own)[0][0]) + 1
+    out = {**t2v_metrics(ranks_first, "dual_"), **t2v_metrics(ranks_rerank, "rerank_")}
+    if order_pairs:
+        right_rerank, right_dual, n = 0, 0, 0
+        for text, own in zip(texts, owner, strict=True):
+            other = order_swapped(text)
+            if other is None or other in clips.captions[own]:
+                continue
+            n += 1
+            s = reranker.score(text, [clips.features[own]])[0]
+            right_rerank += int(s > reranker.score(other, [clips.features[own]])[0])
+            if dual_scores is not None:
+                d = dual_scores([text, other], own)
+                right_dual += int(d[0] > d[1])
+        out["order_pairs"] = float(n)
+        out["order_right_rerank"] = 100.0 * right_rerank / max(n, 1)
+        if dual_scores is not None:
+            out["order_right_dual"] = 100.0 * right_dual / max(n, 1)
+    return out
+
+
+def dual_similarity(dual: RetrievalModel, clips: ClipSet) -> np.ndarray:
+    """The dual encoder's ``[captions, clips]`` cosine similarities."""
+    texts, _ = caption_index(clips)
+    return dual.embed_texts(texts) @ dual.embed_videos(clips.features).T
+
+
+# -- training -----------------------------------------------------------------------------------
+
+
+def train_reranker(
+    config: Any,
+    train: ClipSet,
+    val: ClipSet,
+    dual: RetrievalModel | None,
+    *,
+    out_dir: Path,
+    run: RerankTrainConfig | None = None,
+    features: dict[str, Any] | None = None,
+    backbone: BackboneSpec | None = None,
+    retrieval_name: str = "",
+    trained_on: str = "",
+    resume: bool = True,
+) -> tuple[Reranker, TrainResult]:
+    """Train with the shared loop; ``out_dir/best`` is a saved re-ranker, loaded and returned.
+    Without a ``dual`` encoder there are no hard negatives and validation re-ranks every clip."""
+    run = run or RerankTrainConfig()
+    if len(train) < 2 or len(val) < 2:
+        raise ConfigError("the re-ranker needs at least two training and two validation clips")
+    torch.manual_seed(run.train.seed)
+    model = Reranker(load_config(config), train.features[0].shape[1])
+    model.backbone, model.retrieval, model.trained_on = backbone, retrieval_name, trained_on
+    hard = mine_hard(dual, train, run.hard_k) if dual and "hard" in run.negatives else None
+    if dual is not None:
+        val_sim, k = dual_similarity(dual, val), run.rerank_k
+    else:
+        val_sim, k = np.zeros((len(caption_index(val)[0]), len(val)), np.float32), len(val)
+    words = WordCache(model) if model.text.frozen else None
+
+    def save_best(m: torch.nn.Module, directory: Path) -> None:
+        notes = (f"Negatives: {run.negatives} (hard: dual encoder top {run.hard_k}); "
+                 f"masked-word loss weight {run.mlm_weight}.")  # fmt: skip
+        save_pretrained(directory, m, features=features, notes=notes)  # type: ignore[arg-type]
+
+    def evaluate(m: torch.nn.Module) -> dict[str, float]:
+        scores = evaluate_rerank(m, val, val_sim, k)  # type: ignore[arg-type]
+        m.scores = {f"val_{k}": round(v, 4) for k, v in scores.items()}  # type: ignore[assignment]
+        return scores
+
+    result = fit(
+        model,
+        train_batches=lambda epoch: Epoch(model, train, run, epoch, hard, words, run.train.seed),
+        loss_fn=lambda m, batch: loss_fn(m, batch, run.mlm_weight),  # type: ignore[arg-type]
+        evaluate=evaluate,
+        select_metric=run.select_metric,
+        out_dir=out_dir,
+        config=run.train,
+        resume=resume,
+        save_best=save_best,
+    )
+    return from_pretrained(result.best_dir, device=run.train.device), result
+
+
+# -- whole runs on a dataset folder (what the CLI calls) ----------------------------------------
+
+
+def _split(records: list[VideoRecord], split: str) -> list[VideoRecord]:
+    return list(records) if split == "all" else by_split(records, split)
+
+
+def _clips(
+    records: Sequence[VideoRecord], recipe: Any, feature_settings: FeatureSettings | None,
+    cache_dir: Path | None, progress: bool,
+) -> ClipSet:  # fmt: skip
+    feats = extract_features(records, recipe, settings=feature_settings, cache_dir=cache_dir,
+                             progress=progress)  # fmt: skip
+    return clip_set(records, {k: recipe.apply(v) for k, v in feats.items()})
+
+
+def train_on_dataset(
+    data: Path | str,
+    retrieval: Path | str,
+    out: Path | str,
+    run: RerankTrainConfig | None = None,
+    *,
+    model_config: str | Path | dict[str, Any] | None = None,
+    feature_settings: FeatureSettings | None = None,
+    cache_dir: Path | None = None,
+    resume: bool = True,
+) -> tuple[Reranker, TrainResult]:
+    """Train a re-ranker for the retrieval model saved in ``retrieval`` on the dataset folder
+    ``data``, with that model's features; the best lands in ``out/best``."""
+    run = run or RerankTrainConfig.load()
+    dual = retrieval_from_pretrained(retrieval, device=run.train.device)
+    recipe = load_recipe(Path(retrieval))
+    records = load_dataset(data)
+    train_recs = _split(records, run.train_split)
+    val_recs = _split(records, run.val_split) or train_recs
+    if not train_recs:
+        raise ConfigError(f"{data}: no videos in split {run.train_split!r}")
+    progress = run.train.progress
+    train = _clips(train_recs, recipe, feature_settings, cache_dir, progress)
+    val = _clips(val_recs, recipe, feature_settings, cache_dir, progress)
+    base = load_config(model_config or "reranker").to_dict()
+    config = {**base, **run.model}
+    spec = dual.backbone or BackboneSpec(recipe.backbone, recipe.weights,
+                                         dim=train.features[0].shape[1])  # fmt: skip
+    return train_reranker(
+        config, train, val, dual, out_dir=Path(out), run=run, features=asdict(recipe),
+        backbone=spec, retrieval_name=Path(retrieval).name if Path(retrieval).name != "best"
+        else Path(retrieval).resolve().parent.name, trained_on=f"{Path(data).name} "
+        f"({run.train_split})", resume=resume,
+    )  # fmt: skip
+
+
+def evaluate_on_dataset(
+    retrieval: Path | str,
+    reranker: Path | str,
+    data: Path | str,
+    split: str = "test",
+    *,
+    k: int = 20,
+    queries: Path | str | None = None,
+    feature_settings: FeatureSettings | None = None,
+    cache_dir: Path | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """t2v R@1/5/10 and median rank of the retrieval model alone and with its top ``k``
+    re-ranked, and the share of order-swapped caption pairs each gets right."""
+    dual = retrieval_from_pretrained(retrieval, device=device)
+    model = from_pretrained(reranker, device=device)
+    recipe = load_recipe(Path(retrieval))
+    records = _split(load_dataset(data), split)
+    if queries is not None:
+        held = {r.video_id: r.captions for r in load_dataset(Path(queries).parent,
+                                                             annotation=queries)}  # fmt: skip
+        records = [replace(r, captions=held[r.video_id]) for r in records if r.video_id in held]
+    if not records:
+        raise ConfigError(f"{data}: no videos in split {split!r}")
+    clips = _clips(records, recipe, feature_settings, cache_dir, progress)
+    if len(clips) < 2:
+        raise ConfigError("evaluation needs at least two clips")
+    video = dual.embed_videos(clips.features)
+
+    def dual_scores(texts: list[str], clip: int) -> np.ndarray:
+        return dual.embed_texts(texts) @ video[clip]
+
+    texts, _ = caption_index(clips)
+    sim = dual.embed_texts(texts) @ video.T
+    scores = evaluate_rerank(model, clips, sim, k, order_pairs=True, dual_scores=dual_scores)
+    return {**scores, "k": float(k), "n_clips": float(len(clips)), "n_queries": float(len(texts))}
+
+
+def summary_json(scores: dict[str, float]) -> str:
+    return json.dumps({k: round(v, 4) for k, v in scores.items()})
