@@ -265,6 +265,15 @@ def retrieval_dir(settings: Settings) -> Path | None:
     return default if default.is_dir() else None
 
 
+def reranker_dir(settings: Settings) -> Path | None:
+    """The re-ranker search uses when ``search.rerank_k > 0``: ``models.reranker``, else the one
+    saved under ``data_dir/models/reranker`` (None when there is none)."""
+    if settings.models.reranker:
+        return _check_dir(Path(settings.models.reranker).expanduser(), "re-ranker")
+    default = models_root(settings) / "reranker"
+    return default if default.is_dir() else None
+
+
 def _check_dir(path: Path, kind: str) -> Path:
     if not path.is_dir():
         raise ConfigError(f"{kind} model directory not found: {path}")

@@ -35,7 +35,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from video_mm.artifacts import retrieval_dir
+from video_mm.artifacts import reranker_dir, retrieval_dir
 from video_mm.errors import ConfigError, VideoMMError
 from video_mm.records import Hit
 from video_mm.settings import SearchSettings, Settings
@@ -340,17 +340,6 @@ def _hit(
 
 
 # -- components from settings ----------------------------------------------------------------------
-
-
-def reranker_dir(settings: Settings) -> Path | None:
-    """The re-ranker search uses: ``models.reranker``, else ``data_dir/models/reranker``."""
-    if settings.models.reranker:
-        path = Path(settings.models.reranker).expanduser()
-        if not path.is_dir():
-            raise ConfigError(f"re-ranker model directory not found: {path}")
-        return path
-    default = settings.data_dir / "models" / "reranker"
-    return default if default.is_dir() else None
 
 
 class StoredClipFeatures:

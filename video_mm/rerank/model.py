@@ -36,7 +36,8 @@ or action from the frames.
 A saved model is a folder like the retrieval model's: ``config.json`` (format, config, feature
 dim, backbone, the retrieval model it re-ranks, data, scores), ``model.safetensors`` (MiniLM's
 frozen weights are not copied: they are read from the installed package), ``features.json`` (how
-its features are computed: the retrieval model's recipe) and ``README.md``.
+its features are computed: the retrieval model's recipe) and ``README.md``, written and read
+through :mod:`video_mm.artifacts` like every saved model.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 from transformers import BertConfig
 from transformers.models.bert.modeling_bert import (
@@ -60,8 +61,17 @@ from transformers.models.bert.modeling_bert import (
     BertPredictionHeadTransform,
 )
 
+from video_mm.artifacts import (
+    CONFIG_FILE,
+    BackboneSpec,
+    FeatureRecipe,
+    model_folder,
+    read_saved,
+    resolve_device,
+    write_saved,
+)
 from video_mm.errors import ConfigError, ModelError
-from video_mm.models.factory import BackboneSpec, read_config_json, read_saved
+from video_mm.models.factory import read_config_json
 from video_mm.retrieval.towers import minilm_dir
 from video_mm.settings import CONFIG_DIR
 
@@ -291,7 +301,8 @@ class Reranker(nn.Module):
         self.mlm_proj = nn.Linear(config.hidden, self.text.width, bias=False)
         self.mlm_bias = nn.Parameter(torch.zeros(self.text.encoder.config.vocab_size))
         self.backbone: BackboneSpec | None = None
-        self.retrieval, self.trained_on, self.scores = "", "", {}
+        self.recipe: FeatureRecipe | None = None  # how its features are computed (the retrieval
+        self.retrieval, self.trained_on, self.scores = "", "", {}  # model's recipe)
 
     @property
     def name(self) -> str:
@@ -423,14 +434,13 @@ def _frozen_keys(model: Reranker) -> set[str]:
 
 
 def save_pretrained(
-    directory: str | Path, model: Reranker, *, features: dict[str, Any] | None = None,
+    directory: str | Path, model: Reranker, *, recipe: FeatureRecipe | None = None,
     notes: str = "",
 ) -> Path:  # fmt: skip
-    """Write the folder described in the module docstring; returns it."""
+    """Write the model folder (see :mod:`video_mm.artifacts`), with ``recipe`` when given (else
+    the one it was loaded with); returns it."""
     from video_mm.retrieval.model import _minilm_version
 
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
     skip = _frozen_keys(model)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
              if k not in skip}  # fmt: skip
@@ -444,10 +454,6 @@ def save_pretrained(
         "trained_on": model.trained_on,
         "scores": model.scores,
     }
-    save_file(state, str(out / "model.safetensors"))
-    (out / "config.json").write_text(json.dumps(config, indent=2))
-    if features is not None:
-        (out / "features.json").write_text(json.dumps(features, indent=2))
     scores = "\n".join(f"| {k} | {v:.4f} |" for k, v in model.scores.items())
     card = [
         f"# {model.name} (video-text re-ranker, {model.config.variant.replace('_', '-')})", "",
@@ -462,34 +468,34 @@ def save_pretrained(
     ]  # fmt: skip
     if notes:
         card += ["", "## Notes", "", notes]
-    (out / "README.md").write_text("\n".join(card) + "\n")
-    return out
+    return write_saved(directory, config=config, weights=state, recipe=recipe or model.recipe,
+                       card="\n".join(card) + "\n")  # fmt: skip
 
 
 def is_reranker(directory: str | Path) -> bool:
-    """Whether a folder holds a saved re-ranker (``vmm explain`` serves both kinds)."""
+    """Whether a folder (or run) holds a saved re-ranker (``vmm explain`` serves both kinds)."""
     try:
-        return json.loads((Path(directory) / "config.json").read_text()).get("format") == FORMAT
+        config = json.loads((model_folder(directory) / CONFIG_FILE).read_text())
     except (OSError, ValueError):
         return False
+    return config.get("format") == FORMAT
 
 
 def from_pretrained(directory: str | Path, device: str | None = None) -> Reranker:
-    """Load a folder written by :func:`save_pretrained`; nothing is downloaded."""
-    from video_mm.train.loop import resolve_device
-
-    folder = Path(directory)
-    saved, weights = read_saved(folder, kind="re-ranker", fmt=FORMAT)
-    model = Reranker(load_config(saved["model"]), saved["feat_dim"])
-    state = load_file(str(weights))
+    """Load a folder written by :func:`save_pretrained` (or a training run's ``best/``); nothing
+    is downloaded."""
+    saved = read_saved(directory, kind="re-ranker", fmt=FORMAT)
+    model = Reranker(load_config(saved.config["model"]), saved.config["feat_dim"])
+    state = load_file(str(saved.weights))
     expected = set(model.state_dict()) - _frozen_keys(model)
     if set(state) != expected:
         raise ModelError(
-            f"{weights} does not fit {model.name}: missing {sorted(expected - set(state))[:5]}, "
-            f"unexpected {sorted(set(state) - expected)[:5]}"
+            f"{saved.weights} does not fit {model.name}: missing "
+            f"{sorted(expected - set(state))[:5]}, unexpected {sorted(set(state) - expected)[:5]}"
         )
     model.load_state_dict(state, strict=False)
-    model.backbone = BackboneSpec(**saved["backbone"]) if saved.get("backbone") else None
-    model.retrieval = saved.get("retrieval", "")
-    model.trained_on, model.scores = saved.get("trained_on", ""), saved.get("scores", {})
-    return model.to(resolve_device(device or "auto")).eval()
+    model.backbone, model.recipe = saved.backbone, saved.recipe
+    model.retrieval = saved.config.get("retrieval", "")
+    model.trained_on = saved.config.get("trained_on", "")
+    model.scores = saved.config.get("scores", {})
+    return model.to(resolve_device(device)).eval()

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import tomllib
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +32,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from video_mm.artifacts import BackboneSpec, FeatureRecipe, load_recipe, model_folder
 from video_mm.data.datasets import VideoRecord, by_split, load_dataset
+from video_mm.data.features import extract_features
 from video_mm.errors import ConfigError
-from video_mm.models.factory import BackboneSpec
 from video_mm.rerank.model import Reranker, from_pretrained, load_config, pad_clips, save_pretrained
 from video_mm.rerank.negatives import order_swapped, swapped
 from video_mm.retrieval.model import RetrievalModel
 from video_mm.retrieval.model import from_pretrained as retrieval_from_pretrained
 from video_mm.retrieval.training import RECALLS, ClipSet, clip_set
 from video_mm.settings import CONFIG_DIR, FeatureSettings
-from video_mm.train.captioning import extract_features, load_recipe
 from video_mm.train.loop import TrainConfig, TrainResult, fit
 
 TRAIN_CONFIGS = CONFIG_DIR / "train"
@@ -309,7 +309,7 @@ def train_reranker(
     *,
     out_dir: Path,
     run: RerankTrainConfig | None = None,
-    features: dict[str, Any] | None = None,
+    recipe: FeatureRecipe | None = None,
     backbone: BackboneSpec | None = None,
     retrieval_name: str = "",
     trained_on: str = "",
@@ -333,7 +333,7 @@ def train_reranker(
     def save_best(m: torch.nn.Module, directory: Path) -> None:
         notes = (f"Negatives: {run.negatives} (hard: dual encoder top {run.hard_k}); "
                  f"masked-word loss weight {run.mlm_weight}.")  # fmt: skip
-        save_pretrained(directory, m, features=features, notes=notes)  # type: ignore[arg-type]
+        save_pretrained(directory, m, recipe=recipe, notes=notes)  # type: ignore[arg-type]
 
     def evaluate(m: torch.nn.Module) -> dict[str, float]:
         scores = evaluate_rerank(m, val, val_sim, k)  # type: ignore[arg-type]
@@ -385,7 +385,7 @@ def train_on_dataset(
     ``data``, with that model's features; the best lands in ``out/best``."""
     run = run or RerankTrainConfig.load()
     dual = retrieval_from_pretrained(retrieval, device=run.train.device)
-    recipe = load_recipe(Path(retrieval))
+    recipe = dual.recipe or load_recipe(retrieval)
     records = load_dataset(data)
     train_recs = _split(records, run.train_split)
     val_recs = _split(records, run.val_split) or train_recs
@@ -394,15 +394,14 @@ def train_on_dataset(
     progress = run.train.progress
     train = _clips(train_recs, recipe, feature_settings, cache_dir, progress)
     val = _clips(val_recs, recipe, feature_settings, cache_dir, progress)
-    base = load_config(model_config or "reranker").to_dict()
-    config = {**base, **run.model}
+    config = {**load_config(model_config or "reranker").to_dict(), **run.model}
     spec = dual.backbone or BackboneSpec(recipe.backbone, recipe.weights,
                                          dim=train.features[0].shape[1])  # fmt: skip
+    folder = model_folder(retrieval)
+    name = folder.parent.name if folder.name == "best" else folder.name  # the run's name
     return train_reranker(
-        config, train, val, dual, out_dir=Path(out), run=run, features=asdict(recipe),
-        backbone=spec, retrieval_name=Path(retrieval).name if Path(retrieval).name != "best"
-        else Path(retrieval).resolve().parent.name, trained_on=f"{Path(data).name} "
-        f"({run.train_split})", resume=resume,
+        config, train, val, dual, out_dir=Path(out), run=run, recipe=recipe, backbone=spec,
+        retrieval_name=name, trained_on=f"{Path(data).name} ({run.train_split})", resume=resume,
     )  # fmt: skip
 
 
@@ -423,7 +422,7 @@ def evaluate_on_dataset(
     re-ranked, and the share of order-swapped caption pairs each gets right."""
     dual = retrieval_from_pretrained(retrieval, device=device)
     model = from_pretrained(reranker, device=device)
-    recipe = load_recipe(Path(retrieval))
+    recipe = dual.recipe or load_recipe(retrieval)
     records = _split(load_dataset(data), split)
     if queries is not None:
         held = {r.video_id: r.captions for r in load_dataset(Path(queries).parent,
