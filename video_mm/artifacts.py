@@ -7,7 +7,9 @@ Captioners and retrieval models are saved the same way, as a folder that needs n
     vocab.json         the vocabulary (when the model has one)
     features.json      the feature recipe: how its input features are computed (sampling,
                        pooling, the training set's normalisation); absent in hand-made folders
-    README.md          a short model card
+    README.md          the model card: YAML metadata (``provenance.front_matter``: frame encoder,
+                       data, metrics and the command, date) then a short description, so the
+                       folder can be pushed to the Hugging Face hub unchanged
 
 A training run folder (``last.pt``, ``metrics.csv``, ``best/``) works wherever a model is
 expected: :func:`model_folder` resolves it to its ``best/``. The model kinds (``models.factory``,
@@ -32,6 +34,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file, save_model
 from torch import Tensor, nn
 
+from video_mm import provenance
 from video_mm.errors import ConfigError, ModelError, WeightsNotFound
 from video_mm.settings import SamplingSettings, Settings
 
@@ -216,7 +219,7 @@ def write_saved(
     a state dict of what to keep), the vocabulary, the recipe and the card; returns it."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    config = {**config, "vocab": VOCAB_FILE if vocab is not None else None}
+    config = provenance.stamp({**config, "vocab": VOCAB_FILE if vocab is not None else None})
     if isinstance(weights, nn.Module):
         save_model(weights, str(out / WEIGHTS_FILE))
     else:
@@ -226,7 +229,7 @@ def write_saved(
     if recipe is not None:
         (out / FEATURES_FILE).write_text(json.dumps(asdict(recipe), indent=2))
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-    (out / CARD_FILE).write_text(card)
+    (out / CARD_FILE).write_text(provenance.card(config, card))
     return out
 
 

@@ -35,7 +35,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from video_mm.artifacts import reranker_dir, retrieval_dir
+from video_mm import provenance
+from video_mm.artifacts import captioner_dirs, reranker_dir, retrieval_dir
 from video_mm.errors import ConfigError, VideoMMError
 from video_mm.records import Hit
 from video_mm.settings import SearchSettings, Settings
@@ -228,6 +229,7 @@ def search(
     rerank_k: int | None = None,
     reranker: ClipReranker | None = None,
     clip_features: ClipFeatures | None = None,
+    model_notes: dict[str, list[str]] | None = None,
 ) -> list[Hit]:
     """The top ``k`` clips for ``query``, each with video id, span, score, caption, thumbnail key.
 
@@ -236,6 +238,8 @@ def search(
     without an encoder or index (no retrieval model trained yet) searches captions only, and says
     so in each hit's ``extra["mode"]``. ``rerank_k`` (default ``options.rerank_k``; 0: off)
     re-scores that many first-stage candidates with ``reranker`` over ``clip_features``.
+    Each hit names the models behind it (``extra["caption_model"]``, ``extra["embedding_model"]``)
+    and their warnings (``extra["notes"]``, from ``model_notes``: model name -> notes).
     """
     if settings is not None and catalog is None:
         searcher = Searcher.from_settings(settings)
@@ -245,6 +249,7 @@ def search(
         embedding_model = embedding_model or searcher.embedding_model
         reranker = searcher.reranker if reranker is None else reranker
         clip_features = searcher.clip_features if clip_features is None else clip_features
+        model_notes = model_notes if model_notes is not None else searcher.model_notes
     if catalog is None:
         raise ConfigError("search needs a catalog (or settings to open one)")
     opts = options or (settings.search if settings is not None else SearchSettings())
@@ -302,11 +307,12 @@ def search(
     signals = {"vector": _ranks(vector), "text": _ranks(text)}
     first_model = {"vector": embedding_model, "text": caption_model or "captions",
                    "hybrid": f"{embedding_model} + {caption_model or 'captions'}"}[mode]
+    models = ModelsUsed(embedding_model if vector else None, model_notes or {})
     hits = []
     for cid, score in fused:
         if cid not in details:
             continue
-        hit = _hit(details[cid], score, mode, signals)
+        hit = _hit(details[cid], score, mode, signals, models)
         if cid in reranked:
             hit.extra.update(stage="rerank", score_model=getattr(reranker, "name", "reranker"),
                              first_stage_score=first[cid])
@@ -320,10 +326,24 @@ def _ranks(ranking: list[tuple[str, float]]) -> dict[str, tuple[int, float]]:
     return {cid: (rank, score) for rank, (cid, score) in enumerate(ranking, start=1)}
 
 
+@dataclass(frozen=True)
+class ModelsUsed:
+    """The embedding model of a search (None: captions only) and the warnings of each model."""
+
+    embedding_model: str | None
+    notes: dict[str, list[str]]
+
+
 def _hit(
-    d: ClipDetail, score: float, mode: str, signals: dict[str, dict[str, tuple[int, float]]]
+    d: ClipDetail, score: float, mode: str, signals: dict[str, dict[str, tuple[int, float]]],
+    models: ModelsUsed,
 ) -> Hit:
-    extra: dict[str, Any] = {"mode": mode, "clip_id": d.clip_id, "filename": d.filename}
+    extra: dict[str, Any] = {"mode": mode, "clip_id": d.clip_id, "filename": d.filename,
+                             "caption_model": d.caption_model,
+                             "embedding_model": models.embedding_model}
+    notes = [n for m in (d.caption_model, models.embedding_model) if m
+             for n in models.notes.get(m, [])]
+    extra["notes"] = list(dict.fromkeys(notes))
     for name, ranks in signals.items():
         if d.clip_id in ranks:
             extra[f"{name}_rank"], extra[f"{name}_score"] = ranks[d.clip_id]
@@ -386,6 +406,7 @@ class Searcher:
     options: SearchSettings = field(default_factory=SearchSettings)
     reranker: ClipReranker | None = None
     clip_features: ClipFeatures | None = None
+    model_notes: dict[str, list[str]] = field(default_factory=dict)  # model name -> warnings
 
     def search(self, query: str, k: int = 10, **kwargs: Any) -> list[Hit]:
         return search(
@@ -398,6 +419,7 @@ class Searcher:
             options=kwargs.pop("options", self.options),
             reranker=kwargs.pop("reranker", self.reranker),
             clip_features=kwargs.pop("clip_features", self.clip_features),
+            model_notes=kwargs.pop("model_notes", self.model_notes),
             **kwargs,
         )
 
@@ -417,14 +439,17 @@ class Searcher:
     def _open(cls, settings: Settings) -> Searcher:
         catalog = Catalog.from_settings(settings)
         model_dir = retrieval_dir(settings)
+        notes = provenance.notes_by_name([*captioner_dirs(settings),
+                                          *([model_dir] if model_dir else [])])
         if model_dir is None:
-            return cls(catalog, options=settings.search)
+            return cls(catalog, options=settings.search, model_notes=notes)
         from video_mm.index.base import open_index
         from video_mm.retrieval.model import from_pretrained
 
         encoder = from_pretrained(model_dir)
         encoder.eval()
-        searcher = cls(catalog, open_index(settings), encoder, model_dir.name, settings.search)
+        searcher = cls(catalog, open_index(settings), encoder, model_dir.name, settings.search,
+                       model_notes=notes)
         rerank_dir = reranker_dir(settings)
         if rerank_dir is not None:
             from video_mm.rerank.model import from_pretrained as reranker_from_pretrained

@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from video_mm.errors import ConfigError
@@ -62,6 +63,11 @@ def test_zero_shot_is_clip4clip_meanp(tiny_hf: dict[str, Path], tmp_path: Path) 
     np.testing.assert_allclose(model.embed_texts(texts), text_ref, atol=1e-5)
     # saved without the CLIP weights (read again from their source), loaded the same
     saved = save_pretrained(tmp_path / "zs", model)
+    card = (saved / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---\n")[1])  # the Hugging Face model-card metadata
+    assert meta["library_name"] == "video-mm" and "video-text-retrieval" in meta["tags"]
+    assert meta["video_mm"]["frame_encoder"]["backbone"] == f"hf:{folder}"
+    assert meta["video_mm"]["created"] and "pytest" in meta["video_mm"]["metrics_command"]
     assert (saved / "model.safetensors").stat().st_size < 4096
     assert json.loads((saved / "features.json").read_text())["backbone"] == f"hf:{folder}"
     again = from_pretrained(saved)
@@ -117,6 +123,7 @@ def test_zero_shot_end_to_end_index_search_api(
         assert found.exit_code == 0, found.output
         hits = json.loads(found.output)
         assert len(hits) == 3 and {h["video_id"] for h in hits} == {r["video_id"] for r in rows}
+        assert {h["embedding_model"] for h in hits} == {"clip-zs"}
         settings = get_settings()
     finally:
         get_settings.cache_clear()
@@ -128,6 +135,10 @@ def test_zero_shot_end_to_end_index_search_api(
         assert r.status_code == 200, r.text
         body = r.json()
         assert len(body["hits"]) == 3
+        assert all(h["embedding_model"] == "clip-zs" for h in body["hits"])
+        assert all(h["caption_model"] is None for h in body["hits"])  # no captioner configured
+        assert body["hits"][0]["notes"] == [
+            "zero-shot: pretrained image-text model, not trained on video"]
 
 
 def _clips(n: int, seed: int, dim: int) -> ClipSet:

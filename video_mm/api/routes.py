@@ -520,6 +520,9 @@ def search(
                 video_url=video_url(h.video_id), file_url=file_url(h.video_id),
                 play_url=plays[h.video_id], stage=str(h.extra.get("stage", "")),
                 score_model=str(h.extra.get("score_model") or ""),
+                caption_model=h.extra.get("caption_model"),
+                embedding_model=h.extra.get("embedding_model"),
+                notes=h.extra.get("notes", []),
             )
             for h in hits
         ],

@@ -119,6 +119,12 @@ class HitOut(BaseModel):
     play_url: str
     stage: str = ""  # what produced the score: rerank | hybrid | vector | text
     score_model: str = ""  # the model (or models) behind that score
+    caption_model: str | None = Field(None, description="the captioner that wrote the caption")
+    embedding_model: str | None = Field(
+        None, description="the retrieval model whose vectors matched (None: captions only)")
+    notes: list[str] = Field(
+        default_factory=list,
+        description="warnings about those models, e.g. trained on synthetic shapes")
 
 
 class SearchOut(BaseModel):

@@ -78,13 +78,18 @@ def search(
         out.print("no matching clips (only videos whose processing finished are searched)")
         return
     table = Table(title=f"{query!r}: top {len(hits)} ({hits[0].extra.get('mode', '')})")
-    for col in ("#", "score", "by", "video", "from", "to", "caption"):
+    for col in ("#", "score", "by", "video", "from", "to", "caption", "captioner"):
         table.add_column(col, justify="right" if col in ("#", "score", "from", "to") else "left")
     for i, h in enumerate(hits, start=1):
         name = h.extra.get("filename") or h.video_id[:12]
         table.add_row(str(i), f"{h.score:.4f}", str(h.extra.get("stage", "")), name,
-                      _clock(h.start), _clock(h.end), h.caption)
-    out.print(table)
+                      _clock(h.start), _clock(h.end), h.caption,
+                      h.extra.get("caption_model") or "")
+    out.print(table, markup=False)
+    embedding = hits[0].extra.get("embedding_model")
+    out.print(f"search model: {embedding or 'none (caption text only)'}", markup=False)
+    for note in dict.fromkeys(n for h in hits for n in h.extra.get("notes", [])):
+        out.print(f"warning: {note}", markup=False)
 
 
 def delete(

@@ -242,3 +242,18 @@ def load_annotation_file(path: Path, video_root: Path | None = None) -> list[Vid
 def by_split(records: Iterable[VideoRecord], split: str) -> list[VideoRecord]:
     split = normalise_split(split)
     return [r for r in records if r.split == split]
+
+
+def describe_training_data(folder: Path | str, split: str) -> str:
+    """What a model trained on ``folder``'s ``split`` says it was trained on; the synthetic
+    benchmark (its annotations say so) is named as such, so the model's output is labelled."""
+    folder = Path(folder)
+    label = f"{folder.name} ({split})"
+    annotations = folder / "annotations.json"
+    try:
+        info = json.loads(annotations.read_text()).get("info", {}) if annotations.is_file() else {}
+    except (OSError, ValueError):
+        info = {}
+    if str(info.get("description", "")).startswith("video-mm synthetic"):
+        return f"synthetic shapes benchmark: {label}"
+    return label

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from video_mm.artifacts import BackboneSpec, FeatureRecipe, load_recipe, pad_features
-from video_mm.data.datasets import VideoRecord, by_split, load_dataset
+from video_mm.data.datasets import VideoRecord, by_split, describe_training_data, load_dataset
 from video_mm.data.features import extract_features
 from video_mm.data.vocab import Vocabulary
 from video_mm.errors import ConfigError
@@ -313,7 +313,7 @@ def train_on_dataset(
         base[key] = {**base[key], **value} if isinstance(base.get(key), dict) else value
     config = load_config({**base, "text_tower": text_tower})
     spec = BackboneSpec(run.features.backbone, run.features.weights, dim=train.features[0].shape[1])
-    trained_on = f"{Path(data).name} ({run.train_split})"
+    trained_on = describe_training_data(data, run.train_split)
     return train_retrieval(
         config, train, val, out_dir=Path(out), run=run, backbone=spec, trained_on=trained_on,
         resume=resume,

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from video_mm.artifacts import BackboneSpec, FeatureRecipe, load_recipe, pad_features
-from video_mm.data.datasets import VideoRecord, by_split, load_dataset
+from video_mm.data.datasets import VideoRecord, by_split, describe_training_data, load_dataset
 from video_mm.data.features import extract_features
 from video_mm.data.vocab import Vocabulary
 from video_mm.errors import ConfigError
@@ -338,7 +338,7 @@ def train_captioner(
     torch.manual_seed(config.train.seed)
     model = create_model(model_cfg, len(vocab), feat_dim)
     spec = BackboneSpec(config.features.backbone, config.features.weights, dim=feat_dim)
-    trained_on = f"{Path(data).name} ({config.train_split})"
+    trained_on = describe_training_data(data, config.train_split)
 
     def save_best(m: CaptionModel, best_dir: Path) -> None:
         save_pretrained(best_dir, m, vocab, spec, trained_on=trained_on, recipe=config.features)

@@ -248,6 +248,11 @@ async function runSearch(q, k) {
     el("div", { class: "muted small" },
       el("a", { href: `#/videos/${h.video_id}` }, h.filename || h.video_id.slice(0, 12)), ` · score ${h.score.toFixed(3)}`,
       h.stage ? el("span", { class: "stage", title: h.score_model }, h.stage === "rerank" ? " (re-ranked)" : ` (${h.stage})`) : ""),
+    // Which models made this hit, and what their output is worth.
+    el("div", { class: "models small" },
+      ...(h.caption_model ? [el("span", { class: "model", title: "captioner" }, `caption: ${h.caption_model}`), " "] : []),
+      ...(h.embedding_model ? [el("span", { class: "model", title: "retrieval model" }, `search: ${h.embedding_model}`)] : [el("span", { class: "model" }, "search: caption text only")])),
+    ...h.notes.map((n) => el("div", { class: "note small", role: "note" }, `⚠ ${n}`)),
   )));
 }
 
