@@ -125,3 +125,18 @@ def test_evaluation_needs_two_clips():
                                                     [["x"], ["y"]]), 48)  # fmt: skip
     with pytest.raises(ConfigError):
         evaluate(model, ClipSet(["a"], [np.ones((2, 48), np.float32)], [["x"]]))
+
+
+def test_too_small_a_validation_split_trains_without_validation_and_says_so(
+    tiny_train, tiny_test, tmp_path
+):
+    """One validation clip cannot be ranked: training says so before the first epoch, learns
+    anyway (held-out recall far above chance) and keeps the last epoch as best/."""
+    one = ClipSet(tiny_test.ids[:1], tiny_test.features[:1], tiny_test.captions[:1])
+    model, result = train_retrieval(load_config(SMALL), tiny_train, one, out_dir=tmp_path,
+                                    run=_run(6), resume=False)
+    assert "1 clip" in result.unvalidated and "--val-split" in result.unvalidated
+    assert result.best_metric is None and result.best_epoch == result.epochs_run == 6
+    assert all("rsum" not in row for row in result.history)
+    assert model.scores == {}
+    assert evaluate(model, tiny_test)["t2v_R@1"] > 8 * 100.0 / len(tiny_test)

@@ -21,7 +21,7 @@ BACKBONE = "mobilenet_v3_small"  # random weights; the cheapest backbone keeps t
 def _config(epochs: int, **kw) -> CaptionTrainConfig:
     config = CaptionTrainConfig.load(
         epochs=epochs, lr=5e-3, warmup_steps=5, patience=None, progress=False, seed=3,
-        n_frames=4, size=64, batch_size=16, val_split="all", backbone=BACKBONE, **kw,
+        n_frames=4, size=64, batch_size=16, backbone=BACKBONE, **{"val_split": "all", **kw},
     )  # fmt: skip
     config.model = {"embed_dim": 32, "hidden_dim": 64}
     return config
@@ -152,3 +152,23 @@ def test_cli_offers_every_trainable_arch() -> None:
     from video_mm.train.captioning import ARCH_CONFIGS
 
     assert tuple(ARCH_CONFIGS) == ARCHS
+
+
+def test_no_validation_split_trains_without_validation_and_says_so(
+    tiny_synth: Path, feature_cache: Path, tmp_path: Path
+) -> None:
+    """A dataset with no videos in the validation split trains (saying so; best/ is the last
+    epoch, loadable from the run folder); SCST, which needs validation, refuses before training."""
+    from video_mm.models.factory import from_pretrained
+
+    result = train_captioner(tiny_synth, "meanpool", tmp_path / "run",
+                             _config(3, val_split="nosuch"), cache_dir=feature_cache)
+    assert "'nosuch'" in result.unvalidated and "--val-split" in result.unvalidated
+    assert result.best_metric is None and result.best_epoch == result.epochs_run == 3
+    losses = [row["train_loss"] for row in result.history]
+    assert losses[-1] < losses[0] and all("CIDEr" not in row for row in result.history)
+    assert from_pretrained(tmp_path / "run").caption  # the run folder loads as a model
+    with pytest.raises(ConfigError, match="--val-split"):
+        train_captioner(tiny_synth, "meanpool", tmp_path / "scst",
+                        _config(1, val_split="nosuch", scst_epochs=1), cache_dir=feature_cache)
+    assert not (tmp_path / "scst").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -83,13 +84,16 @@ def train_retrieval_cmd(
     )  # fmt: skip
     summary = {"out": str(out), "best": str(result.best_dir), "best_epoch": result.best_epoch,
                "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
-               **model.scores}  # fmt: skip
-    print(
-        json.dumps(summary)
-        if as_json
-        else f"best val rsum {result.best_metric:.1f} at epoch {result.best_epoch} "
-        f"(t2v R@1 {model.scores.get('val_t2v_R@1', 0):.1f}); model in {result.best_dir}"
-    )
+               "unvalidated": result.unvalidated, **model.scores}  # fmt: skip
+    if result.unvalidated:
+        print(f"note: no validation: {result.unvalidated}", file=sys.stderr)
+    if as_json:
+        print(json.dumps(summary))
+    elif result.best_metric is None:
+        print(f"trained {result.epochs_run} epochs without validation; model in {result.best_dir}")
+    else:
+        print(f"best val rsum {result.best_metric:.1f} at epoch {result.best_epoch} "
+              f"(t2v R@1 {model.scores.get('val_t2v_R@1', 0):.1f}); model in {result.best_dir}")
 
 
 def eval_retrieval_cmd(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -101,10 +102,14 @@ def train_captioner_cmd(
                              resume=not fresh)  # fmt: skip
     summary = {"out": str(out), "best": str(result.best_dir), "best_epoch": result.best_epoch,
                "val_CIDEr": result.best_metric, "epochs_run": result.epochs_run,
-               "stopped_early": result.stopped_early}  # fmt: skip
+               "stopped_early": result.stopped_early,
+               "unvalidated": result.unvalidated}  # fmt: skip
+    if result.unvalidated:
+        print(f"note: no validation: {result.unvalidated}", file=sys.stderr)
     print(json.dumps(summary) if as_json else
           f"best val CIDEr {result.best_metric:.3f} at epoch {result.best_epoch}; "
-          f"model in {result.best_dir}")
+          f"model in {result.best_dir}" if result.best_metric is not None else
+          f"trained {result.epochs_run} epochs without validation; model in {result.best_dir}")
 
 
 def eval_captioner_cmd(

@@ -232,6 +232,10 @@ def train_retrieval(
     run = run or RetrievalTrainConfig()
     if len(train) < 2:
         raise ConfigError(f"need at least two training clips with features, got {len(train)}")
+    unvalidated = "" if len(val) >= 2 else (
+        f"the validation split has {len(val)} clip(s) with features and captions and ranking "
+        "needs at least 2; training without validation, best/ is the last epoch (to pick the "
+        "best epoch: --val-split all, or a dataset with a larger validation split)")
     torch.manual_seed(run.train.seed)
     model = build_model(config, train, train.features[0].shape[1])
     model.backbone, model.trained_on = backbone, trained_on
@@ -250,12 +254,13 @@ def train_retrieval(
         model,
         train_batches=lambda epoch: Epoch(model, train, run, epoch, nearest, run.train.seed),
         loss_fn=lambda m, batch: m.loss(batch),
-        evaluate=evaluate_and_record,
+        evaluate=evaluate_and_record if not unvalidated else None,
         select_metric=run.select_metric,
         out_dir=out_dir,
         config=run.train,
         resume=resume,
         save_best=save_best,
+        unvalidated=unvalidated,
     )
     return from_pretrained(result.best_dir, device=run.train.device), result
 
@@ -298,7 +303,7 @@ def train_on_dataset(
                           f"hf:<CLIP or SigLIP>), got {text_tower!r}")
     records = load_dataset(data)
     train_recs = _split(records, run.train_split)
-    val_recs = _split(records, run.val_split) or train_recs
+    val_recs = _split(records, run.val_split)
     if not train_recs:
         raise ConfigError(f"{data}: no videos in split {run.train_split!r}")
     feats = extract_features(

@@ -306,15 +306,22 @@ def train_captioner(
     cache_dir: Path | None = None,
     resume: bool = True,
 ) -> TrainResult:
-    """Train a captioner on the dataset folder ``data``; the best model lands in ``out/best``."""
+    """Train a captioner on the dataset folder ``data``; the best model lands in ``out/best``.
+    A dataset with no videos in the validation split trains without validation, saying so (the
+    result's ``unvalidated``): ``best/`` is then the last epoch."""
     config = config or CaptionTrainConfig.load()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     records = load_dataset(data)
     train_recs = _split_records(records, config.train_split)
-    val_recs = _split_records(records, config.val_split) or train_recs
+    val_recs = _split_records(records, config.val_split)
     if not train_recs:
         raise ConfigError(f"{data}: no videos in split {config.train_split!r}")
+    if not val_recs and config.scst_epochs > 0:
+        raise ConfigError(
+            f"{data}: no videos in the validation split {config.val_split!r}, and self-critical "
+            "training keeps its model only if validation CIDEr-D improves: pass --val-split "
+            "(e.g. all) or --scst-epochs 0")
+    out.mkdir(parents=True, exist_ok=True)
     feats = extract_features(
         [*train_recs, *val_recs],
         config.features,
@@ -353,7 +360,12 @@ def train_captioner(
         progress["step"] += 1
         return config.scheduled_sampling * min(1.0, progress["step"] / max(1, total_steps))
 
-    evaluate = validation(model, vocab, feats, val_recs, config)
+    val_recs = [r for r in val_recs if r.video_id in feats and r.captions]
+    evaluate = validation(model, vocab, feats, val_recs, config) if val_recs else None
+    unvalidated = "" if val_recs else (
+        f"{data} has no videos with captions in the validation split {config.val_split!r}; "
+        "training without validation, best/ is the last epoch (to pick the best epoch: "
+        "--val-split all, or a dataset with that split)")
     (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
     result = fit(
         model,
@@ -365,6 +377,7 @@ def train_captioner(
         config=config.train,
         resume=resume,
         save_best=save_best,
+        unvalidated=unvalidated,
     )
     if config.scst_epochs > 0:
         result = _self_critical(

@@ -76,6 +76,7 @@ class TrainResult:
     stopped_early: bool
     out_dir: Path
     history: list[dict[str, float]] = field(default_factory=list)
+    unvalidated: str = ""  # why the run had no validation (best/ is then the last epoch)
 
     @property
     def best_dir(self) -> Path:
@@ -177,12 +178,13 @@ def fit(
     *,
     train_batches: Callable[[int], Iterable[Any]],
     loss_fn: Callable[[nn.Module, Any], Tensor],
-    evaluate: Callable[[nn.Module], dict[str, float]],
+    evaluate: Callable[[nn.Module], dict[str, float]] | None,
     select_metric: str,
     out_dir: Path,
     config: TrainConfig,
     resume: bool = True,
     save_best: Callable[[nn.Module, Path], None] = save_state_dict,
+    unvalidated: str = "",
 ) -> TrainResult:
     """Train ``model`` for ``config.epochs`` epochs (``train_batches`` gets the 0-based epoch).
 
@@ -190,6 +192,9 @@ def fit(
     scalar. ``evaluate(model)`` runs in eval mode under ``torch.no_grad()`` and returns metrics that
     must include ``select_metric``. ``save_best(model, out_dir / "best")`` writes the best model
     (a state dict by default; captioners pass their ``save_pretrained``).
+
+    ``evaluate=None`` trains without validation (``unvalidated`` says why, and is printed): every
+    epoch's model is saved as ``best/``, so it holds the last one, and nothing stops early.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -228,6 +233,8 @@ def fit(
         start_epoch, best, best_epoch = ckpt["epoch"], ckpt["best"], ckpt["best_epoch"]
         bad_epochs, history = ckpt["bad_epochs"], ckpt["history"]
 
+    if evaluate is None and config.progress:
+        tqdm.write(f"no validation: {unvalidated}")
     stopped_early = config.patience is not None and bad_epochs >= config.patience
     for epoch in range(start_epoch, config.epochs):
         if stopped_early:
@@ -261,8 +268,8 @@ def fit(
 
         model.eval()
         with torch.no_grad():
-            metrics = evaluate(model)
-        if select_metric not in metrics:
+            metrics = evaluate(model) if evaluate is not None else {}
+        if evaluate is not None and select_metric not in metrics:
             raise ConfigError(f"evaluate() returned no {select_metric!r}: {sorted(metrics)}")
         row = {
             "epoch": epoch + 1,
@@ -271,8 +278,10 @@ def fit(
             **{k: float(v) for k, v in metrics.items()},
         }
         history.append(row)
-        value = float(metrics[select_metric])
-        if _is_better(value, best, config):
+        if evaluate is None:  # nothing to select on: the latest epoch is the one kept
+            best_epoch = epoch + 1
+            save_best(model, out_dir / "best")
+        elif _is_better(value := float(metrics[select_metric]), best, config):
             best, best_epoch, bad_epochs = value, epoch + 1, 0
             save_best(model, out_dir / "best")
         else:
@@ -307,4 +316,5 @@ def fit(
         stopped_early=stopped_early,
         out_dir=out_dir,
         history=history,
+        unvalidated=unvalidated if evaluate is None else "",
     )
