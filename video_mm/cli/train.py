@@ -159,8 +159,10 @@ def eval_captioner_cmd(
 
 def explain(
     video: Annotated[Path, typer.Argument(help="A video file.")],
-    model: Annotated[Path, typer.Option(help="A saved captioner folder.")],
+    model: Annotated[Path, typer.Option(help="A saved captioner or re-ranker folder.")],
     out: Annotated[Path | None, typer.Option(help="PNG to write (VIDEO.explain.png).")] = None,
+    query: Annotated[str | None, typer.Option(
+        help="Re-ranker only: the sentence whose co-attention over the frames is drawn.")] = None,
     beam_size: BeamSize = None,
     max_len: MaxLen = None,
     length_penalty: LengthPenalty = None,
@@ -169,10 +171,20 @@ def explain(
     as_json: Annotated[bool, typer.Option("--json", help="Print caption, path as JSON.")] = False,
 ) -> None:
     """Draw what the captioner looked at: the sampled frames, the caption, and for each word its
-    attention over the frames (and over the grid cells with spatial attention)."""
+    attention over the frames (and over the grid cells with spatial attention). With a re-ranker
+    and --query: each query word's co-attention over the frames, and the match probability."""
+    from video_mm.rerank.model import is_reranker
     from video_mm.train.explain import explain_video
 
     out = out or video.with_suffix(".explain.png")
+    if is_reranker(model):
+        from video_mm.rerank.explain import explain_match
+
+        probability, _ = explain_match(video, model, query or "", out,
+                                       feature_settings=get_settings().features)  # fmt: skip
+        print(json.dumps({"query": query, "match": probability, "png": str(out)}) if as_json
+              else f"{query!r}: match p = {probability:.3f}\nwrote {out}")  # fmt: skip
+        return
     caption = explain_video(
         video, model, out, feature_settings=get_settings().features,
         decoding=decoding(get_settings(), beam_size=beam_size, max_len=max_len,
