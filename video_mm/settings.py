@@ -114,6 +114,21 @@ class BrokerSettings(BaseModel):
     max_memory_per_child_mb: int = 4_096
     concurrency: int = 1
     queue_prefix: str = ""
+    # RabbitMQ closes the channel of a message left unacknowledged this long (x-consumer-timeout
+    # on our queues; brokers before 3.12 ignore it and use consumer_timeout from rabbitmq.conf).
+    consumer_timeout_s: int = 7_200
+
+
+class ReaperSettings(BaseModel):
+    """Every job ends: a running step writes a heartbeat, and a reaper (in every worker and in
+    ``vmm serve``) sends again, within the retry budget, or fails the job whose step stopped
+    reporting (its process was killed: kill -9, the OOM killer, an evicted pod)."""
+
+    enabled: bool = True
+    heartbeat_s: float = Field(15.0, gt=0)  # a running step touches its job this often
+    stale_after_s: float = Field(120.0, gt=0)  # no heartbeat for this long: the step is dead
+    interval_s: float = Field(30.0, gt=0)  # how often the reaper looks
+    unsent_after_s: float = Field(30.0, gt=0)  # a queued job never sent this long is sent again
 
 
 class IndexSettings(BaseModel):
@@ -181,6 +196,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    reaper: ReaperSettings = Field(default_factory=ReaperSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     models: ModelSettings = Field(default_factory=ModelSettings)

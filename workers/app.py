@@ -6,6 +6,7 @@ die with their machine; every setting below is chosen for that and says why.
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from typing import Any
 
@@ -16,11 +17,58 @@ from video_mm.pipeline.dispatch import queue_name
 from video_mm.pipeline.runner import QUEUES, Step
 from video_mm.settings import Settings, get_settings
 
+log = logging.getLogger(__name__)
+
 
 def result_backend(settings: Settings) -> str:
     """Celery's result store: the configured one, else the catalog's own database (SQLAlchemy),
     so no extra service is needed and every worker that can reach the catalog can reach it."""
     return settings.broker.result_backend or f"db+{settings.catalog_url}"
+
+
+def is_amqp(settings: Settings) -> bool:
+    return settings.broker_url.startswith(("amqp", "pyamqp"))
+
+
+def queue_arguments(settings: Settings) -> dict | None:
+    """RabbitMQ closes the channel of a message unacknowledged for ``consumer_timeout`` (30 min
+    by default since 3.8.15) and requeues it: a late-acknowledged task longer than that would run
+    twice, forever. Our queues carry their own, above the hard time limit (RabbitMQ >= 3.12 reads
+    it; :func:`check_broker` warns on older brokers)."""
+    if not is_amqp(settings):
+        return None
+    return {"x-consumer-timeout": settings.broker.consumer_timeout_s * 1000}
+
+
+# RabbitMQ's consumer_timeout when rabbitmq.conf does not set it (3.8.15 and later).
+RABBITMQ_DEFAULT_CONSUMER_TIMEOUT_S = 1800
+
+
+def check_broker(settings: Settings) -> None:
+    """At worker start: a RabbitMQ older than 3.12 ignores the queues' ``x-consumer-timeout``;
+    say so when the hard limit passes its default ``consumer_timeout``, naming the setting to
+    change. The broker being down is not an error here (the worker waits for it)."""
+    if not is_amqp(settings):
+        return
+    import kombu
+
+    try:
+        with kombu.Connection(settings.broker_url, connect_timeout=5) as conn:
+            conn.connect()
+            version = conn.connection.server_properties.get("version", "")
+    except Exception as exc:
+        log.warning("broker not reachable at start (%s); the worker waits for it", exc)
+        return
+    if isinstance(version, bytes):
+        version = version.decode()
+    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    limit = settings.broker.task_time_limit_s
+    if parts and parts < (3, 12) and limit >= RABBITMQ_DEFAULT_CONSUMER_TIMEOUT_S:
+        log.warning(
+            "RabbitMQ %s ignores x-consumer-timeout: set consumer_timeout = %d (ms) or more in "
+            "rabbitmq.conf, else tasks longer than its default 30 min (broker.task_time_limit_s "
+            "is %d s) are requeued while they run", version, (limit + 60) * 1000, limit,
+        )
 
 
 def _config(settings: Settings) -> dict:
@@ -51,7 +99,7 @@ def _config(settings: Settings) -> dict:
         # Queues split by resource so CPU (probe/decode), GPU (features/caption/embed) and index
         # workers scale separately; durable queues and persistent messages survive a broker restart.
         "task_queues": [
-            Queue(name, routing_key=name, durable=True)
+            Queue(name, routing_key=name, durable=True, queue_arguments=queue_arguments(settings))
             for name in (queue_name(settings, q) for q in QUEUES)
         ],
         "task_default_queue": queue_name(settings, "cpu"),

@@ -24,13 +24,21 @@ def worker(
     hostname: Annotated[str | None, typer.Option("--hostname", "-n")] = None,
 ) -> None:
     """Run a Celery worker for the given queues (the broker is broker.url, else embedded SQLite)."""
+    from video_mm.pipeline.dispatch import check_broker_settings, send_step
+    from video_mm.pipeline.lifecycle import Reaper
+    from video_mm.storage.catalog import Catalog
     from workers import tasks
-    from workers.app import make_app
+    from workers.app import check_broker, make_app
 
     wanted = [q.strip() for q in queues.split(",") if q.strip()]
     if bad := [q for q in wanted if q not in QUEUES]:
         raise typer.BadParameter(f"unknown queue(s) {bad}; choose from {QUEUES}", param_hint="-Q")
     settings = get_settings()
+    check_broker_settings(settings)
+    check_broker(settings)
+    if settings.reaper.enabled:  # its own catalog: the pool's processes must not share it
+        tasks.reaper = Reaper(settings, Catalog.from_settings(settings),
+                              lambda job_id, step: send_step(job_id, settings, step))
     processes = concurrency or settings.broker.concurrency
     tasks.threads_per_process = max(1, (os.cpu_count() or 1) // processes)
     if "gpu" in wanted:

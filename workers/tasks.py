@@ -12,30 +12,27 @@ workers, else on first use) and stay loaded.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from functools import lru_cache
 from typing import Any
 
+from billiard.exceptions import WorkerLostError
 from celery import Celery, Task
-from celery.exceptions import Ignore, SoftTimeLimitExceeded
-from celery.signals import worker_process_init
+from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.signals import task_failure, worker_process_init, worker_ready, worker_shutdown
 
 from video_mm.errors import VideoMMError
-from video_mm.pipeline import runner, stages
+from video_mm.pipeline import lifecycle, runner, stages
 from video_mm.pipeline.dispatch import queue_name
 from video_mm.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-class WorkerLost(VideoMMError):
-    """The worker process died mid-task more often than retries allow."""
-
-    code = "worker_lost"
-
-
 class TimeLimit(VideoMMError):
-    """A task ran past ``broker.task_soft_time_limit_s``: the video is too long for the limit."""
+    """A task ran past ``broker.task_soft_time_limit_s`` (or was killed at the hard limit): the
+    video is too long for the limit, or its decoding hung."""
 
     code = "time_limit"
 
@@ -56,6 +53,45 @@ def _consumed_here(task: Task, queue: str) -> bool:
     return queue in task.app.amqp.queues.consume_from
 
 
+def _begin(task: Task, ctx: runner.Context, current: runner.Step, job_id: str) -> None:
+    """Decide whether this delivery runs the job, and count the run.
+
+    - a finished job: a duplicate or late message, nothing to do;
+    - ``running`` with a fresh heartbeat: another worker runs it right now (a message delivered
+      twice): leave it to that one;
+    - ``running`` and silent: its worker died (kill -9, OOM, the hard time limit) and the broker
+      redelivered the message: take it over (one taker wins, see ``Catalog.claim_job``), one
+      more run;
+    - ``queued``: a new job, a step handed on, a retry, or a step the reaper sent again (its stage
+      lies in this step or a later one): it turns ``running`` at once; the first step, retries and
+      resends count one more run.
+    A video that kills its worker every time ends ``failed`` once the runs pass the retry budget.
+    """
+    settings, req = ctx.settings, task.request
+    job = ctx.catalog.get_job(job_id)
+    if job.state in ("done", "failed"):
+        log.info("job %s is already %s; %s skipped", job_id, job.state, task.name)
+        raise Ignore()
+    if job.state == "running" and not req.retries:
+        silent = lifecycle.age_s(job.updated_at)
+        if silent < settings.reaper.stale_after_s:
+            log.warning("job %s is running elsewhere (heartbeat %.1f s ago); %s skipped",
+                        job_id, silent, task.name)
+            raise Ignore()
+        taken = ctx.catalog.claim_job(job, add_attempt=True)
+        if taken is None:
+            raise Ignore()  # the reaper or another delivery took it first
+        job = taken
+    else:  # running from now on: a worker killed before its step's first report is found too
+        rerun = (current is runner.STEPS[0] or req.retries
+                 or job.stage in runner.stages_from(current))
+        job = ctx.catalog.update_job(job_id, state="running", add_attempt=bool(rerun))
+    if job.attempts > settings.broker.max_retries + 1:
+        runner.fail(ctx, job_id, lifecycle.WorkerLost(
+            f"{task.name}: the worker died {job.attempts - 1} times running this job"))
+        raise Ignore()
+
+
 def _run(task: Task, job_id: str, *args: Any) -> None:
     """Run the task's step for a job under the worker error policy, then hand the job on: the next
     step runs in this task while this worker consumes its queue (a queue hop costs a broker round
@@ -65,36 +101,25 @@ def _run(task: Task, job_id: str, *args: Any) -> None:
     any step of the task has the whole task redelivered; every step is idempotent."""
     settings = _settings(task)
     ctx = runner.context(settings)
-    job = ctx.catalog.get_job(job_id)
-    if job.state in ("done", "failed"):
-        # A redelivered or duplicate message for a finished job: nothing to do.
-        log.info("job %s is already %s; %s skipped", job_id, job.state, task.name)
-        raise Ignore()
     req = task.request
     current = runner.step(task.name)
-    # This step (or a later one it ran in the same task) ran before for this job without
-    # finishing: its worker died (kill -9, OOM, the hard time limit) and the broker redelivered it.
-    interrupted = (
-        not req.retries and job.state == "running" and job.stage in runner.stages_from(current)
-    )
-    if current is runner.STEPS[0] or req.retries or interrupted:
-        job = ctx.catalog.update_job(job_id, add_attempt=True)
-    if interrupted and job.attempts > settings.broker.max_retries + 1:
-        # A video that kills its worker every time must not loop forever (reject_on_worker_lost
-        # would requeue it again and again): give up with the reason.
-        runner.fail(ctx, job_id, WorkerLost(
-            f"{task.name}: the worker died {job.attempts - 1} times running this job"))
-        raise Ignore()
+    _begin(task, ctx, current, job_id)
     name = task.name
     try:
         while True:
-            out = current.run(ctx, job_id, *args)
+            with lifecycle.heartbeat(ctx.catalog, job_id, settings.reaper.heartbeat_s):
+                out = current.run(ctx, job_id, *args)
             following = runner.next_step(current)
             if following is None:
                 return
             args, current, name = current.handed(out), following, following.name
             if not _consumed_here(task, queue_name(settings, current.queue)):
+                # Waiting in the next queue is "queued" (not a silent running step the reaper
+                # would take), and unsent until the broker has the message.
+                ctx.catalog.mark_sent(job_id, False)
+                ctx.catalog.update_job(job_id, state="queued")
                 send_with(task.app, settings, current, job_id, *args)
+                ctx.catalog.mark_sent(job_id)
                 return
     except SoftTimeLimitExceeded as exc:
         limit = settings.broker.task_soft_time_limit_s
@@ -105,6 +130,8 @@ def _run(task: Task, job_id: str, *args: Any) -> None:
             delay = runner.backoff(settings, req.retries)
             log.warning("job %s: transient error in %s, retry in %.1fs: %s",
                         job_id, name, delay, exc)
+            with contextlib.suppress(Exception):  # waiting for its retry is not a silent step
+                ctx.catalog.update_job(job_id, state="queued")
             raise task.retry(exc=exc, countdown=delay, max_retries=None) from exc
         runner.fail(ctx, job_id, exc)
         if isinstance(exc, VideoMMError) or runner.is_transient(exc):
@@ -133,6 +160,59 @@ def register(app: Celery) -> None:
 # Set by `vmm worker` before the pool starts; forked worker processes inherit them.
 preload_settings: Settings | None = None  # serving the gpu queue: load models at process start
 threads_per_process: int | None = None  # the cores shared out among the pool's processes
+reaper: lifecycle.Reaper | None = None  # the worker's reaper (its main process runs it)
+
+
+def _job_id(args: Any) -> str | None:
+    """The job a vmm task message is about: its first argument."""
+    return str(args[0]) if args else None
+
+
+@task_failure.connect
+def _on_failure(sender: Task | None = None, exception: BaseException | None = None,
+                args: Any = None, **_: Any) -> None:
+    """What Celery saw fail ends the job with the reason: above all the hard time limit, which
+    kills the pool process (a decoder stuck in native code) so the task itself never can. This
+    runs in the worker's main process for a hard limit (a short-lived catalog connection: the pool
+    forks from this process, and must not inherit open ones) and in the pool process otherwise,
+    where the task has usually failed the job already."""
+    name = getattr(sender, "name", "")
+    job_id = _job_id(args)
+    if not name.startswith("vmm.") or job_id is None or sender is None:
+        return
+    from video_mm.storage.catalog import Catalog
+
+    settings = _settings(sender)
+    if isinstance(exception, TimeLimitExceeded):
+        why: BaseException = TimeLimit(
+            f"{name} was killed at the hard time limit of {settings.broker.task_time_limit_s} s "
+            "(broker.task_time_limit_s): a step hung (a decoder stuck in native code?)"
+        )
+    elif isinstance(exception, WorkerLostError):
+        why = lifecycle.WorkerLost(f"{name}: the worker process died ({exception})")
+    else:
+        why = exception or RuntimeError("unknown failure")
+    try:
+        with Catalog(settings.catalog_url, busy_timeout_s=settings.catalog.busy_timeout_s,
+                     pool_size=1, migrate=False) as catalog:
+            if catalog.get_job(job_id).state in ("done", "failed"):
+                return
+            runner.fail(runner.Context(settings, catalog, None), job_id, why)
+    except Exception:  # the reaper ends it later; a failure hook must never raise
+        log.exception("job %s: could not record the failure of %s", job_id, name)
+
+
+@worker_ready.connect
+def _start_reaper(sender: Any = None, **_: Any) -> None:
+    """The worker's reaper starts once its pool is up, in the main process only."""
+    if reaper is not None:
+        reaper.start()
+
+
+@worker_shutdown.connect
+def _stop_reaper(**_: Any) -> None:
+    if reaper is not None:
+        reaper.stop()
 
 
 @worker_process_init.connect
@@ -140,7 +220,11 @@ def _init_process(**_: Any) -> None:
     """Share the cores among the pool's processes (N processes each using every core would thrash)
     and load the models when a GPU worker process starts, so its first task does not pay for it.
     A loading failure is logged, not raised: the task that needs the models reports it to its job.
+    The reaper's catalog connections belong to the main process: the child drops its copies
+    without closing them (closing would end the parent's sessions on the shared sockets).
     """
+    if reaper is not None:
+        reaper.catalog.engine.dispose(close=False)
     if threads_per_process:
         import torch
 

@@ -22,9 +22,12 @@ from pathlib import Path
 
 import pytest
 
+from video_mm.index.base import open_index
+from video_mm.pipeline.runner import context
 from video_mm.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
+HANG = Path(__file__).resolve().parent / "hang"
 
 
 def _pipeline_conftest():  # type: ignore[no-untyped-def]
@@ -74,10 +77,19 @@ class Workers:
         self.settings = settings
         self.logs = logs
         self.procs: list[subprocess.Popen] = []
+        self.hang_flag = logs / "hanging"
 
-    def start(self, queues: str = "cpu,gpu,index", concurrency: int = 1) -> subprocess.Popen:
+    def start(
+        self, queues: str = "cpu,gpu,index", concurrency: int = 1, *, hang: str | None = None
+    ) -> subprocess.Popen:
+        """A `vmm worker`; ``hang`` (``probe``, ``prepare``, ``analyse``, ``publish``) makes it
+        block for ever in native code there (``hang/sitecustomize.py``)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("VMM_")}
         env.update(settings_env(self.settings))
+        if hang:
+            env["VMM_TEST_HANG"] = hang
+            env["VMM_TEST_HANG_FLAG"] = str(self.hang_flag)
+            env["PYTHONPATH"] = os.pathsep.join([str(HANG), str(REPO)])
         log = (self.logs / f"worker{len(self.procs)}.log").open("wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "video_mm", "worker", "-Q", queues, "-c", str(concurrency),
@@ -126,6 +138,41 @@ def wait_jobs(settings: Settings, job_ids: list[str], workers: Workers) -> dict[
         time.sleep(0.25)
 
 
+def assert_results_once(settings: Settings, job_ids: list[str], tiny_models: dict) -> None:
+    """Every done job's video: ready, one caption per clip per captioner, one embedding and one
+    index entry per clip; the index holds nothing else."""
+    cat = context(settings).catalog
+    n_captioners = len(tiny_models["captioners"])
+    total_clips = 0
+    index = open_index(settings)
+    try:
+        for job_id in job_ids:
+            job = cat.get_job(job_id)
+            if job.state != "done":
+                continue
+            assert cat.get_video(job.video_id).state == "ready"
+            clips = cat.get_clips(job.video_id)
+            ids = [c.id for c in clips]
+            assert clips and len(set(ids)) == len(ids)
+            captions = cat.get_captions(video_id=job.video_id)
+            assert sorted((c.clip_id, c.model) for c in captions) == sorted(
+                {(c.clip_id, c.model) for c in captions}
+            )
+            assert len(captions) == len(clips) * n_captioners
+            assert len(cat.get_embeddings(video_id=job.video_id)) == len(clips)
+            assert all(i in index for i in ids)
+            total_clips += len(clips)
+        assert len(index) == total_clips
+    finally:
+        index.close()
+
+
+@pytest.fixture
+def results_once() -> object:
+    """``results_once(settings, job_ids, tiny_models)``: each done job's results exactly once."""
+    return assert_results_once
+
+
 @pytest.fixture
 def worker_settings(request: pytest.FixtureRequest, tmp_path: Path, tiny_models: dict) -> Settings:
     """Fast settings on the broker the test names (``redis``, ``rabbitmq``, ``embedded``);
@@ -138,10 +185,13 @@ def worker_settings(request: pytest.FixtureRequest, tmp_path: Path, tiny_models:
         tmp_path / "vmm", tiny_models,
         io={"max_duration_s": 200.0},
         broker={"url": url, "queue_prefix": f"vmmtest-{uuid.uuid4().hex[:8]}-",
-                "visibility_timeout_s": 10, "retry_backoff_s": 0.5,
+                "visibility_timeout_s": 500, "retry_backoff_s": 0.5,
                 # Hang guards only: an all-queue worker runs a whole video in one task, and a
                 # loaded machine must not turn slowness into failed jobs.
                 "task_soft_time_limit_s": 400, "task_time_limit_s": 450},
+        # A killed worker's job is found by the reaper within seconds (in production minutes).
+        reaper={"heartbeat_s": 0.5, "stale_after_s": 4.0, "interval_s": 1.0,
+                "unsent_after_s": 2.0},
     )
 
 

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from video_mm.index.base import open_index
 from video_mm.pipeline import enqueue, submit_video
 from video_mm.pipeline.runner import context
 from video_mm.pipeline.stages import PROGRESS
@@ -47,39 +46,10 @@ def _tasks_run(log: Path) -> set[str]:
     return set(re.findall(r"Task (vmm\.\w+)\[[^\]]+\] received", log.read_text(errors="replace")))
 
 
-def _assert_results_once(settings: Settings, job_ids: list[str], tiny_models: dict) -> None:
-    """Every done job's video: ready, one caption per clip per captioner, one embedding and one
-    index entry per clip; the index holds nothing else."""
-    cat = context(settings).catalog
-    n_captioners = len(tiny_models["captioners"])
-    total_clips = 0
-    index = open_index(settings)
-    try:
-        for job_id in job_ids:
-            job = cat.get_job(job_id)
-            if job.state != "done":
-                continue
-            assert cat.get_video(job.video_id).state == "ready"
-            clips = cat.get_clips(job.video_id)
-            ids = [c.id for c in clips]
-            assert clips and len(set(ids)) == len(ids)
-            captions = cat.get_captions(video_id=job.video_id)
-            assert sorted((c.clip_id, c.model) for c in captions) == sorted(
-                {(c.clip_id, c.model) for c in captions}
-            )
-            assert len(captions) == len(clips) * n_captioners
-            assert len(cat.get_embeddings(video_id=job.video_id)) == len(clips)
-            assert all(i in index for i in ids)
-            total_clips += len(clips)
-        assert len(index) == total_clips
-    finally:
-        index.close()
-
-
 @pytest.mark.parametrize("worker_settings", ["redis", "rabbitmq"], indirect=True)
 def test_end_to_end_real_and_synthetic_clips(
     worker_settings: Settings, workers: Any, wait: Any, msvd14_videos: list[Path], tmp_path: Path,
-    tiny_models: dict,
+    tiny_models: dict, results_once: Any,
 ) -> None:
     from video_mm.data.synth import generate
 
@@ -91,7 +61,7 @@ def test_end_to_end_real_and_synthetic_clips(
     cat = context(worker_settings).catalog
     errors = {j: cat.get_job(j).error for j, s in states.items() if s != "done"}
     assert not errors, f"{errors}\n{workers.log_tail()}"
-    _assert_results_once(worker_settings, job_ids, tiny_models)
+    results_once(worker_settings, job_ids, tiny_models)
     assert all(p.poll() is None for p in workers.procs)
     # A worker of every queue runs each video in one task: no queue hops between the steps.
     assert _tasks_run(workers.logs / "worker0.log") == {"vmm.prepare"}
@@ -100,7 +70,7 @@ def test_end_to_end_real_and_synthetic_clips(
 @pytest.mark.parametrize("worker_settings", ["redis"], indirect=True)
 def test_split_workers_pass_each_step_through_its_queue(
     worker_settings: Settings, workers: Any, wait: Any, msvd14_videos: list[Path],
-    tiny_models: dict,
+    tiny_models: dict, results_once: Any,
 ) -> None:
     steps = {"cpu": "vmm.prepare", "gpu": "vmm.analyse", "index": "vmm.publish"}
     for queue in steps:
@@ -108,14 +78,15 @@ def test_split_workers_pass_each_step_through_its_queue(
     job_ids = _submit_all(worker_settings, msvd14_videos[:3])
     states = wait(worker_settings, job_ids, workers)
     assert set(states.values()) == {"done"}, workers.log_tail()
-    _assert_results_once(worker_settings, job_ids, tiny_models)
+    results_once(worker_settings, job_ids, tiny_models)
     for i, step in enumerate(steps.values()):
         assert _tasks_run(workers.logs / f"worker{i}.log") == {step}, workers.log_tail()
 
 
 @pytest.mark.parametrize("worker_settings", ["rabbitmq", "redis"], indirect=True)
 def test_kill_9_mid_job_is_redelivered_without_duplicates(
-    worker_settings: Settings, workers: Any, wait: Any, tmp_path: Path, tiny_models: dict
+    worker_settings: Settings, workers: Any, wait: Any, tmp_path: Path, tiny_models: dict,
+    results_once: Any,
 ) -> None:
     video = _testsrc(tmp_path / "long.mp4", seconds=160)
     first = workers.start("cpu,gpu,index")
@@ -137,7 +108,7 @@ def test_kill_9_mid_job_is_redelivered_without_duplicates(
     job = cat.get_job(job_id)
     assert states[job_id] == "done", f"{job.error}\n{workers.log_tail()}"
     assert job.attempts >= 2  # the first run and the redelivery
-    _assert_results_once(worker_settings, [job_id], tiny_models)
+    results_once(worker_settings, [job_id], tiny_models)
 
 
 @pytest.fixture
@@ -176,7 +147,7 @@ def bad_corpus(tmp_path: Path) -> dict[str, tuple[Path, tuple[str, ...]]]:
 @pytest.mark.parametrize("worker_settings", ["embedded"], indirect=True)
 def test_bad_inputs_fail_with_reasons_and_the_worker_carries_on(
     worker_settings: Settings, workers: Any, wait: Any, bad_corpus: dict, msvd14_videos: list[Path],
-    tiny_models: dict,
+    tiny_models: dict, results_once: Any,
 ) -> None:
     """On the embedded SQLite broker (the out-of-the-box default), no server at all."""
     proc = workers.start("cpu,gpu,index")
@@ -197,7 +168,7 @@ def test_bad_inputs_fail_with_reasons_and_the_worker_carries_on(
         assert job.attempts == 1  # bad input is never retried
     assert states[job_ids[4]] == states[job_ids[-1]] == "done", workers.log_tail()
     assert proc.poll() is None
-    _assert_results_once(worker_settings, job_ids, tiny_models)
+    results_once(worker_settings, job_ids, tiny_models)
 
 
 def _rabbitmqctl(*args: str) -> None:
@@ -206,7 +177,8 @@ def _rabbitmqctl(*args: str) -> None:
 
 @pytest.mark.parametrize("worker_settings", ["rabbitmq"], indirect=True)
 def test_rabbitmq_restart_with_jobs_queued_loses_none(
-    worker_settings: Settings, workers: Any, wait: Any, msvd14_videos: list[Path], tiny_models: dict
+    worker_settings: Settings, workers: Any, wait: Any, msvd14_videos: list[Path],
+    tiny_models: dict, results_once: Any,
 ) -> None:
     job_ids = _submit_all(worker_settings, msvd14_videos[:6])
     _rabbitmqctl("stop_app")
@@ -229,4 +201,4 @@ def test_rabbitmq_restart_with_jobs_queued_loses_none(
         _rabbitmqctl("start_app")
     states = wait(worker_settings, job_ids, workers)
     assert set(states.values()) == {"done"}, workers.log_tail()
-    _assert_results_once(worker_settings, job_ids, tiny_models)
+    results_once(worker_settings, job_ids, tiny_models)

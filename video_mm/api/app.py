@@ -29,6 +29,7 @@ from video_mm.api.auth import require_read, require_write
 from video_mm.api.metrics import Metrics, MetricsMiddleware, StageWatcher
 from video_mm.api.worker import EmbeddedWorker
 from video_mm.errors import VideoError, VideoMMError
+from video_mm.pipeline.dispatch import uses_workers
 from video_mm.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -104,12 +105,13 @@ class Runtime:
     """What the app runs beside its routes: the embedded worker and the stage watcher."""
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
-        from video_mm.pipeline.dispatch import enqueue, uses_workers
+        from video_mm.pipeline.dispatch import enqueue
 
         self.settings = settings
         self.queue = uses_workers(settings) or not settings.api.embedded_worker
         self.worker = None if self.queue else EmbeddedWorker(lambda j: enqueue(j, settings))
         self.watcher = StageWatcher(self.catalog, metrics.stage_seconds)
+        self.reaper: Any = None
         self._stop = threading.Event()
         self._watch_thread: threading.Thread | None = None
 
@@ -132,6 +134,15 @@ class Runtime:
 
     def start(self) -> None:
         catalog = self.catalog()  # opens the catalog and migrates it before the first request
+        if self.queue and uses_workers(self.settings):
+            from video_mm.pipeline.dispatch import check_broker_settings, send_step
+            from video_mm.pipeline.lifecycle import Reaper
+
+            check_broker_settings(self.settings)
+            # Jobs whose worker died, and jobs the broker did not take, are ended or sent again.
+            self.reaper = Reaper(self.settings, catalog,
+                                 lambda job_id, step: send_step(job_id, self.settings, step))
+            self.reaper.start()
         if self.worker is not None:
             self.worker.start()
             # Jobs a previous run of this server left behind (it runs them alone: no broker).
@@ -153,6 +164,8 @@ class Runtime:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.reaper is not None:
+            self.reaper.stop()
         if self.worker is not None:
             self.worker.stop(timeout=self.settings.api.shutdown_timeout_s)
         if self._watch_thread is not None:

@@ -168,12 +168,21 @@ async def _submit(request: Request, spooled: Spooled, key: str | None) -> schema
         job = await run_in_threadpool(_ctx(request).catalog.get_job, sub.job_id)
         if job.video_id != sub.video_id:
             raise Conflict("this Idempotency-Key was already used for a different video")
-    if sub.created:
+    if sub.created or await run_in_threadpool(_stuck, request, sub.job_id):
         await request.app.state.start_job(sub.job_id)
     return schemas.SubmissionOut(
         video_id=sub.video_id, job_id=sub.job_id, created=sub.created, filename=spooled.filename,
         job_url=f"/v1/jobs/{sub.job_id}", video_url=video_url(sub.video_id),
     )
+
+
+def _stuck(request: Request, job_id: str) -> bool:
+    """A job sent to workers whose message never reached the broker: uploading it again sends
+    it (the reaper would, later)."""
+    if request.app.state.runtime.worker is not None:  # embedded: this process runs its jobs
+        return False
+    catalog = _ctx(request).catalog
+    return catalog.get_job(job_id).state == "queued" and not catalog.is_sent(job_id)
 
 
 def _check_key(catalog: Catalog, key: str, path: Path) -> None:

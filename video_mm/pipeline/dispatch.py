@@ -10,6 +10,7 @@ through the ``video_mm.senders`` entry point, so the library never imports a sur
 
 from __future__ import annotations
 
+import logging
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -20,6 +21,7 @@ from video_mm.settings import Settings
 if TYPE_CHECKING:
     from video_mm.pipeline.runner import Step
 
+log = logging.getLogger(__name__)
 SENDERS = "video_mm.senders"  # entry point group: send(settings, step, job_id, *handed)
 
 
@@ -49,19 +51,69 @@ def uses_workers(settings: Settings) -> bool:
     return bool(settings.broker.url)
 
 
+def check_broker_settings(settings: Settings) -> None:
+    """Refuse time limits that defeat each other, with the reason (``vmm worker`` and ``vmm
+    serve`` call this at start): the soft limit must come before the hard one (the job fails with a
+    reason before its process is killed), and the broker must not hand a running task to another
+    worker (Redis ``visibility_timeout``) or close its channel (RabbitMQ ``consumer_timeout``)
+    before the hard limit."""
+    b, r = settings.broker, settings.reaper
+    problems = []
+    if not b.task_soft_time_limit_s < b.task_time_limit_s:
+        problems.append(f"broker.task_soft_time_limit_s ({b.task_soft_time_limit_s}) must be "
+                        f"below broker.task_time_limit_s ({b.task_time_limit_s})")
+    url = settings.broker_url
+    if url.startswith(("redis", "rediss", "sentinel")) and not (
+        b.visibility_timeout_s > b.task_time_limit_s
+    ):
+        problems.append(f"broker.visibility_timeout_s ({b.visibility_timeout_s}) must exceed "
+                        f"broker.task_time_limit_s ({b.task_time_limit_s}): Redis would hand a "
+                        "running task to a second worker")
+    if url.startswith(("amqp", "pyamqp")) and not b.consumer_timeout_s > b.task_time_limit_s:
+        problems.append(f"broker.consumer_timeout_s ({b.consumer_timeout_s}) must exceed "
+                        f"broker.task_time_limit_s ({b.task_time_limit_s}): RabbitMQ would close "
+                        "the channel of a running task")
+    if not r.heartbeat_s * 2 <= r.stale_after_s:
+        problems.append(f"reaper.stale_after_s ({r.stale_after_s:g}) must be at least twice "
+                        f"reaper.heartbeat_s ({r.heartbeat_s:g}): live jobs would be reaped")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def send_step(job_id: str, settings: Settings, step: str = "vmm.prepare") -> None:
+    """Put step ``step`` (a task name, not publish: it needs what analyse hands on) of job
+    ``job_id`` on its queue; raises when the broker is away."""
+    from video_mm.pipeline.runner import step as find_step
+
+    sender()(settings, find_step(step), job_id)
+
+
 def enqueue(job_id: str, settings: Settings, *, queue: bool | None = None) -> str:
     """Run the job in-process (returns its final state) or send it to the workers (returns
     ``"queued"``). ``queue=None`` decides by :func:`uses_workers`; ``queue=True`` with no broker
-    configured uses the embedded SQLite broker, which ``vmm worker`` also reads."""
+    configured uses the embedded SQLite broker, which ``vmm worker`` also reads.
+
+    A message the broker did not take is not an error for the caller: the job stays ``queued``
+    and unsent in the catalog (its own outbox entry), and the reaper of any worker or server sends
+    it once the broker is back (or a new upload of the same video does)."""
     if queue is None:
         queue = uses_workers(settings)
     if not queue:
         from video_mm.pipeline.runner import run_job
 
         return run_job(job_id, settings)
-    from video_mm.pipeline.runner import STEPS
+    from video_mm.pipeline.runner import context
 
-    sender()(settings, STEPS[0], job_id)
+    catalog = context(settings).catalog
+    try:
+        send_step(job_id, settings)
+    except ConfigError:
+        raise  # no sender installed: nothing will ever send it
+    except Exception as exc:  # kombu's OperationalError, a refused connection, a timeout
+        log.warning("job %s: the broker did not take it (%s); it stays queued and is sent "
+                    "again when the broker is back", job_id, exc)
+        return "queued"
+    catalog.mark_sent(job_id)
     return "queued"
 
 
@@ -101,9 +153,11 @@ def index_paths(
         bar.set_postfix_str(f.name[-40:])
         sub = submit_video(f, settings=settings)
         state = catalog.get_job(sub.job_id).state
-        # A new job runs; an old one only if it never finished here (queued jobs already sent to
-        # workers are theirs). Done and failed jobs are results: submitting again changes nothing.
-        if sub.created or (not queue and state in ("queued", "running")):
+        # A new job runs; an old one only if it never finished here, or if its message never
+        # reached the broker (queued jobs already sent to workers are theirs). Done and failed
+        # jobs are results: submitting again changes nothing.
+        unsent = queue and state == "queued" and not catalog.is_sent(sub.job_id)
+        if sub.created or unsent or (not queue and state in ("queued", "running")):
             state = enqueue(sub.job_id, settings, queue=queue)
         job = catalog.get_job(sub.job_id)
         warning = (catalog.get_video(sub.video_id).info or {}).get("warning", "")

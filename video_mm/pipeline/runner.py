@@ -336,12 +336,15 @@ def run_job(job_id: str, settings: Settings) -> str:
 
     Bad input is not an exception here: the job ends ``failed`` with the reason in the catalog.
     """
+    from video_mm.pipeline.lifecycle import heartbeat
+
     ctx = context(settings)
     ctx.catalog.update_job(job_id, add_attempt=True)
     try:
         handed: tuple[Any, ...] = ()
-        for s in STEPS:
-            handed = s.handed(guarded(ctx, job_id, s.run, *handed))
+        with heartbeat(ctx.catalog, job_id, settings.reaper.heartbeat_s):
+            for s in STEPS:
+                handed = s.handed(guarded(ctx, job_id, s.run, *handed))
     except Exception:  # the reason is in the job; a folder of videos goes on with the next one
         log.debug("job %s failed", job_id, exc_info=True)
         return "failed"

@@ -708,6 +708,60 @@ class Catalog:
             counts = dict(s.execute(select(Jobs.state, func.count()).group_by(Jobs.state)).all())
         return {st: int(counts.get(st, 0)) for st in JOB_STATES}
 
+    # -- job lifecycle: heartbeats, the reaper's claims, the outbox ------------------------------
+    def touch_job(self, job_id: str) -> bool:
+        """A running step's heartbeat: its job's ``updated_at`` is now (False once it ended)."""
+        with self._write() as s:
+            stmt = update(Jobs).where(Jobs.id == job_id, Jobs.state == "running")
+            return s.execute(stmt.values(updated_at=utcnow())).rowcount > 0
+
+    def stale_jobs(self, state: str, before: datetime, *, limit: int = 100) -> list[JobRow]:
+        """Jobs in ``state`` not updated since ``before`` (oldest first): the reaper's work."""
+        _check_state(state, JOB_STATES)
+        q = (select(Jobs).where(Jobs.state == state, Jobs.updated_at < _utc(before))
+             .order_by(Jobs.updated_at).limit(limit))
+        with self._read() as s:
+            return [_row(JobRow, j) for j in s.scalars(q)]
+
+    def unsent_jobs(self, before: datetime, *, limit: int = 100) -> list[JobRow]:
+        """Queued jobs whose message never reached the broker, untouched since ``before``."""
+        q = (select(Jobs).where(Jobs.state == "queued", Jobs.sent_at.is_(None),
+                                Jobs.updated_at < _utc(before))
+             .order_by(Jobs.created_at).limit(limit))
+        with self._read() as s:
+            return [_row(JobRow, j) for j in s.scalars(q)]
+
+    def claim_job(self, job: JobRow, **values: Any) -> JobRow | None:
+        """Change ``job`` only if nobody changed it since it was read (its state and
+        ``updated_at`` are still those of ``job``); None when another process got there first.
+        Values: ``state``, ``stage``, ``error``, ``sent_at`` (None marks it unsent) and
+        ``add_attempt``."""
+        changes: dict[str, Any] = {"updated_at": utcnow()}
+        if values.pop("add_attempt", False):
+            changes["attempts"] = Jobs.attempts + 1
+        if "state" in values:
+            _check_state(values["state"], JOB_STATES)
+        changes.update(values)
+        with self._write() as s:
+            stmt = update(Jobs).where(
+                Jobs.id == job.id, Jobs.state == job.state, Jobs.updated_at == job.updated_at
+            ).values(**changes)
+            if s.execute(stmt).rowcount == 0:
+                return None
+            return _row(JobRow, s.get_one(Jobs, job.id, populate_existing=True))
+
+    def mark_sent(self, job_id: str, sent: bool = True) -> None:
+        """Record that the job's message reached the broker (or, ``sent=False``, that it must be
+        sent again); ``updated_at`` is left alone."""
+        with self._write() as s:
+            stmt = update(Jobs).where(Jobs.id == job_id)
+            s.execute(stmt.values(sent_at=utcnow() if sent else None,
+                                  updated_at=Jobs.updated_at))
+
+    def is_sent(self, job_id: str) -> bool:
+        with self._read() as s:
+            return s.scalar(select(Jobs.sent_at).where(Jobs.id == job_id)) is not None
+
     def video_counts(self) -> dict[str, int]:
         with self._read() as s:
             counts = dict(

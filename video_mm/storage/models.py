@@ -164,6 +164,9 @@ class Jobs(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # When the job's message reached the broker; NULL while it has not (the broker was down):
+    # the job row is its own outbox entry, written in the same transaction as the job.
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         CheckConstraint(_in("state", JOB_STATES), name="state"),
