@@ -51,18 +51,24 @@ def _patch(where: str) -> None:
 
         module.open_container = open_container
         return
+    import dataclasses
+
     from video_mm.pipeline import runner
 
-    original_step = getattr(runner, where)
+    def hanging(original_step):  # type: ignore[no-untyped-def]
+        @functools.wraps(original_step)
+        def step(ctx, job_id, *args):  # type: ignore[no-untyped-def]
+            video = ctx.catalog.get_video(ctx.catalog.get_job(job_id).video_id)
+            if "hang" in (video.filename or ""):
+                hang_forever()
+            return original_step(ctx, job_id, *args)
 
-    @functools.wraps(original_step)
-    def step(ctx, job_id, *args):  # type: ignore[no-untyped-def]
-        video = ctx.catalog.get_video(ctx.catalog.get_job(job_id).video_id)
-        if "hang" in (video.filename or ""):
-            hang_forever()
-        return original_step(ctx, job_id, *args)
+        return step
 
-    setattr(runner, where, step)
+    runner.STEPS = tuple(
+        dataclasses.replace(s, run=hanging(s.run)) if s.name == f"vmm.{where}" else s
+        for s in runner.STEPS
+    )
 
 
 if os.environ.get("VMM_TEST_HANG"):
