@@ -25,6 +25,7 @@ class Cue:
     text: str
     model: str = ""
     score: float | None = None
+    alternatives: tuple[tuple[str, float], ...] = ()  # the next best captions (n-best)
 
 
 def _timestamp(seconds: float, sep: str) -> str:
@@ -70,30 +71,43 @@ def to_srt(cues: Iterable[Cue]) -> str:
     return "\n".join(lines)
 
 
-def to_json(cues: Iterable[Cue], **meta: object) -> str:
-    """``{**meta, "cues": [{"start", "end", "text", "model", "score"}, ...]}``."""
-    return json.dumps({**meta, "cues": [asdict(c) for c in _sorted(cues)]}, indent=2)
+def to_json(cues: Iterable[Cue], *, n_best: int = 1, **meta: object) -> str:
+    """``{**meta, "cues": [{"start", "end", "text", "model", "score"}, ...]}``; with ``n_best``
+    > 1 each cue also lists ``n_best``: the best captions, ``[{"text", "score"}, ...]``."""
+    rows = []
+    for c in _sorted(cues):
+        row: dict[str, Any] = {k: v for k, v in asdict(c).items() if k != "alternatives"}
+        if n_best > 1:
+            ranked = [(c.text, c.score), *c.alternatives][:n_best]
+            row["n_best"] = [{"text": t, "score": s} for t, s in ranked]
+        rows.append(row)
+    return json.dumps({**meta, "cues": rows}, indent=2)
 
 
-def to_text(cues: Iterable[Cue]) -> str:
-    """One line a cue, for people: ``[0:00:00.000 - 0:00:10.000] lrcn: a man is cooking``."""
+def to_text(cues: Iterable[Cue], *, n_best: int = 1) -> str:
+    """One line a cue, for people: ``[0:00:00.000 - 0:00:10.000] lrcn: a man is cooking``; with
+    ``n_best`` > 1 the next best captions follow, indented, with their scores."""
     out = []
     for cue in _sorted(cues):
         who = f"{cue.model}: " if cue.model else ""
         out.append(f"[{_timestamp(cue.start, '.')} - {_timestamp(cue.end, '.')}] {who}{cue.text}")
+        if n_best > 1:
+            out += [f"    {i}. {t} ({s:.3f})"
+                    for i, (t, s) in enumerate(cue.alternatives[: n_best - 1], start=2)]
     return "\n".join(out) + ("\n" if out else "")
 
 
-def render(cues: Sequence[Cue], fmt: str, **meta: object) -> str:
-    """The cues in ``fmt`` (one of :data:`FORMATS`)."""
+def render(cues: Sequence[Cue], fmt: str, *, n_best: int = 1, **meta: object) -> str:
+    """The cues in ``fmt`` (one of :data:`FORMATS`); ``n_best`` > 1 adds the next best captions
+    to text and JSON (subtitle files carry the best one)."""
     if fmt == "vtt":
         return to_vtt(cues)
     if fmt == "srt":
         return to_srt(cues)
     if fmt == "json":
-        return to_json(cues, **meta)
+        return to_json(cues, n_best=n_best, **meta)
     if fmt == "text":
-        return to_text(cues)
+        return to_text(cues, n_best=n_best)
     raise ValueError(f"unknown caption format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
@@ -101,6 +115,7 @@ def video_cues(catalog: Any, video_id: str, model: str | None = None) -> list[Cu
     """A video's captions from the catalog as cues, in clip order (every model, or one)."""
     clips = {c.id: c for c in catalog.get_clips(video_id)}
     return [
-        Cue(clips[c.clip_id].start, clips[c.clip_id].end, c.text, c.model, round(c.score, 4))
+        Cue(clips[c.clip_id].start, clips[c.clip_id].end, c.text, c.model, round(c.score, 4),
+            tuple((a["text"], a["score"]) for a in c.alternatives or ()))
         for c in catalog.get_captions(video_id=video_id, model=model)
     ]

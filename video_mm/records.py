@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -85,6 +86,8 @@ class Caption:
     score: float  # mean log-probability per word under the model
     model: str
     attention: list[list[float]] | None = None  # [words, frames]
+    # the next best captions of the same clip, best first: {"text", "score"} each (n-best)
+    alternatives: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

@@ -61,6 +61,10 @@ def test_video_has_metadata_and_captioned_clips(client: httpx.Client, ready_vide
     for clip in clips:
         assert {c["model"] for c in clip["captions"]} == {"lrcn", "attention"}
         assert all(c["text"] for c in clip["captions"])
+        for c in clip["captions"]:  # n-best (models.n_best = 3): the next two, with scores
+            assert len(c["alternatives"]) == 2
+            assert len({c["text"], *(a["text"] for a in c["alternatives"])}) == 3
+            assert all(isinstance(a["score"], float) for a in c["alternatives"])
     attention = next(c for c in clips[0]["captions"] if c["model"] == "attention")["attention"]
     assert attention and len(attention[0]) >= 1  # [words, frames]
     assert v["jobs"][0]["state"] == "done"

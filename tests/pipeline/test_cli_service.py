@@ -33,6 +33,30 @@ def test_caption_vtt_srt_json(cli: CliRunner, msvd14_videos: list[Path]) -> None
     assert all(c["text"] for c in data["cues"])
 
 
+def test_caption_n_best_with_scores_and_decoding_overrides(
+    cli: CliRunner, msvd14_videos: list[Path]
+) -> None:
+    """--n-best 4 widens the beam to hold 4 and lists each clip's 4 best captions (distinct, the
+    first the cue's caption, each with its score); other decoding options rerun the job."""
+    video = msvd14_videos[1]
+    res = cli.invoke(app, ["caption", str(video), "--format", "json", "--n-best", "4"])
+    assert res.exit_code == 0, res.output
+    cues = json.loads(res.stdout)["cues"]
+    for cue in cues:
+        ranked = cue["n_best"]
+        assert len(ranked) == 4 and len({r["text"] for r in ranked}) == 4
+        assert ranked[0] == {"text": cue["text"], "score": cue["score"]}
+        assert all(r["text"] and r["score"] < 0 for r in ranked)
+    text = cli.invoke(app, ["caption", str(video), "--n-best", "4", "--model", "lrcn"]).stdout
+    assert text.count("    2. ") == text.count("    4. ") == len(cues) // 2
+    short = cli.invoke(app, ["caption", str(video), "--format", "json", "--max-len", "2",
+                             "--beam-size", "1"])
+    assert short.exit_code == 0, short.output
+    assert all(1 <= len(c["text"].split()) <= 2 for c in json.loads(short.stdout)["cues"])
+    bad = cli.invoke(app, ["caption", str(video), "--beam-size", "2", "--n-best", "3"])
+    assert bad.exit_code != 0 and "n_best" in str(bad.exception or bad.output)
+
+
 def test_index_then_status(cli: CliRunner, msvd14_videos: list[Path], tmp_path: Path) -> None:
     bad = tmp_path / "notes.mp4"
     bad.write_text("not a video")

@@ -311,7 +311,8 @@ def get_video(request: Request, video_id: VideoId) -> schemas.VideoOut:
     by_clip: dict[str, list[schemas.CaptionOut]] = {}
     for c in cat.get_captions(video_id=video_id):
         by_clip.setdefault(c.clip_id, []).append(
-            schemas.CaptionOut(model=c.model, text=c.text, score=c.score, attention=c.attention)
+            schemas.CaptionOut(model=c.model, text=c.text, score=c.score, attention=c.attention,
+                               alternatives=c.alternatives or [])
         )
     clips = [
         schemas.ClipOut(

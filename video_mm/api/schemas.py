@@ -48,12 +48,22 @@ class JobList(BaseModel):
     jobs: list[JobOut]
 
 
+class AlternativeOut(BaseModel):
+    text: str
+    score: float = Field(description="Mean log-probability per word under the model")
+
+
 class CaptionOut(BaseModel):
     model: str
     text: str
     score: float
     attention: list[list[float]] | None = Field(
         None, description="[words, frames] attention weights, for models that attend"
+    )
+    alternatives: list[AlternativeOut] = Field(
+        default_factory=list,
+        description="The captioner's next best captions of the clip, best first (n-best: "
+        "models.n_best - 1 of them)",
     )
 
 

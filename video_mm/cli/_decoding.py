@@ -43,6 +43,7 @@ def with_decoding(settings: Settings, **options: Any) -> Settings:
     given = _given(**options)
     if "max_len" in given:
         given["max_caption_len"] = given.pop("max_len")
-    decoding(settings, **options)  # refuse a bad combination here, not in the job
+    chosen = decoding(settings, **options)  # refuse a bad combination here, not in the job
+    given["beam_size"] = chosen.beam_size  # --n-best alone widens the beam to hold them
     models = settings.models.model_copy(update=given)
     return settings.model_copy(update={"models": models})

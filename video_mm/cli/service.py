@@ -17,6 +17,7 @@ from video_mm.cli._decoding import (
     BeamSize,
     LengthPenalty,
     MaxLen,
+    NBest,
     NoRepeatNgram,
     RepetitionPenalty,
     with_decoding,
@@ -45,9 +46,11 @@ def caption(
     length_penalty: LengthPenalty = None,
     no_repeat_ngram: NoRepeatNgram = None,
     repetition_penalty: RepetitionPenalty = None,
+    n_best: NBest = None,
 ) -> None:
     """Caption a video in this process and print one caption per clip with its timestamps,
-    decoded with the `[models]` settings (options override them)."""
+    decoded with the `[models]` settings (options override them); with --n-best N, the N best
+    captions of each clip with their scores (mean log-probability per word)."""
     from video_mm.artifacts import model_dirs
     from video_mm.export import FORMATS, render, video_cues
     from video_mm.pipeline.dispatch import index_paths
@@ -57,7 +60,7 @@ def caption(
         raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--format")
     settings = with_decoding(get_settings(), beam_size=beam_size, max_len=max_len,
                              length_penalty=length_penalty, no_repeat_ngram=no_repeat_ngram,
-                             repetition_penalty=repetition_penalty)
+                             repetition_penalty=repetition_penalty, n_best=n_best)
     captioners, _ = model_dirs(settings)
     if not captioners:
         raise ConfigError(
@@ -70,7 +73,8 @@ def caption(
     if row["warning"]:
         sys.stderr.write(f"warning: {video}: {row['warning']}\n")
     cues = video_cues(context(settings).catalog, row["video_id"], model)
-    sys.stdout.write(render(cues, fmt, video_id=row["video_id"], filename=video.name))
+    sys.stdout.write(render(cues, fmt, n_best=n_best or 1, video_id=row["video_id"],
+                            filename=video.name))
 
 
 def index(

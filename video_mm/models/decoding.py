@@ -66,6 +66,8 @@ class Decoding:
         values |= given
         if "n_best" not in given:  # the configured n-best, as many as the beam holds
             values["n_best"] = min(values["n_best"], values["beam_size"])
+        elif "beam_size" not in given:  # asked for more captions than the beam holds: widen it
+            values["beam_size"] = max(values["beam_size"], values["n_best"])
         return cls(**values)
 
     def search(self, model: CaptionModel, feats: Tensor, mask: Tensor, *,

@@ -299,13 +299,17 @@ def caption_stage(
 ) -> dict[str, list[Caption]]:
     """Each captioner's caption of every clip: model name -> one Caption per clip (clip order),
     decoded as ``decoding`` (a :class:`~video_mm.models.decoding.Decoding`, from
-    ``Settings.models``) says."""
+    ``Settings.models``) says; its next best captions (``n_best`` - 1) as its alternatives."""
     out = {}
     for name, captioner in models.captioners.items():
         feats = features[models.specs[name].key]
         grids = [f.grid for f in feats] if captioner.model.uses_grid else None
-        captions = captioner.caption(models.inputs(name, features), decoding, grids=grids)
-        out[name] = [Caption(c.text, float(c.score), name, c.attention) for c in captions]
+        found = captioner.n_best(models.inputs(name, features), decoding, grids=grids)
+        out[name] = [
+            Caption(best.text, float(best.score), name, best.attention,
+                    [{"text": c.text, "score": round(float(c.score), 4)} for c in rest])
+            for best, *rest in found
+        ]
     return out
 
 

@@ -112,6 +112,7 @@ class CaptionRow:
     text: str
     score: float
     attention: list[list[float]] | None
+    alternatives: list[dict[str, Any]] | None  # the next best captions (n-best), best first
 
 
 @dataclass(frozen=True)
@@ -528,7 +529,8 @@ class Catalog:
     def upsert_captions(self, captions: Iterable[tuple[str, Caption]]) -> None:
         """Captions keyed by (clip id, caption model): a re-run replaces, never duplicates."""
         rows = [
-            dict(clip_id=cid, model=c.model, text=c.text, score=c.score, attention=c.attention)
+            dict(clip_id=cid, model=c.model, text=c.text, score=c.score, attention=c.attention,
+                 alternatives=list(c.alternatives))
             for cid, c in captions
         ]
         if not rows:
@@ -540,6 +542,7 @@ class Catalog:
                 text=stmt.excluded.text,
                 score=stmt.excluded.score,
                 attention=stmt.excluded.attention,
+                alternatives=stmt.excluded.alternatives,
             ),
         )
         with self._write() as s:

@@ -116,6 +116,8 @@ class Captions(Base):
     text: Mapped[str] = mapped_column(Text)
     score: Mapped[float] = mapped_column(Float)
     attention: Mapped[list[list[float]] | None] = mapped_column(JSON)
+    # the decoder's next best captions of the clip, best first: [{"text", "score"}, ...]
+    alternatives: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
     __table_args__ = (
         UniqueConstraint("clip_id", "model"),
