@@ -38,10 +38,12 @@ def stamp(config: dict[str, Any]) -> dict[str, Any]:
     when it has none yet (a model copied or exported keeps its own)."""
     if "provenance" in config:
         return config
-    argv = [_program(sys.argv[0]), *sys.argv[1:]] if sys.argv and sys.argv[0] else []
+    command = ""
+    if sys.argv and sys.argv[0]:
+        command = " ".join([_program(sys.argv[0]), shlex.join(sys.argv[1:])]).strip()
     return {**config, "provenance": {
         "created": datetime.now(UTC).replace(microsecond=0).isoformat(),
-        "command": shlex.join(argv),
+        "command": command,
     }}
 
 

@@ -116,3 +116,12 @@ def quiet_transformers() -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+
+
+def local_folder(ref: str | Path, *, offline: bool = False, what: str = "model") -> Path:
+    """``ref`` itself when it exists on disk, else the hub-cache folder of the repo id ``ref``
+    (what ``from_pretrained`` of a captioner or retrieval model accepts)."""
+    path = Path(ref).expanduser()
+    if path.exists() or not is_repo_id(str(ref)):
+        return path
+    return resolve(str(ref), offline=offline, what=what).folder

@@ -170,9 +170,11 @@ def _model_card(config: dict[str, Any], notes: str) -> str:
 
 
 def from_pretrained(directory: str | Path, device: str | None = None) -> Captioner:
-    """Load a folder written by :func:`save_pretrained` (or a training run's ``best/``); no
-    network, nothing downloaded."""
-    saved = read_saved(directory, kind="captioner", fmt=FORMAT)
+    """Load a folder written by :func:`save_pretrained` (or a training run's ``best/``), or a
+    hub repo id holding one (through the Hugging Face cache; downloaded only when online)."""
+    from video_mm.features.hub import local_folder
+
+    saved = read_saved(local_folder(directory, what="captioner"), kind="captioner", fmt=FORMAT)
     config, folder = saved.config, saved.folder
     vocab = Vocabulary.load(folder / config["vocab"])
     model = create_model(config["model"], config["vocab_size"], config["feat_dim"],

@@ -224,9 +224,12 @@ def _model_card(config: dict[str, Any], notes: str) -> str:
 
 
 def from_pretrained(directory: str | Path, device: str | None = None) -> RetrievalModel:
-    """Load a folder written by :func:`save_pretrained` (or a training run's ``best/``); nothing
-    is downloaded."""
-    saved = read_saved(directory, kind="retrieval model", fmt=FORMAT)
+    """Load a folder written by :func:`save_pretrained` (or a training run's ``best/``), or a
+    hub repo id holding one (through the Hugging Face cache; downloaded only when online)."""
+    from video_mm.features.hub import local_folder
+
+    saved = read_saved(local_folder(directory, what="retrieval model"), kind="retrieval model",
+                       fmt=FORMAT)
     vocab = Vocabulary.load(saved.vocab_path) if saved.vocab_path else None
     model = RetrievalModel(load_config(saved.config["model"]), saved.config["feat_dim"], vocab)
     state = load_file(str(saved.weights))
