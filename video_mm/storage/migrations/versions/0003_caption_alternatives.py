@@ -1,7 +1,7 @@
 """captions.alternatives: the decoder's next best captions of a clip (n-best), best first
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002 (jobs.sent_at: both were 0002 after 0001, two heads; re-chained)
 Create Date: 2026-11-29 22:00:00
 
 A JSON list of ``{"text", "score"}``; NULL for captions written before it existed. Not full-text
@@ -13,8 +13,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision: str = '0002'
-down_revision: Union[str, Sequence[str], None] = '0001'
+revision: str = '0003'
+down_revision: Union[str, Sequence[str], None] = '0002'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
