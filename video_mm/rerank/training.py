@@ -256,39 +256,54 @@ def rerank_order(scores: np.ndarray, order: np.ndarray, k: int) -> np.ndarray:
 
 
 @torch.no_grad()
+def score_pairs(
+    model: Reranker, pairs: Sequence[tuple[str, int]], clips: ClipSet,
+    words: WordCache | None = None, batch_size: int = 512,
+) -> np.ndarray:  # fmt: skip
+    """Matching logits of many (caption, clip index) pairs, ``batch_size`` pairs a forward; each
+    distinct caption's MiniLM states are computed once (``words``, when the encoder is frozen)."""
+    words = words or WordCache(model)
+    out = [np.zeros(0, np.float32)]
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i : i + batch_size]
+        w, w_mask = words([t for t, _ in chunk])
+        feats, times, mask = pad_clips([clips.features[j] for _, j in chunk])
+        dev = model.device
+        match = model(w.to(dev), w_mask.to(dev), feats.to(dev), times.to(dev), mask.to(dev))
+        out.append(match.logits.float().cpu().numpy())
+    return np.concatenate(out)
+
+
+@torch.no_grad()
 def evaluate_rerank(
     reranker: Reranker, clips: ClipSet, sim: np.ndarray, k: int, *, order_pairs: bool = False,
-    dual_scores: Any = None,
+    dual_scores: Any = None, words: WordCache | None = None,
 ) -> dict[str, float]:  # fmt: skip
     """t2v metrics of the first stage (``sim`` ``[captions, clips]``) and after re-ranking its
     top ``k`` with ``reranker``. ``order_pairs``: also the share of order-swapped caption pairs
     the re-ranker (and the dual encoder, through ``dual_scores(texts, clip) -> scores``) scores
     the right way round on their clip."""
+    reranker.eval()
+    words = words or WordCache(reranker)
     texts, owner = caption_index(clips)
+    orders = np.argsort(-sim, axis=1, kind="stable")
+    k = min(k, len(clips))
+    pairs = [(t, int(j)) for t, order in zip(texts, orders, strict=True) for j in order[:k]]
+    scores = score_pairs(reranker, pairs, clips, words).reshape(len(texts), k)
     ranks_first, ranks_rerank = np.empty(len(texts)), np.empty(len(texts))
-    for q, (text, own) in enumerate(zip(texts, owner, strict=True)):
-        order = np.argsort(-sim[q], kind="stable")
-        top = order[:k]
-        scores = reranker.score(text, [clips.features[j] for j in top])
-        ranks_first[q] = int(np.nonzero(order == own)[0][0]) + 1
-        ranks_rerank[q] = int(np.nonzero(rerank_order(scores, order, k) == own)[0][0]) + 1
+    for q, own in enumerate(owner):
+        ranks_first[q] = int(np.nonzero(orders[q] == own)[0][0]) + 1
+        ranks_rerank[q] = int(np.nonzero(rerank_order(scores[q], orders[q], k) == own)[0][0]) + 1
     out = {**t2v_metrics(ranks_first, "dual_"), **t2v_metrics(ranks_rerank, "rerank_")}
     if order_pairs:
-        right_rerank, right_dual, n = 0, 0, 0
-        for text, own in zip(texts, owner, strict=True):
-            other = order_swapped(text)
-            if other is None or other in clips.captions[own]:
-                continue
-            n += 1
-            s = reranker.score(text, [clips.features[own]])[0]
-            right_rerank += int(s > reranker.score(other, [clips.features[own]])[0])
-            if dual_scores is not None:
-                d = dual_scores([text, other], own)
-                right_dual += int(d[0] > d[1])
-        out["order_pairs"] = float(n)
-        out["order_right_rerank"] = 100.0 * right_rerank / max(n, 1)
-        if dual_scores is not None:
-            out["order_right_dual"] = 100.0 * right_dual / max(n, 1)
+        swaps = [(t, order_swapped(t), int(own)) for t, own in zip(texts, owner, strict=True)]
+        swaps = [(t, o, own) for t, o, own in swaps if o and o not in clips.captions[own]]
+        s = score_pairs(reranker, [(x, own) for t, o, own in swaps for x in (t, o)], clips, words)
+        out["order_pairs"] = float(len(swaps))
+        out["order_right_rerank"] = 100.0 * float(np.mean(s[0::2] > s[1::2])) if swaps else 0.0
+        if dual_scores is not None and swaps:
+            d = np.array([dual_scores([t, o], own) for t, o, own in swaps])
+            out["order_right_dual"] = 100.0 * float(np.mean(d[:, 0] > d[:, 1]))
     return out
 
 
@@ -329,6 +344,7 @@ def train_reranker(
     else:
         val_sim, k = np.zeros((len(caption_index(val)[0]), len(val)), np.float32), len(val)
     words = WordCache(model) if model.text.frozen else None
+    val_words = WordCache(model)
 
     def save_best(m: torch.nn.Module, directory: Path) -> None:
         notes = (f"Negatives: {run.negatives} (hard: dual encoder top {run.hard_k}); "
@@ -336,7 +352,8 @@ def train_reranker(
         save_pretrained(directory, m, recipe=recipe, notes=notes)  # type: ignore[arg-type]
 
     def evaluate(m: torch.nn.Module) -> dict[str, float]:
-        scores = evaluate_rerank(m, val, val_sim, k)  # type: ignore[arg-type]
+        scores = evaluate_rerank(m, val, val_sim, k,  # type: ignore[arg-type]
+                                 words=val_words if words is not None else None)
         m.scores = {f"val_{k}": round(v, 4) for k, v in scores.items()}  # type: ignore[assignment]
         return scores
 
