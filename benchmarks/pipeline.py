@@ -7,12 +7,14 @@ frames, two captioners (LRCN and temporal attention, beam 3), retrieval embeddin
 FAISS index. Models are randomly initialised at the demo's sizes: their cost does not depend on
 their weights.
 
-Three kinds of run, each on a fresh data folder and in processes of its own (in a new session, so
-each gets the same share of a contended CPU): in-process (the baseline), Celery on Redis with one
-worker process and with two (workers started and warmed up, models loaded and one job run,
-before the clock starts; the clock stops at the last job's final catalog write). The machine may
-be shared, so the kinds are interleaved: ``--repeats`` rounds, every other round in reverse order,
-and every ratio is taken within a round (neighbouring runs) and reported as the median over rounds.
+Four kinds of run, each on a fresh data folder and in processes of its own (in a new session, so
+each gets the same share of a contended CPU): in-process (the baseline), in-process with every
+probe and decode in a child process (``io.isolate_decode``, ``io.isolate_probe``: the cost of
+isolation), Celery on Redis with one worker process and with two (workers started and warmed
+up, models loaded and one job run, before the clock starts; the clock stops at the last job's
+final catalog write). The machine may be shared, so the kinds are interleaved: ``--repeats``
+rounds, every other round in reverse order, and every ratio is taken within a round (neighbouring
+runs) and reported as the median over rounds.
 Queue overhead = (Celery 1-process time - in-process time) / Celery time, of wall time and of CPU
 time (every process of the run: this one, which submits and waits, plus the worker's).
 
@@ -87,11 +89,13 @@ def make_models(folder: Path) -> dict:
     return {"captioners": dirs, "retrieval": str(save_retrieval(folder / "retrieval", model))}
 
 
-def bench_settings(data_dir: Path, models: dict, broker: str = "", prefix: str = ""):
+def bench_settings(data_dir: Path, models: dict, broker: str = "", prefix: str = "",
+                   isolate: bool = False):
     from video_mm.settings import Settings
 
     return Settings(
         data_dir=data_dir,
+        io={"isolate_decode": isolate, "isolate_probe": isolate},
         sampling={"sampler": "fps", "fps": 1.0, "size": 224},
         segment={"method": "fixed", "window_s": 10.0, "stride_s": 10.0},
         features={"backbone": "resnet18", "weights": "none", "batch_size": 32},
@@ -106,11 +110,12 @@ def duration_of(paths: list[Path]) -> float:
     return sum(probe(p).duration for p in paths)
 
 
-def run_in_process(paths: list[Path], warm: Path, models: dict, folder: Path) -> dict:
+def run_in_process(paths: list[Path], warm: Path, models: dict, folder: Path,
+                   isolate: bool = False) -> dict:
     from video_mm.pipeline.dispatch import index_paths
     from video_mm.pipeline.runner import STAGE_SECONDS
 
-    settings = bench_settings(folder, models)
+    settings = bench_settings(folder, models, isolate=isolate)
     index_paths([warm], settings, queue=False, progress=False)  # open the catalog, warm caches
     STAGE_SECONDS.clear()
     start, cpu = time.perf_counter(), time.process_time()
@@ -200,7 +205,8 @@ def run_celery(paths: list[Path], warm: Path, models: dict, folder: Path, broker
         proc.wait(timeout=60)
 
 
-RUNS = ("in-process", "celery, 1 worker process", "celery, 2 worker processes")
+RUNS = ("in-process", "in-process, decode isolated", "celery, 1 worker process",
+        "celery, 2 worker processes")
 
 
 def run(name: str, args: argparse.Namespace, root: Path, models: dict, folder: Path) -> dict:
@@ -208,13 +214,13 @@ def run(name: str, args: argparse.Namespace, root: Path, models: dict, folder: P
     worker does: with the kernel's autogroup scheduling, a new session gets its own share of a
     contended CPU, which would otherwise favour the workers on a loaded machine."""
     shutil.rmtree(folder, ignore_errors=True)
-    if name != "in-process":
+    if not name.startswith("in-process"):
         paths, warm = archive(root, args)
         return run_celery(paths, warm, models, folder, args.broker, 1 if "1 worker" in name else 2)
     out = subprocess.run(
         [sys.executable, __file__, "--workdir", str(root), "--n-synth", str(args.n_synth),
          "--seconds", str(args.seconds), "--in-process-run", str(folder),
-         "--models", json.dumps(models)],
+         "--models", json.dumps(models), *(["--isolated"] if "isolated" in name else [])],
         check=True, capture_output=True, text=True, start_new_session=True,
     )
     return json.loads(out.stdout.splitlines()[-1])
@@ -238,7 +244,12 @@ def report(results: dict[str, list[dict]], video_s: float, loads: list[float]) -
         cpu = median([r["cpu"] for r in rs])
         print(f"| {name} | {median(walls):.1f} ({min(walls):.1f}-{max(walls):.1f}) | "
               f"{video_s / median(walls):.1f}x | {ratio:.2f} | {cpu:.1f} |")
-    celery1 = results[RUNS[1]]
+    isolated = results[RUNS[1]]
+    shares = [(c["wall"] - b["wall"]) / b["wall"] for b, c in zip(base, isolated, strict=True)]
+    print(f"\ndecode isolation (io.isolate_decode + io.isolate_probe: a child process per opened "
+          f"file) vs in-process decoding, wall time: median {median(shares):+.1%} (rounds: "
+          f"{', '.join(f'{x:+.1%}' for x in shares)})")
+    celery1 = results[RUNS[2]]
     for what in ("wall", "cpu"):
         shares = [(c[what] - b[what]) / c[what] for b, c in zip(base, celery1, strict=True)]
         print(f"\nqueue overhead, {what} time (Celery 1 process vs in-process, share of the Celery "
@@ -266,10 +277,12 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--in-process-run", type=Path, help=argparse.SUPPRESS)  # one run, as JSON
     parser.add_argument("--models", type=json.loads, help=argparse.SUPPRESS)
+    parser.add_argument("--isolated", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.in_process_run:
         paths, warm = archive(args.workdir, args)
-        print(json.dumps(run_in_process(paths, warm, args.models, args.in_process_run)))
+        print(json.dumps(run_in_process(paths, warm, args.models, args.in_process_run,
+                                        args.isolated)))
         return
 
     import torch

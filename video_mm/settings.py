@@ -35,6 +35,8 @@ class IOSettings(BaseModel):
     decode_timeout_s: float = 300.0
     backend: Literal["auto", "decord", "pyav"] = "auto"
     isolate_probe: bool = False  # probe in a child process killed at decode_timeout_s (uploads)
+    # decode in a child process per opened file, killed when a call passes decode_timeout_s
+    isolate_decode: bool = False
     # A damaged file (cut, or with frames that do not decode) is read for what is there, with a
     # warning; below this share of its frames it fails instead.
     min_decoded_share: float = Field(0.1, ge=0.0, le=1.0)

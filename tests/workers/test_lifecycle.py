@@ -67,6 +67,24 @@ def test_hard_time_limit_of_a_hanging_decode_fails_the_job_and_the_worker_lives(
 
 
 @pytest.mark.parametrize("worker_settings", ["redis"], indirect=True)
+def test_isolated_decoding_ends_a_hanging_decode_without_the_hard_limit(
+    worker_settings: Settings, workers: Any, wait: Any, tmp_path: Path
+) -> None:
+    workers.settings = worker_settings.model_copy(update={"io": worker_settings.io.model_copy(
+        update={"isolate_probe": True, "isolate_decode": True, "decode_timeout_s": 2.0})})
+    hang = tmp_path / "stuck.mp4"
+    hang.write_bytes(b"VMM-HANG" + bytes(range(256)) * 40)
+    proc = workers.start(hang="probe")
+    job_id = _submit(workers.settings, hang)
+    states = wait(workers.settings, [job_id], workers)
+    job = context(workers.settings).catalog.get_job(job_id)
+    assert states[job_id] == "failed", workers.log_tail()
+    assert job.error.startswith("decode_timeout: stuck.mp4: took longer than 2 s"), job.error
+    assert job.attempts == 1 and workers.hang_flag.exists()
+    assert proc.poll() is None
+
+
+@pytest.mark.parametrize("worker_settings", ["redis"], indirect=True)
 @pytest.mark.parametrize("step", ["prepare", "analyse", "publish"])
 def test_kill_9_in_each_step_the_reaper_finishes_the_job_once(
     worker_settings: Settings, workers: Any, wait: Any, tmp_path: Path, step: str,

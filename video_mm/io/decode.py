@@ -146,7 +146,8 @@ def open_video(
 
     ``backend="auto"`` takes ``io.backend`` from the settings: Decord where it reads the file
     correctly, else PyAV (also for a damaged file, and for one Decord failed on before).
-    ``size`` resizes on decode so the short side is ``size`` pixels.
+    ``size`` resizes on decode so the short side is ``size`` pixels. With ``io.isolate_decode`` a
+    path is decoded in a child process killed at ``io.decode_timeout_s`` (``io/isolate.py``).
     """
     limits = limits or get_settings().io
     if backend == "auto":
@@ -154,6 +155,10 @@ def open_video(
     if size is not None and size < 1:
         raise ValueError(f"size must be a positive number of pixels, got {size}")
     checked = check_input(source, limits)
+    if limits.isolate_decode and isinstance(checked, Path):
+        from video_mm.io.isolate import IsolatedReader
+
+        return IsolatedReader(checked, size=size, limits=limits, backend=backend)
     info = probe(checked, limits)
     if backend == "decord" or (backend == "auto" and _decord_may_read(checked, info)):
         try:
