@@ -4,6 +4,7 @@ entry point (the library's CLI never imports this package)."""
 from __future__ import annotations
 
 import os
+import sys
 from typing import Annotated
 
 import typer
@@ -36,6 +37,10 @@ def worker(
     settings = get_settings()
     check_broker_settings(settings)
     check_broker(settings)
+    from video_mm.pipeline.stages import gap_messages
+
+    for message in gap_messages(settings):
+        print(f"note: {message}", file=sys.stderr)
     if settings.reaper.enabled:  # its own catalog: the pool's processes must not share it
         tasks.reaper = Reaper(settings, Catalog.from_settings(settings),
                               lambda job_id, step: send_step(job_id, settings, step))

@@ -55,8 +55,15 @@ def test_compose_config_resolves() -> None:
     assert done.returncode == 0, done.stderr
     config = yaml.safe_load(done.stdout)
     services = config["services"]
-    assert set(services) == {"api", "worker-cpu", "worker-gpu", "redis", "postgres", "minio",
-                             "minio-bucket"}
+    assert set(services) - {"models"} == {"api", "worker-cpu", "worker-gpu", "redis", "postgres",
+                                          "minio", "minio-bucket"}
+    # the `models` tool service (profile "tools") puts models in place: pull, zero-shot, list
+    tool = _config("--profile", "tools")
+    models = yaml.safe_load(tool.stdout)["services"]["models"]
+    assert models["entrypoint"] == ["vmm", "models"] and models["profiles"] == ["tools"]
+    assert any((v.get("target") if isinstance(v, dict) else v.split(":")[1]) == "/models"
+               and not (v.get("read_only") if isinstance(v, dict) else v.endswith(":ro"))
+               for v in models["volumes"])
     api = services["api"]
     env = api["environment"]
     assert env["VMM_API_TOKEN"] == "t0ken"

@@ -116,7 +116,9 @@ def test_zero_shot_end_to_end_index_search_api(
         videos = msvd14_videos[:3]
         result = runner.invoke(app, ["index", *map(str, videos), "--json"])
         assert result.exit_code == 0, result.output
-        rows = json.loads(result.output)
+        rows = json.loads(result.stdout)
+        assert "note: no captioner configured" in result.stderr  # said at start
+        assert all(r["notes"] == ["no captioner configured"] for r in rows)  # and recorded
         assert [r["state"] for r in rows] == ["done"] * 3
         found = runner.invoke(app, ["search", "a man is playing a guitar", "-k", "3", "--json",
                                     "--mode", "vector"])
@@ -137,6 +139,8 @@ def test_zero_shot_end_to_end_index_search_api(
         assert len(body["hits"]) == 3
         assert all(h["embedding_model"] == "clip-zs" for h in body["hits"])
         assert all(h["caption_model"] is None for h in body["hits"])  # no captioner configured
+        jobs = httpx.get(f"{s.url}/v1/jobs", timeout=60).json()["jobs"]
+        assert len(jobs) == 3 and all(j["notes"] == ["no captioner configured"] for j in jobs)
         assert body["hits"][0]["notes"] == [
             "zero-shot: pretrained image-text model, not trained on video"]
 

@@ -84,6 +84,7 @@ def _job(row: Any, filename: str = "") -> schemas.JobOut:
     return schemas.JobOut(
         id=row.id, video_id=row.video_id, filename=filename, state=row.state, stage=row.stage,
         progress=row.progress, attempts=row.attempts, error=row.error,
+        notes=row.notes.split("; ") if row.notes else [],
         created_at=row.created_at, updated_at=row.updated_at,
     )
 

@@ -40,6 +40,9 @@ class JobOut(BaseModel):
     progress: float = Field(ge=0, le=1)
     attempts: int
     error: str | None
+    notes: list[str] = Field(
+        default_factory=list, description="what a done job could not do, e.g. no captioner "
+        "configured (so the video has no captions)")
     created_at: datetime
     updated_at: datetime
 

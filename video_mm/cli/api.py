@@ -49,6 +49,10 @@ def serve(
         )
     mode = "broker (jobs go to `vmm worker`)" if uses_workers(settings) else "embedded worker"
     console.print(f"video-mm on http://{host}:{port}/ · {mode} · data in {settings.data_dir}")
+    from video_mm.pipeline.stages import gap_messages
+
+    for message in gap_messages(settings):
+        console.print(f"[yellow]note:[/yellow] {message}", highlight=False)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
 
 

@@ -93,16 +93,19 @@ def index(
 ) -> None:
     """Index videos: store them, caption and embed every clip, make them searchable."""
     from video_mm.pipeline.dispatch import index_paths
+    from video_mm.pipeline.stages import gap_messages
 
     settings = get_settings()
+    for message in gap_messages(settings):
+        print(f"note: {message}", file=sys.stderr)
     rows = index_paths(paths, settings, queue=queue, progress=not as_json)
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
     else:
-        table = Table("file", "video", "job", "state", "error or warning")
+        table = Table("file", "video", "job", "state", "error, warning or notes")
         for r in rows:
             table.add_row(Path(r["path"]).name, r["video_id"][:12], r["job_id"][:8], r["state"],
-                          r["error"] or r["warning"])
+                          r["error"] or r["warning"] or "; ".join(r["notes"]))
         out.print(table)
     if any(r["state"] == "failed" for r in rows):
         raise typer.Exit(1)
@@ -146,6 +149,12 @@ def demo(
     retrain: Annotated[
         bool, typer.Option(help="Train again even if the demo's models exist.")
     ] = False,
+    zero_shot: Annotated[
+        str | None,
+        typer.Option(help="Search with this pretrained CLIP/SigLIP instead (hf:<repo id or "
+                     "folder>, e.g. hf:openai/clip-vit-base-patch32; from the HF cache, "
+                     "downloaded when online)."),
+    ] = None,
 ) -> None:
     """The main job on embedded defaults: synthesise an archive, train small models (once), index
     it with the real clips in ../shared/data/msvd14, print captions, run searches.
@@ -153,7 +162,8 @@ def demo(
     from video_mm.pipeline.demo import run_demo
 
     started = time.monotonic()
-    run_demo(get_settings(), n_videos=n_videos, epochs=epochs, retrain=retrain, console=out)
+    run_demo(get_settings(), n_videos=n_videos, epochs=epochs, retrain=retrain, console=out,
+             zero_shot=zero_shot)
     out.print(f"[bold]demo finished in {time.monotonic() - started:.0f} s[/bold]")
 
 

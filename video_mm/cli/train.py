@@ -77,6 +77,12 @@ def train_captioner_cmd(
     n_frames: Annotated[int | None, typer.Option(min=1, help="Frames sampled per video.")] = None,
     grid_pool: Annotated[int | None, typer.Option(
         min=1, help="k: keep a k x k layout of the CNN map per frame (1: global pooling).")] = None,
+    backbone: Annotated[str | None, typer.Option(
+        help="Frame encoder (override [features]): a torchvision name, or hf:<repo id or "
+        "folder> (CLIP, SigLIP, DINOv2, ViT, ConvNeXt, ResNet).")] = None,
+    weights: Annotated[str | None, typer.Option(
+        help="Its weights: none | a file | a torchvision name (DEFAULT, IMAGENET1K_V1...); "
+        "for hf: the hub revision.")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Ignore OUT/last.pt; start over.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
@@ -91,7 +97,7 @@ def train_captioner_cmd(
     cfg = CaptionTrainConfig.load(
         config, epochs=epochs, lr=lr, seed=seed, device=device, batch_size=batch_size,
         train_split=train_split, val_split=val_split, scst_epochs=scst_epochs,
-        n_frames=n_frames, grid_pool=grid_pool,
+        n_frames=n_frames, grid_pool=grid_pool, backbone=backbone, weights=weights,
     )  # fmt: skip
     if conditioning is not None:
         if arch != "lrcn":

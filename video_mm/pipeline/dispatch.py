@@ -137,8 +137,8 @@ def index_paths(
     paths: list[Path], settings: Settings, *, queue: bool | None = None, progress: bool = True
 ) -> list[dict]:
     """Submit every video and run its job here or send it to workers; one summary per file
-    (``path``, ``video_id``, ``job_id``, ``state``, ``error``, ``warning``: what of a damaged
-    file was lost), with a progress bar."""
+    (``path``, ``video_id``, ``job_id``, ``state``, ``error``, ``notes``: what the job could not
+    do for lack of a model; ``warning``: what of a damaged file was lost), with a progress bar."""
     from tqdm.auto import tqdm
 
     from video_mm.pipeline.runner import context
@@ -162,5 +162,6 @@ def index_paths(
         job = catalog.get_job(sub.job_id)
         warning = (catalog.get_video(sub.video_id).info or {}).get("warning", "")
         rows.append(dict(path=str(f), video_id=sub.video_id, job_id=sub.job_id,
-                         state=state if queue else job.state, error=job.error, warning=warning))
+                         state=state if queue else job.state, error=job.error, warning=warning,
+                         notes=job.notes.split("; ") if job.notes else []))
     return rows

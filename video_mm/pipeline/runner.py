@@ -248,7 +248,11 @@ def publish(ctx: Context, job_id: str, vectors_key: str | None) -> None:
         embedding_model=models.retrieval_name if vectors is not None else None,
     )
     report("index", 1.0)  # timed only: the job's last write below says it
-    cat.update_job(job_id, state="done", stage="index", progress=1.0, error=None)
+    # what it could not do for lack of a model is recorded, not a bare "done"
+    gaps = [g for g, missing in ((stages.NO_CAPTIONER, not models.captioners),
+                                 (stages.NO_RETRIEVAL, models.retrieval is None)) if missing]
+    cat.update_job(job_id, state="done", stage="index", progress=1.0, error=None,
+                   notes="; ".join(gaps) or None)
 
 
 # --- the table of steps ------------------------------------------------------------------------

@@ -142,6 +142,31 @@ def _feat_dim(model: Any) -> int:
     return int(getattr(getattr(model, "model", model), "feat_dim", 0) or 0)
 
 
+# What a pipeline without a model cannot do: said at start (vmm index, serve, worker) and recorded
+# on each job it affects, so an empty result is never silent.
+NO_CAPTIONER = "no captioner configured"
+NO_RETRIEVAL = "no retrieval model configured"
+GAP_HINTS = {
+    NO_CAPTIONER: "videos get no captions (put one in place: `vmm models pull REPO_ID`, or "
+                  "models.captioners / VMM_MODELS__CAPTIONERS)",
+    NO_RETRIEVAL: "clips are not embedded and search matches caption text only (`vmm models "
+                  "zero-shot hf:openai/clip-vit-base-patch32`, `vmm models pull REPO_ID`, or "
+                  "models.retrieval / VMM_MODELS__RETRIEVAL)",
+}
+
+
+def model_gaps(settings: Settings) -> list[str]:
+    """What this configuration cannot do for lack of a model (empty: nothing missing)."""
+    captioners, retrieval = model_dirs(settings)
+    return [gap for gap, missing in ((NO_CAPTIONER, not captioners),
+                                     (NO_RETRIEVAL, retrieval is None)) if missing]
+
+
+def gap_messages(settings: Settings) -> list[str]:
+    """:func:`model_gaps` as sentences saying what follows and how to fix it."""
+    return [f"{gap}: {GAP_HINTS[gap]}" for gap in model_gaps(settings)]
+
+
 _models_lock = threading.Lock()
 _models_cache: dict[tuple[str, ...], Models] = {}
 

@@ -131,6 +131,7 @@ class JobRow:
     progress: float
     attempts: int
     error: str | None
+    notes: str | None
     idempotency_key: str | None
     created_at: datetime
     updated_at: datetime
@@ -665,8 +666,10 @@ class Catalog:
         progress: float | None = None,
         error: str | None = _UNSET,
         add_attempt: bool = False,
+        notes: str | None = _UNSET,
     ) -> JobRow:
-        """Change what is given; ``add_attempt`` counts one more run of the job."""
+        """Change what is given; ``add_attempt`` counts one more run of the job; ``notes``: what
+        the job could not do (e.g. ``no captioner configured``)."""
         values: dict[str, Any] = {"updated_at": utcnow()}
         if state is not None:
             _check_state(state, JOB_STATES)
@@ -679,6 +682,8 @@ class Catalog:
             values["progress"] = progress
         if error is not self._UNSET:
             values["error"] = error
+        if notes is not self._UNSET:
+            values["notes"] = notes
         if add_attempt:
             values["attempts"] = Jobs.attempts + 1
         with self._write() as s:
