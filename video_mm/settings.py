@@ -157,12 +157,14 @@ class ModelSettings(BaseModel):
     reranker: str = ""  # the co-attention re-ranker search uses when search.rerank_k > 0
     # Caption decoding (models.decoding.Decoding, for the pipeline, `vmm caption`, `vmm eval`,
     # `vmm explain`): beam width (1 = greedy), words at most, GNMT length penalty alpha (0 = plain
-    # log-probability), no n-gram of words twice in a caption (0 = allowed), each earlier use of a
-    # word makes it r times less likely (1 = off), captions kept per clip (at most beam_size).
+    # log-probability), no n-gram of words twice in a caption (0 = allowed), never a word twice in
+    # a row, each earlier use of a word makes it r times less likely (1 = off), captions kept per
+    # clip (at most beam_size).
     beam_size: int = Field(3, ge=1)
     max_caption_len: int = Field(20, ge=1)
     length_penalty: float = Field(0.0, ge=0.0)
     no_repeat_ngram: int = Field(3, ge=0)
+    no_repeat_adjacent: bool = True
     repetition_penalty: float = Field(1.0, ge=1.0)
     n_best: int = Field(3, ge=1)
 

@@ -3,6 +3,8 @@ well, and the search options (n-best, max length, no-repeat n-gram, length penal
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -116,6 +118,17 @@ def test_no_repeat_ngram_holds() -> None:
                 assert len(grams) == len(set(grams))
 
 
+def test_no_repeat_adjacent_holds() -> None:
+    model, (feats, mask, _) = _model(ARCHS[1], 2), _inputs(2)
+    plain = [h[0] for h in beam_search(model, feats, mask, beam_size=3, max_len=20)]
+    assert any(a == b for h in plain for a, b in itertools.pairwise(h.tokens))
+    for hyps in [[[h] for h in greedy(model, feats, mask, max_len=20, no_repeat_adjacent=True)],
+                 beam_search(model, feats, mask, beam_size=3, n_best=3, max_len=20,
+                             no_repeat_adjacent=True)]:
+        for h in (h for group in hyps for h in group):
+            assert all(a != b for a, b in itertools.pairwise(h.tokens))
+
+
 def test_length_penalty_favours_longer_captions() -> None:
     model, (feats, mask, _) = _model(ARCHS[0], 3), _inputs(3, B=8)
     short = beam_search(model, feats, mask, beam_size=6, max_len=15, length_penalty_alpha=0.0)
@@ -174,7 +187,8 @@ def _repeats_a_trigram(words: list) -> bool:
 @pytest.mark.parametrize("steps", [5, 15])
 def test_default_settings_stop_a_weak_model_looping(real_batch, overfit, steps: int) -> None:
     """A barely trained captioner on real clips loops ("cooking cooking cooking ..."); with the
-    shipped decoding settings no caption repeats a word trigram, and each is still a caption."""
+    shipped decoding settings no caption repeats a word trigram or says a word twice in a row, and
+    each is still a caption."""
     from video_mm.models import Captioner
     from video_mm.models.factory import BackboneSpec
     from video_mm.settings import Settings
@@ -188,14 +202,16 @@ def test_default_settings_stop_a_weak_model_looping(real_batch, overfit, steps: 
     lengths = b.mask.sum(1).tolist()
     feats = [b.feats[i, :n].numpy() for i, n in enumerate(lengths)]
     shipped = Decoding.from_settings(Settings().models)
-    assert shipped.no_repeat_ngram == 3 and shipped.beam_size == 3
+    assert shipped.no_repeat_ngram == 3 and shipped.no_repeat_adjacent and shipped.beam_size == 3
     old = Decoding(beam_size=3, max_len=20, no_repeat_ngram=0)  # what the pipeline used before
     looping = [c.text for c in captioner.caption(feats, old)]
     assert any(_repeats_a_trigram(t.split()) for t in looping), looping
     for clip in captioner.n_best(feats, shipped):
         assert len(clip) == shipped.n_best
         for c in clip:
-            assert c.text and not _repeats_a_trigram(c.text.split()), c.text
+            words = c.text.split()
+            assert words and not _repeats_a_trigram(words), c.text
+            assert all(a != b for a, b in itertools.pairwise(words)), c.text
             assert len(c.text.split()) <= shipped.max_len
 
 
@@ -225,10 +241,11 @@ def test_decoding_comes_from_the_settings_with_overrides() -> None:
     from video_mm.settings import ModelSettings
 
     s = ModelSettings(beam_size=5, max_caption_len=9, length_penalty=0.6, no_repeat_ngram=2,
-                      repetition_penalty=1.3, n_best=4)
+                      no_repeat_adjacent=False, repetition_penalty=1.3, n_best=4)
     d = Decoding.from_settings(s)
-    assert (d.beam_size, d.max_len, d.length_penalty, d.no_repeat_ngram, d.repetition_penalty,
-            d.n_best) == (5, 9, 0.6, 2, 1.3, 4)
+    assert (d.beam_size, d.max_len, d.length_penalty, d.no_repeat_ngram, d.no_repeat_adjacent,
+            d.repetition_penalty, d.n_best) == (5, 9, 0.6, 2, False, 1.3, 4)
+    assert Decoding.from_settings(s, n_best=7).beam_size == 7  # n-best alone widens the beam
     assert Decoding.from_settings(s, beam_size=1, max_len=None).n_best == 1  # greedy: one
     assert Decoding.from_settings(s, beam_size=1).max_len == 9
     with pytest.raises(ModelError, match="n_best"):

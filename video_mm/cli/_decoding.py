@@ -18,6 +18,9 @@ LengthPenalty = Annotated[float | None, typer.Option(
 NoRepeatNgram = Annotated[int | None, typer.Option(
     min=0, help="No n-gram of words twice in a caption, 0: allowed (default: "
     "models.no_repeat_ngram).")]
+NoRepeatAdjacent = Annotated[bool | None, typer.Option(
+    "--no-repeat-adjacent/--allow-repeat-adjacent",
+    help="Never the same word twice in a row (default: models.no_repeat_adjacent).")]
 RepetitionPenalty = Annotated[float | None, typer.Option(
     min=1.0, help="Each earlier use of a word makes it r times less likely, 1: off (default: "
     "models.repetition_penalty).")]

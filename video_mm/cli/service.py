@@ -18,6 +18,7 @@ from video_mm.cli._decoding import (
     LengthPenalty,
     MaxLen,
     NBest,
+    NoRepeatAdjacent,
     NoRepeatNgram,
     RepetitionPenalty,
     with_decoding,
@@ -45,6 +46,7 @@ def caption(
     max_len: MaxLen = None,
     length_penalty: LengthPenalty = None,
     no_repeat_ngram: NoRepeatNgram = None,
+    no_repeat_adjacent: NoRepeatAdjacent = None,
     repetition_penalty: RepetitionPenalty = None,
     n_best: NBest = None,
 ) -> None:
@@ -60,6 +62,7 @@ def caption(
         raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--format")
     settings = with_decoding(get_settings(), beam_size=beam_size, max_len=max_len,
                              length_penalty=length_penalty, no_repeat_ngram=no_repeat_ngram,
+                             no_repeat_adjacent=no_repeat_adjacent,
                              repetition_penalty=repetition_penalty, n_best=n_best)
     captioners, _ = model_dirs(settings)
     if not captioners:

@@ -13,6 +13,7 @@ from video_mm.cli._decoding import (
     BeamSize,
     LengthPenalty,
     MaxLen,
+    NoRepeatAdjacent,
     NoRepeatNgram,
     RepetitionPenalty,
     decoding,
@@ -130,6 +131,7 @@ def eval_captioner_cmd(
     max_len: MaxLen = None,
     length_penalty: LengthPenalty = None,
     no_repeat_ngram: NoRepeatNgram = None,
+    no_repeat_adjacent: NoRepeatAdjacent = None,
     repetition_penalty: RepetitionPenalty = None,
     predictions: Annotated[Path | None, typer.Option(
         help="Where per-video predictions go (default: MODEL/predictions_SPLIT.json).")] = None,
@@ -143,10 +145,11 @@ def eval_captioner_cmd(
 
     name = f"predictions_{split}" + (f"_{subset}" if subset else "") + ".json"
     scores = evaluate_captioner(
-        model, data, split, subset_name=subset,
+        model, data, split, subset_name=subset, references=references,
         decoding=decoding(get_settings(), beam_size=beam_size, max_len=max_len,
                           length_penalty=length_penalty, no_repeat_ngram=no_repeat_ngram,
-                          repetition_penalty=repetition_penalty, n_best=1), references=references,
+                          no_repeat_adjacent=no_repeat_adjacent,
+                          repetition_penalty=repetition_penalty, n_best=1),
         predictions_out=predictions or model / name, feature_settings=get_settings().features,
         cache_dir=_cache_dir(), device=device, progress=not as_json,
     )  # fmt: skip
@@ -173,6 +176,7 @@ def explain(
     max_len: MaxLen = None,
     length_penalty: LengthPenalty = None,
     no_repeat_ngram: NoRepeatNgram = None,
+    no_repeat_adjacent: NoRepeatAdjacent = None,
     repetition_penalty: RepetitionPenalty = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print caption, path as JSON.")] = False,
 ) -> None:
@@ -195,6 +199,7 @@ def explain(
         video, model, out, feature_settings=get_settings().features,
         decoding=decoding(get_settings(), beam_size=beam_size, max_len=max_len,
                           length_penalty=length_penalty, no_repeat_ngram=no_repeat_ngram,
+                          no_repeat_adjacent=no_repeat_adjacent,
                           repetition_penalty=repetition_penalty, n_best=1),
     )
     print(json.dumps({"caption": caption.text, "png": str(out)}) if as_json else

@@ -12,7 +12,8 @@ Both say at least ``min_len`` words before ``<eos>``: a weak model's likeliest "
 often the empty one, which is no caption at all.
 
 A weak model also loops ("a blue circle that that that a blue circle that that ..."): the search
-can forbid any repeated n-gram of words (``no_repeat_ngram``, 3 by default) and lower each word by
+can forbid any repeated n-gram of words (``no_repeat_ngram``, 3 by default), the same word twice in
+a row (``no_repeat_adjacent``, on by default: "first first", "that that"), and lower each word by
 log(r) per earlier use in the caption (``repetition_penalty`` r). Both change what the search ranks
 by, never the reported log-probability, which stays the model's own. :class:`Decoding` carries
 these options from ``Settings.models`` to every caller.
@@ -41,6 +42,7 @@ class Decoding:
     max_len: int = 20  # words at most
     length_penalty: float = 0.0  # GNMT alpha; 0 ranks by the plain log-probability
     no_repeat_ngram: int = 3  # n > 0: no n-gram of words twice in a caption
+    no_repeat_adjacent: bool = True  # never the same word twice in a row ("that that")
     repetition_penalty: float = 1.0  # r > 1: a word r times less likely per earlier use
     n_best: int = 1  # captions returned per clip, best first (at most beam_size)
     min_len: int = 1  # words before <eos> at least
@@ -61,6 +63,7 @@ class Decoding:
         values = dict(beam_size=models.beam_size, max_len=models.max_caption_len,
                       length_penalty=models.length_penalty,
                       no_repeat_ngram=models.no_repeat_ngram,
+                      no_repeat_adjacent=models.no_repeat_adjacent,
                       repetition_penalty=models.repetition_penalty, n_best=models.n_best)
         given = {k: v for k, v in overrides.items() if v is not None}
         values |= given
@@ -77,6 +80,7 @@ class Decoding:
         search."""
         common = dict(grid=grid, max_len=self.max_len, min_len=self.min_len,
                       no_repeat_ngram=self.no_repeat_ngram,
+                      no_repeat_adjacent=self.no_repeat_adjacent,
                       repetition_penalty=self.repetition_penalty,
                       length_penalty_alpha=self.length_penalty, pad_id=pad_id, bos_id=bos_id,
                       eos_id=eos_id)
@@ -113,11 +117,13 @@ def _select(state: State, index: Tensor) -> State:
 
 
 def _forbid(logprobs: Tensor, history: Tensor, no_repeat_ngram: int, pad_id: int,
-            bos_id: int, eos_id: int, min_len: int, repetition_penalty: float = 1.0) -> Tensor:
+            bos_id: int, eos_id: int, min_len: int, repetition_penalty: float = 1.0,
+            no_repeat_adjacent: bool = False) -> Tensor:
     """The search's view of the model's ``logprobs [N, V]`` given each row's ``history [N, t]``:
     ``<pad>``, ``<bos>`` ruled out, ``<eos>`` too before ``min_len`` words, (with n > 0) every word
-    that would repeat an n-gram of the history, and each word lowered by log(r) per earlier use.
-    Vectorised over rows: it runs at every step of every beam."""
+    that would repeat an n-gram of the history, the last word again (``no_repeat_adjacent``), and
+    each word lowered by log(r) per earlier use. Vectorised over rows: it runs at every step of
+    every beam."""
     logprobs = logprobs.clone()
     logprobs[:, [pad_id, bos_id]] = float("-inf")
     t = history.shape[1]
@@ -125,6 +131,9 @@ def _forbid(logprobs: Tensor, history: Tensor, no_repeat_ngram: int, pad_id: int
         logprobs[:, eos_id] = float("-inf")
     if t == 0:
         return logprobs
+    if no_repeat_adjacent:
+        # (a finished beam's last token is <eos> or <pad>: it continues with <pad> regardless)
+        logprobs.scatter_(1, history[:, -1:], float("-inf"))
     if repetition_penalty > 1.0:
         said = torch.zeros_like(logprobs).scatter_add_(1, history, torch.ones_like(
             history, dtype=logprobs.dtype))
@@ -163,8 +172,8 @@ def _hypothesis(tokens: list[int], attn: Tensor | None, logprob: float, penalize
 def greedy(
     model: CaptionModel, feats: Tensor, mask: Tensor, *, grid: Tensor | None = None,
     max_len: int = 20, min_len: int = 1, no_repeat_ngram: int = 0,
-    repetition_penalty: float = 1.0, length_penalty_alpha: float = 0.0, pad_id: int = 0,
-    bos_id: int = 1, eos_id: int = 2,
+    no_repeat_adjacent: bool = False, repetition_penalty: float = 1.0,
+    length_penalty_alpha: float = 0.0, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2,
 ) -> list[Hypothesis]:
     """The most likely word at every step, for each clip of the batch."""
     _check(model, max_len, min_len)
@@ -179,7 +188,7 @@ def greedy(
         logprobs, state, attn = model.step(prev, state, feats, mask)
         history = torch.stack(tokens, 1) if tokens else prev.new_empty(B, 0)
         ranked = _forbid(logprobs, history, no_repeat_ngram, pad_id, bos_id, eos_id, min_len,
-                         repetition_penalty)
+                         repetition_penalty, no_repeat_adjacent)
         best, word = ranked.max(-1)
         word = word.masked_fill(done, pad_id)
         total += best.masked_fill(done, 0.0)
@@ -202,8 +211,8 @@ def greedy(
 def beam_search(
     model: CaptionModel, feats: Tensor, mask: Tensor, *, grid: Tensor | None = None,
     beam_size: int = 3, max_len: int = 20, min_len: int = 1, length_penalty_alpha: float = 0.0,
-    n_best: int = 1, no_repeat_ngram: int = 0, repetition_penalty: float = 1.0, pad_id: int = 0,
-    bos_id: int = 1, eos_id: int = 2,
+    n_best: int = 1, no_repeat_ngram: int = 0, no_repeat_adjacent: bool = False,
+    repetition_penalty: float = 1.0, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2,
 ) -> list[list[Hypothesis]]:
     """The ``n_best`` highest-scoring captions of each clip, best first, found with
     ``beam_size`` hypotheses per clip kept at every step."""
@@ -229,7 +238,7 @@ def beam_search(
     for t in range(max_len):
         model_lp, state, attn = model.step(prev, state, feats_k, mask_k)
         logprobs = _forbid(model_lp, history, no_repeat_ngram, pad_id, bos_id, eos_id, min_len,
-                           repetition_penalty)
+                           repetition_penalty, no_repeat_adjacent)
         V = logprobs.shape[-1]
         logprobs, model_lp = logprobs.view(B, K, V), model_lp.view(B, K, V)
         # A finished hypothesis continues only with <pad>, at no cost and no extra length.
@@ -259,7 +268,8 @@ def beam_search(
             break
     seqs, totals, raws = history.tolist(), total.tolist(), raw.tolist()
     fallback = greedy(model, feats, mask, grid=grid, max_len=max_len, min_len=min_len,
-                      no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty,
+                      no_repeat_ngram=no_repeat_ngram, no_repeat_adjacent=no_repeat_adjacent,
+                      repetition_penalty=repetition_penalty,
                       length_penalty_alpha=length_penalty_alpha, pad_id=pad_id, bos_id=bos_id,
                       eos_id=eos_id) if K > 1 else [None] * B
     out = []
