@@ -183,6 +183,13 @@ class APISettings(BaseModel):
     shutdown_timeout_s: float = Field(30.0, ge=0)  # wait this long for a running job on stop
     preview_max_height: int = Field(480, ge=16)  # browser copies of AVI, GIF, HEVC...: lines
     preview_timeout_s: float = Field(300.0, gt=0)  # give up converting one video after this
+    preview_max_concurrent: int = Field(2, ge=1)  # preview transcodes at once; others wait...
+    preview_wait_s: float = Field(10.0, ge=0)  # ... this long for a place, then 503
+    read_tokens: list[str] = Field(default_factory=list)  # tokens that read but never write
+    upload_per_minute: float = Field(120.0, ge=0)  # per client (token, else address); 0: off
+    search_per_minute: float = Field(600.0, ge=0)  # per client; 0: off
+    rate_burst: int = Field(60, ge=1)  # requests a client may make at once before the rate holds
+    min_free_disk_bytes: int = Field(2**30, ge=0)  # uploads get 507 below this much free disk
 
 
 class Settings(BaseSettings):

@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from http import HTTPStatus
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -26,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from video_mm.api import routes, schemas
 from video_mm.api.auth import require_read, require_write
+from video_mm.api.limits import Gate, RateLimiter
 from video_mm.api.metrics import Metrics, MetricsMiddleware, StageWatcher
 from video_mm.api.worker import EmbeddedWorker
 from video_mm.errors import VideoError, VideoMMError
@@ -51,6 +53,9 @@ STATUS = {
     "bad_video": 422,
     "corrupt_video": 422,
     "decode_timeout": 422,
+    "rate_limited": 429,
+    "busy": 503,
+    "insufficient_storage": 507,
     "model_error": 503,
     "weights_not_found": 503,
     "storage_error": 503,
@@ -71,6 +76,8 @@ async def _library_error(request: Request, exc: Exception) -> JSONResponse:
     if status == 500:
         log.error("%s %s: %s", request.method, request.url.path, exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if (retry := getattr(exc, "retry_after_s", None)) is not None:
+        headers["Retry-After"] = str(max(1, round(retry)))
     return error_response(status, exc.code, message, **headers)
 
 
@@ -99,6 +106,15 @@ def _version() -> str:
         return version("video-mm")
     except PackageNotFoundError:
         return "0.0.0"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The app's per-client rates and its bound on preview conversions (``api.*``)."""
+
+    uploads: RateLimiter
+    searches: RateLimiter
+    previews: Gate
 
 
 class Runtime:
@@ -217,6 +233,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics(lambda: app.state.runtime.catalog(), lambda: app.state.runtime.waiting())
     app.state.settings = settings
     app.state.metrics = metrics
+    a = settings.api
+    app.state.limits = Limits(
+        uploads=RateLimiter("uploads", "api.upload_per_minute", a.upload_per_minute, a.rate_burst),
+        searches=RateLimiter("searches", "api.search_per_minute", a.search_per_minute,
+                             a.rate_burst),
+        previews=Gate("preview conversions", a.preview_max_concurrent, a.preview_wait_s),
+    )
     app.state.runtime = Runtime(settings, metrics)
     app.state.start_job = app.state.runtime.start_job
     app.state.ready = False
@@ -233,7 +256,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(routes.writes, dependencies=[Depends(require_write)])
     else:
         app.include_router(routes.writes)
-    if settings.api_tokens and not settings.api.public_reads:
+    if (settings.api_tokens or settings.api.read_tokens) and not settings.api.public_reads:
         app.include_router(routes.reads, dependencies=[Depends(require_read)])
     else:
         app.include_router(routes.reads)

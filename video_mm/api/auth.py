@@ -2,6 +2,7 @@
 ``VMM_API_TOKEN``); reads need one only when ``api.public_reads`` is off. With no tokens configured
 the API is open, which is what a single-user ``vmm serve`` on localhost wants. The app attaches
 these dependencies only where the settings ask for them, so its OpenAPI schema says the same.
+Read tokens (``api.read_tokens``) open reads of a private archive, never writes.
 
 Reads also accept the token from the ``vmm_token`` cookie, because ``<video>`` and ``<img>``
 elements cannot send headers; writes never do, so a cookie cannot forge an upload or a delete.
@@ -46,7 +47,9 @@ def require_write(
 def require_read(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
 ) -> None:
-    """Reads, when ``api.public_reads`` is off: the bearer header, else the cookie."""
+    """Reads, when ``api.public_reads`` is off: the bearer header, else the cookie; a write token
+    or a read token (``api.read_tokens``: a private archive's readers, who cannot write)."""
     token = credentials.credentials if credentials else request.cookies.get(COOKIE)
-    if not _valid(token, request.app.state.settings.api_tokens):
+    settings = request.app.state.settings
+    if not _valid(token, [*settings.api_tokens, *settings.api.read_tokens]):
         raise Unauthorized("a valid bearer token is required to read (api.public_reads is off)")

@@ -15,6 +15,7 @@ from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 
 from video_mm.api import schemas
+from video_mm.api.limits import check_free_disk, client_key
 from video_mm.api.media import ranged_response
 from video_mm.api.upload import BadRequest, Spooled, receive_files
 from video_mm.errors import NotFound, VideoMMError, VideoTooLarge
@@ -37,7 +38,7 @@ reads = APIRouter(prefix="/v1")
 writes = APIRouter(prefix="/v1")
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": schemas.ErrorOut} for s in (400, 401, 404, 409, 413, 415, 422, 503)
+    s: {"model": schemas.ErrorOut} for s in (400, 401, 404, 409, 413, 415, 422, 429, 503, 507)
 }
 
 
@@ -134,6 +135,8 @@ BATCH_BODY = {
 
 async def _receive(request: Request, *, max_files: int, filename: str | None) -> list[Spooled]:
     settings = request.app.state.settings
+    request.app.state.limits.uploads.check(client_key(request))
+    check_free_disk(Path(settings.data_dir) / "uploads", settings.api.min_free_disk_bytes)
     limit = settings.api.max_upload_bytes  # for a batch, all its files together
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit + 2**20:  # 1 MiB for form overhead
@@ -425,20 +428,26 @@ def _preview_key(request: Request, video_id: str) -> str:
     with _PREVIEW_LOCKS[int(video_id[:8], 16) % len(_PREVIEW_LOCKS)]:
         if keys := ctx.catalog.attached(video_id, "preview"):
             return keys[0]
-        video = ctx.catalog.get_video(video_id)
-        spool = Path(settings.data_dir) / "uploads"
-        spool.mkdir(parents=True, exist_ok=True)
-        with ctx.blobs.local_path(video.blob_key) as src, tempfile.TemporaryDirectory(
-            dir=spool
-        ) as tmp:
-            out = to_browser_mp4(
-                src, Path(tmp) / "preview.mp4", settings.io,
-                max_height=settings.api.preview_max_height,
-                timeout_s=settings.api.preview_timeout_s,
-            )
-            key = ctx.blobs.put(out)
-        ctx.catalog.attach_blob(video_id, key, "preview")
-        return key
+        with request.app.state.limits.previews.place():  # at most N ffmpeg conversions at once
+            return _convert_preview(ctx, settings, video_id)
+
+
+def _convert_preview(ctx: Any, settings: Any, video_id: str) -> str:
+    """Convert the upload to an H.264 MP4 and keep it as a blob attached to the video."""
+    video = ctx.catalog.get_video(video_id)
+    spool = Path(settings.data_dir) / "uploads"
+    spool.mkdir(parents=True, exist_ok=True)
+    with ctx.blobs.local_path(video.blob_key) as src, tempfile.TemporaryDirectory(
+        dir=spool
+    ) as tmp:
+        out = to_browser_mp4(
+            src, Path(tmp) / "preview.mp4", settings.io,
+            max_height=settings.api.preview_max_height,
+            timeout_s=settings.api.preview_timeout_s,
+        )
+        key = ctx.blobs.put(out)
+    ctx.catalog.attach_blob(video_id, key, "preview")
+    return key
 
 
 _MEDIA_TYPES = {
@@ -514,6 +523,8 @@ def search(
     """Clips ranked by how well they match the text, with times, captions and thumbnails; each
     hit's ``stage`` and ``score_model`` say which stage and model produced its score."""
     from video_mm.search import search as run_search
+
+    request.app.state.limits.searches.check(client_key(request))
 
     settings = request.app.state.settings
     k = min(k, settings.search.max_k)

@@ -22,7 +22,11 @@ Source = str | os.PathLike[str] | BinaryIO
 # ffmpeg reads "proto:..." and "proto,options:..." as a protocol, not a file name.
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+)(,[^:/]*)?:")
 _PLAYLIST_SUFFIXES = {".m3u8", ".m3u", ".ffconcat", ".concat", ".pls", ".sdp", ".mpd", ".xspf"}
-_PLAYLIST_MARKERS = (b"#EXTM3U", b"#EXT-X-", b"ffconcat version", b"<MPD", b"[playlist]")
+# Manifests found anywhere in the first SNIFF_BYTES, not only at the start: an XML prolog, a BOM,
+# comments or junk before them do not stop ffmpeg's probes from reading them.
+_PLAYLIST_MARKERS = re.compile(
+    rb"#EXTM3U|#EXT-X-|ffconcat\s+version|<(?:[\w.-]+:)?MPD[\s>/]|\[playlist\]", re.IGNORECASE
+)
 SNIFF_BYTES = 4096
 
 
@@ -100,8 +104,7 @@ def _check_size(name: str | Path, size: int, limits: IOSettings) -> None:
 
 
 def _check_head(name: str | Path, head: bytes) -> None:
-    start = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if any(start.startswith(m) for m in _PLAYLIST_MARKERS) or b"#EXT-X-" in head:
+    if _PLAYLIST_MARKERS.search(head):
         raise ForbiddenSource(
             name, "playlists (HLS, ffconcat, DASH) are refused: only media files are read"
         )
