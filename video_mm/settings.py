@@ -140,13 +140,17 @@ class IndexSettings(BaseModel):
     url: str = ""
     collection: str = "clips"
     exact_max: int = 50_000
-    ann: Literal["hnsw", "ivf"] = "ivf"  # benchmarks/search.py: IVF keeps recall at 1M
+    # benchmarks/search.py: IVF keeps recall at 1M; IVF-PQ holds 10M in ~1 GB (pq_m bytes a vector)
+    ann: Literal["hnsw", "ivf", "ivfpq", "factory"] = "ivf"
     hnsw_m: int = 32
     ef_construction: int = 40
     ef_search: int = 128
     ivf_nlist: int = 0  # 0: 4 * sqrt(N) lists, fixed when the IVF index is trained
     ivf_nprobe: int = 32
     ivf_train_max: int = 100_000
+    pq_m: int = Field(64, ge=1)  # ivfpq: sub-quantizers (bytes a vector at 8 bits); divides dim
+    pq_nbits: int = Field(8, ge=1, le=16)
+    factory: str = "IVF{nlist},PQ32x4fs"  # ann = "factory" (FAISS only): any IVF recipe
     compact_fraction: float = 0.25
     milvus_timeout_s: float = 30.0
 

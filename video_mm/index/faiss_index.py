@@ -1,11 +1,14 @@
 """The embedded default index: FAISS in memory, one file on local disk.
 
 Search is exact (flat inner product) while the index holds at most ``exact_max`` vectors; beyond
-that it is rebuilt as HNSW or IVF (``settings.ann``). String ids map to int64 labels that are never
-reused, so a replaced vector gets a fresh label.
+that it is rebuilt as the approximate index ``settings.ann`` names: HNSW, IVF (flat lists), IVF-PQ
+(``pq_m`` bytes a vector: 10M clips fit in about 1 GB) or any IVF recipe of FAISS's index factory
+(``settings.factory``). String ids map to int64 labels that are never reused, so a replaced vector
+gets a fresh label.
 
-- Deletes: flat and IVF remove in place; HNSW cannot, so deleted labels become tombstones that a
-  search selector skips, and the graph is rebuilt once ``compact_fraction`` of it is dead.
+- Deletes: flat and the IVF kinds remove in place; HNSW cannot, so deleted labels become
+  tombstones that a search selector skips, and the graph is rebuilt once ``compact_fraction`` of
+  it is dead.
 - Durability: :meth:`flush` writes the whole index to a temporary file, fsyncs it and renames it
   over the old one, so a crash leaves either the old or the new index, never half of one.
 - Several processes: writes are applied in memory and logged; :meth:`flush` takes an exclusive
@@ -29,11 +32,13 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
-from video_mm.errors import IndexError_, NotFound
+from video_mm.errors import ConfigError, IndexError_, NotFound
 from video_mm.index.base import SearchResult, check_queries, check_vectors
 from video_mm.settings import IndexSettings
 
-Kind = Literal["flat", "hnsw", "ivf"]
+Kind = Literal["flat", "hnsw", "ivf", "ivfpq", "factory"]
+IVF_KINDS = ("ivf", "ivfpq", "factory")
+REBUILD_CHUNK = 100_000  # vectors moved at a time when rebuilding: bounded memory at any size
 FORMAT_VERSION = 1
 
 
@@ -81,7 +86,7 @@ class FaissIndex:
 
     @property
     def kind(self) -> Kind:
-        """Which structure answers searches now: ``flat`` (exact), ``hnsw`` or ``ivf``."""
+        """Which structure answers searches now: ``flat`` (exact) or an ``ann`` kind."""
         return self._kind
 
     def __len__(self) -> int:
@@ -126,7 +131,7 @@ class FaissIndex:
             self._dim = int(vectors.shape[1])
         self._apply_delete([i for i in ids if i in self._label_of])
         if self._index is None:
-            self._index = self._build("flat", np.empty((0, self._dim), np.float32), _NO_LABELS)
+            self._index = self._empty("flat", None)
         labels = np.arange(self._next_label, self._next_label + len(ids), dtype=np.int64)
         self._next_label += len(ids)
         self._index.add_with_ids(vectors, labels)
@@ -150,43 +155,67 @@ class FaissIndex:
     # -- structure -----------------------------------------------------------------------------
 
     def _wanted_kind(self) -> Kind:
-        return "flat" if len(self) <= self.settings.exact_max else self.settings.ann
+        """Exact up to ``exact_max``; a quantizing index also waits for enough vectors to train
+        its codebooks (256 entries at 8 bits)."""
+        s = self.settings
+        need = 2**s.pq_nbits if s.ann == "ivfpq" else 256 if s.ann == "factory" else 0
+        return "flat" if len(self) <= max(s.exact_max, need - 1) else s.ann
 
     def _maybe_rebuild(self) -> None:
-        """Switch structure when the size crosses ``exact_max``, compact HNSW, regrow IVF."""
+        """Switch structure when the size crosses ``exact_max``, compact HNSW, regrow IVF.
+
+        An IVF quantizer is retrained once the index holds 4x the vectors it was trained on,
+        unless its list count is fixed (``ivf_nlist``) and it already saw ``ivf_train_max``
+        vectors: retraining then would learn nothing new and cost a pass over every vector."""
         wanted = self._wanted_kind()
-        dead = len(self._tombstones) > self.settings.compact_fraction * max(self._index.ntotal, 1)
-        outgrown = self._kind == "ivf" and len(self) > 4 * self._trained_on
+        s = self.settings
+        dead = len(self._tombstones) > s.compact_fraction * max(self._index.ntotal, 1)
+        outgrown = (
+            self._kind in IVF_KINDS
+            and len(self) > 4 * self._trained_on
+            and (s.ivf_nlist == 0 or self._trained_on < s.ivf_train_max)
+        )
         if wanted != self._kind or dead or outgrown:
-            labels = np.fromiter(self._name_of, dtype=np.int64, count=len(self._name_of))
-            vectors = self._index.reconstruct_batch(labels) if len(labels) else None
-            if vectors is None:
-                vectors = np.empty((0, self._dim), np.float32)
-            self._index = self._build(wanted, vectors, labels)
+            self._index = self._rebuilt(wanted)
             self._kind = wanted
             self._tombstones.clear()
 
-    def _build(self, kind: Kind, vectors: np.ndarray, labels: np.ndarray) -> Any:
+    def _rebuilt(self, kind: Kind) -> Any:
+        """A new ``kind`` index holding the live vectors of the current one, moved in chunks so
+        that no full float copy of a large index is ever held (IVF-PQ at 10M would need 10 GB)."""
+        old = self._index
+        labels = np.fromiter(self._name_of, dtype=np.int64, count=len(self._name_of))
+        if self._kind in IVF_KINDS and len(labels):
+            # for reconstruct, this once: kept for good it would cost ~40 bytes a vector
+            faiss.extract_index_ivf(old).set_direct_map_type(faiss.DirectMap.Hashtable)
+        sample = labels
+        if kind in IVF_KINDS and len(labels) > self.settings.ivf_train_max:
+            rng = np.random.default_rng(0)
+            sample = np.sort(rng.choice(labels, self.settings.ivf_train_max, replace=False))
+        index = self._empty(kind, old.reconstruct_batch(sample) if len(sample) else None)
+        if kind in IVF_KINDS:
+            self._trained_on = len(labels)
+        for start in range(0, len(labels), REBUILD_CHUNK):
+            chunk = labels[start : start + REBUILD_CHUNK]
+            index.add_with_ids(old.reconstruct_batch(chunk), chunk)
+        return index
+
+    def _empty(self, kind: Kind, train: np.ndarray | None) -> Any:
+        """An empty index of ``kind``; the IVF kinds are trained on ``train`` (a sample)."""
         dim = self._dim
         s = self.settings
         if kind == "flat":
-            index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        elif kind == "hnsw":
+            return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        if kind == "hnsw":
             graph = faiss.IndexHNSWFlat(dim, s.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             graph.hnsw.efConstruction = s.ef_construction
-            index = faiss.IndexIDMap2(graph)
-        else:
-            nlist = s.ivf_nlist or max(1, int(4 * np.sqrt(len(vectors))))
-            index = faiss.IndexIVFFlat(
-                faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT
-            )
-            rng = np.random.default_rng(0)
-            sample = vectors[rng.permutation(len(vectors))[: s.ivf_train_max]]
-            index.train(sample)
-            index.set_direct_map_type(faiss.DirectMap.Hashtable)
-            self._trained_on = len(vectors)
-        if len(vectors):
-            index.add_with_ids(vectors, labels)
+            return faiss.IndexIDMap2(graph)
+        nlist = s.ivf_nlist or max(1, int(4 * np.sqrt(max(len(self), 1))))
+        if train is not None:
+            nlist = min(nlist, len(train))  # k-means needs at least one vector a list
+        index = ivf_from_factory(ivf_recipe(s, kind, nlist), dim)
+        if train is not None:
+            index.train(train)
         return index
 
     # -- search --------------------------------------------------------------------------------
@@ -216,8 +245,10 @@ class FaissIndex:
                 # Keep the selector alive as long as the params object.
                 params.sel = self._selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(dead))
             return params
-        if self._kind == "ivf":
-            return faiss.SearchParametersIVF(nprobe=self.settings.ivf_nprobe)
+        if self._kind in IVF_KINDS:
+            # on the IVF itself: a recipe may wrap it (a pre-transform such as OPQ)
+            faiss.extract_index_ivf(self._index).nprobe = self.settings.ivf_nprobe
+            return None
         return None
 
     # -- persistence ---------------------------------------------------------------------------
@@ -323,7 +354,27 @@ class FaissIndex:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-_NO_LABELS = np.empty(0, np.int64)
+def ivf_recipe(settings: IndexSettings, kind: str, nlist: int) -> str:
+    """The FAISS index-factory string of an IVF ``kind`` with ``nlist`` lists."""
+    if kind == "ivf":
+        return f"IVF{nlist},Flat"
+    if kind == "ivfpq":
+        return f"IVF{nlist},PQ{settings.pq_m}x{settings.pq_nbits}"
+    return settings.factory.replace("{nlist}", str(nlist))
+
+
+def ivf_from_factory(recipe: str, dim: int) -> Any:
+    """An untrained inner-product index from ``recipe``; it must be an IVF index, which takes
+    ids of its own and removes in place (what upserts and deletes need)."""
+    try:
+        index = faiss.index_factory(dim, recipe, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise ConfigError(f"bad FAISS index factory string {recipe!r}: {exc}") from exc
+    try:
+        faiss.extract_index_ivf(index)
+    except RuntimeError as exc:
+        raise ConfigError(f"index.factory {recipe!r} is not an IVF index: {exc}") from exc
+    return index
 
 
 def _fsync_dir(directory: Path) -> None:

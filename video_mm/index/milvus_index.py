@@ -6,7 +6,8 @@ path, which pymilvus serves through ``milvus-lite`` (the same gRPC protocol, a l
 
 One collection per embedding space: a VARCHAR primary key (the clip id) and a FLOAT_VECTOR field.
 The vector index is FLAT (exact inner product) while the collection holds at most ``exact_max``
-vectors and is rebuilt as HNSW or IVF_FLAT (``settings.ann``) past that, like the FAISS backend.
+vectors and is rebuilt as HNSW, IVF_FLAT or IVF_PQ (``settings.ann``) past that, like the FAISS
+backend (``ann = "factory"`` is FAISS's own and is refused here).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from video_mm.errors import IndexError_, NotFound
+from video_mm.errors import ConfigError, IndexError_, NotFound
 from video_mm.index.base import FORBIDDEN_ID_CHARS, SearchResult, check_queries, check_vectors
 from video_mm.settings import IndexSettings
 
@@ -37,6 +38,8 @@ class MilvusIndex:
         from pymilvus.exceptions import MilvusException
 
         self._errors = (MilvusException,)
+        if settings.ann == "factory":
+            raise ConfigError("index.ann 'factory' is FAISS-only; Milvus takes hnsw, ivf or ivfpq")
         self.uri = uri
         self.collection = collection
         self.settings = settings
@@ -98,11 +101,18 @@ class MilvusIndex:
                 metric_type="IP",
                 params={"M": s.hnsw_m, "efConstruction": s.ef_construction},
             )
-        else:
+        elif kind in ("ivf", "ivfpq"):
             nlist = s.ivf_nlist or max(1, int(4 * np.sqrt(max(len(self), 1))))
+            if kind == "ivf":
+                index_type, extra = "IVF_FLAT", {}
+            else:
+                index_type, extra = "IVF_PQ", {"m": s.pq_m, "nbits": s.pq_nbits}
             params.add_index(
-                VECTOR_FIELD, index_type="IVF_FLAT", metric_type="IP", params={"nlist": nlist}
-            )
+                VECTOR_FIELD, index_type=index_type, metric_type="IP",
+                params={"nlist": nlist, **extra},
+            )  # fmt: skip
+        else:
+            raise ConfigError(f"index.ann {kind!r} is FAISS-only; Milvus takes hnsw, ivf or ivfpq")
         return params
 
     def _read_dim(self) -> int:
@@ -117,7 +127,8 @@ class MilvusIndex:
         if not names:
             return ""
         info = self._client.describe_index(self.collection, names[0])
-        return {"HNSW": "hnsw", "IVF_FLAT": "ivf"}.get(str(info.get("index_type")), "flat")
+        kinds = {"HNSW": "hnsw", "IVF_FLAT": "ivf", "IVF_PQ": "ivfpq"}
+        return kinds.get(str(info.get("index_type")), "flat")
 
     def _maybe_reindex(self) -> None:
         """Swap FLAT for the approximate index (or back) when the size crosses ``exact_max``."""
@@ -226,7 +237,7 @@ class MilvusIndex:
         params: dict[str, Any] = {"metric_type": "IP"}
         if self._index_kind == "hnsw":
             params["params"] = {"ef": max(self.settings.ef_search, k)}
-        elif self._index_kind == "ivf":
+        elif self._index_kind in ("ivf", "ivfpq"):
             params["params"] = {"nprobe": self.settings.ivf_nprobe}
         hits = self._call(
             self._client.search,
