@@ -36,6 +36,7 @@ from video_mm.io.native_logs import decord_errors, route_decord_logs
 from video_mm.io.probe import (
     Deadline,
     demux,
+    ffmpeg_reason,
     open_container,
     probe,
     read_timeout,
@@ -384,6 +385,7 @@ class PyAVReader(Reader):
         self._open()
 
     def _open(self) -> None:
+        self._drop_frames()
         if self._stack is not None:
             self._stack.close()
         self._stack = ExitStack()
@@ -454,7 +456,7 @@ class PyAVReader(Reader):
         except av.error.FFmpegError as exc:
             self._open()
             raise CorruptVideo(
-                self._name, f"decoding failed: {_reason(exc)}"
+                self._name, f"decoding failed: {ffmpeg_reason(exc)}"
             ) from exc
         except VideoError:
             self._open()
@@ -513,7 +515,7 @@ class PyAVReader(Reader):
                 self._open()
                 key = 0
         self._pos = key - 1
-        self._held = None
+        self._drop_frames()
         self._frames = self._decoded()
 
     def _decoded(self) -> Iterator[av.VideoFrame]:
@@ -551,12 +553,17 @@ class PyAVReader(Reader):
         rgb = frame.reformat(width=self._coded_w, height=self._coded_h, format="rgb24").to_ndarray()
         return np.rot90(rgb, self._turns) if self._turns % 4 else rgb
 
+    def _drop_frames(self) -> None:
+        """Close the live decode generator now: left to the garbage collector (it refers to the
+        reader, a cycle), its codec context would be freed at interpreter exit, where freeing
+        FFmpeg's frame threads can deadlock."""
+        if getattr(self, "_frames", None) is not None:
+            self._frames.close()
+        self._frames, self._held = None, None
+
     def close(self) -> None:
+        self._drop_frames()
         if self._stack is not None:
             self._stack.close()
             self._stack = None
 
-
-def _reason(exc: av.error.FFmpegError) -> str:
-    """FFmpeg's error in our words: its message, without the file name or function it names."""
-    return (getattr(exc, "strerror", None) or type(exc).__name__).rstrip(".").lower()

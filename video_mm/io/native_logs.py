@@ -1,23 +1,28 @@
 """The native libraries' own log lines go to our logger at debug level, never to the terminal.
 
-A damaged file makes FFmpeg's decoders talk ("[h264 @ 0x...] error while decoding MB 4 4"). PyAV
-hands FFmpeg's lines to Python logging once a level is set, so they are forwarded to the
-``video_mm.native`` logger. Decord links its own copy of FFmpeg, which would print to the
-terminal from its decoding threads; its log callback is replaced (through ctypes) by one that
-forwards the same way and counts the errors, so a reader can tell that Decord met damaged data.
-Where that copy of FFmpeg cannot be found (another Decord build), its logging is silenced instead.
+A damaged file makes FFmpeg's decoders talk ("[h264 @ 0x...] error while decoding MB 4 4").
+
+- PyAV keeps FFmpeg silent by default, and it stays so: a Python log callback called from FFmpeg's
+  frame threads deadlocks when a codec context is freed while the main thread holds the GIL
+  (PyAV issues #751, #909; it hung our decode benchmark at interpreter exit). The lines PyAV does
+  hand to Python logging (while a file is opened, where :mod:`video_mm.io.probe` sets a level and
+  captures them) go to the ``video_mm.native`` logger at debug level, never to a root handler.
+- Decord links its own copy of FFmpeg, which prints to the terminal from its decoding threads.
+  Its log callback is replaced (through ctypes, whose foreign calls release the GIL) by one that
+  forwards to ``video_mm.native`` and counts the errors, so a reader can tell that Decord met
+  damaged data; at exit FFmpeg's own callback is put back, silenced. Where that copy of FFmpeg
+  cannot be found (another Decord build), its logging is only silenced.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import logging
 import platform
 import threading
 from pathlib import Path
 from types import ModuleType
-
-import av.logging
 
 log = logging.getLogger("video_mm.native")
 
@@ -39,13 +44,13 @@ class _ToDebug(logging.Handler):
 
 
 def route_ffmpeg_logs() -> None:
-    """Send PyAV's FFmpeg warnings and errors to ``video_mm.native`` at debug level (idempotent)."""
+    """Send the FFmpeg lines PyAV hands to Python logging to ``video_mm.native`` at debug level
+    (idempotent). PyAV's own level is left alone (None: FFmpeg silent)."""
     libav = logging.getLogger("libav")
     if not any(isinstance(h, _ToDebug) for h in libav.handlers):
         libav.addHandler(_ToDebug())
     libav.propagate = False
     libav.setLevel(logging.WARNING)
-    av.logging.set_level(av.logging.WARNING)
 
 
 def decord_errors() -> int:
@@ -85,3 +90,9 @@ def route_decord_logs(decord: ModuleType) -> None:
         _callback = _LogCallback(forward)
         avutil.av_log_set_callback(_callback)
         decord.logging.set_level(decord.logging.WARNING)
+
+        def restore() -> None:  # no Python callback while the interpreter shuts down
+            avutil.av_log_set_level(decord.logging.QUIET)
+            avutil.av_log_set_callback(avutil.av_log_default_callback)
+
+        atexit.register(restore)

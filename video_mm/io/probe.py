@@ -122,9 +122,7 @@ def open_container(
             name, f"reading took longer than {limits.decode_timeout_s:g} s (io.decode_timeout_s)"
         ) from exc
     except av.error.FFmpegError as exc:
-        raise CorruptVideo(
-            name, f"ffmpeg could not read it: {getattr(exc, 'strerror', None) or exc}"
-        ) from exc
+        raise CorruptVideo(name, f"ffmpeg could not read it: {ffmpeg_reason(exc)}") from exc
     finally:
         container.close()
 
@@ -319,12 +317,19 @@ def _scan(
     except av.error.FFmpegError as exc:
         complete = False
         if first is None:
-            raise CorruptVideo(name, f"the first frame does not decode: {exc}") from exc
+            raise CorruptVideo(
+                name, f"the first frame does not decode: {ffmpeg_reason(exc)}"
+            ) from exc
     if first is None:
         raise CorruptVideo(
             name, "no frame decodes: the stream is empty or cut before its first frame"
         )
     return first, np.sort(np.asarray(stamps, dtype=np.float64)), complete
+
+
+def ffmpeg_reason(exc: Exception) -> str:
+    """FFmpeg's error in our words: its message, without the file, function or log line it names."""
+    return (getattr(exc, "strerror", None) or type(exc).__name__).rstrip(".").lower()
 
 
 def read_timeout(name: str, seconds: float) -> DecodeTimeout:
@@ -379,7 +384,7 @@ def _open_error(checked: Path | BinaryIO, exc: Exception) -> VideoError:
         head = checked.read(16)
         checked.seek(0)
     if any(head[at : at + len(sig)] == sig for at, sig in _SIGNATURES):
-        detail = getattr(exc, "strerror", None) or str(exc)
+        detail = ffmpeg_reason(exc)
         return CorruptVideo(
             name, f"looks like a video container but ffmpeg cannot open it ({detail})"
         )
