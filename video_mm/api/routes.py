@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tempfile
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,7 +18,7 @@ from video_mm.api.media import ranged_response
 from video_mm.api.upload import BadRequest, Spooled, receive_files
 from video_mm.errors import NotFound, VideoMMError, VideoTooLarge
 from video_mm.export import Cue, to_srt, to_vtt
-from video_mm.io.transcode import browser_playable, to_browser_mp4
+from video_mm.io.transcode import browser_playable
 
 if TYPE_CHECKING:
     from video_mm.storage.catalog import Catalog
@@ -406,9 +404,14 @@ async def video_preview(request: Request, video_id: VideoId) -> Response:
     """AVI, GIF, MKV/HEVC and the like do not play in a ``<video>``: the first request converts the
     upload (``api.preview_max_height``, ``api.preview_timeout_s``) and stores the copy as a blob
     attached to the video, so later requests, and deleting the video, find it."""
+    from video_mm.pipeline.preview import preview_key
+
     ctx = _ctx(request)
     await run_in_threadpool(ctx.catalog.get_video, video_id)  # 404 before any work
-    key = await run_in_threadpool(_preview_key, request, video_id)
+    key = await run_in_threadpool(  # at most api.preview_max_concurrent conversions at once
+        preview_key, video_id, request.app.state.settings,
+        slot=request.app.state.limits.previews.place,
+    )
     return ranged_response(
         lambda: ctx.blobs.open(key),
         ctx.blobs.size(key),
@@ -416,38 +419,6 @@ async def video_preview(request: Request, video_id: VideoId) -> Response:
         request.headers.get("range"),
         headers={"cache-control": "private, max-age=86400, immutable"},
     )
-
-
-# Striped locks: one conversion per video at a time, in bounded memory however many videos.
-_PREVIEW_LOCKS = tuple(threading.Lock() for _ in range(64))
-
-
-def _preview_key(request: Request, video_id: str) -> str:
-    """The preview's blob key, converting once per video even under concurrent requests."""
-    ctx, settings = _ctx(request), request.app.state.settings
-    with _PREVIEW_LOCKS[int(video_id[:8], 16) % len(_PREVIEW_LOCKS)]:
-        if keys := ctx.catalog.attached(video_id, "preview"):
-            return keys[0]
-        with request.app.state.limits.previews.place():  # at most N ffmpeg conversions at once
-            return _convert_preview(ctx, settings, video_id)
-
-
-def _convert_preview(ctx: Any, settings: Any, video_id: str) -> str:
-    """Convert the upload to an H.264 MP4 and keep it as a blob attached to the video."""
-    video = ctx.catalog.get_video(video_id)
-    spool = Path(settings.data_dir) / "uploads"
-    spool.mkdir(parents=True, exist_ok=True)
-    with ctx.blobs.local_path(video.blob_key) as src, tempfile.TemporaryDirectory(
-        dir=spool
-    ) as tmp:
-        out = to_browser_mp4(
-            src, Path(tmp) / "preview.mp4", settings.io,
-            max_height=settings.api.preview_max_height,
-            timeout_s=settings.api.preview_timeout_s,
-        )
-        key = ctx.blobs.put(out)
-    ctx.catalog.attach_blob(video_id, key, "preview")
-    return key
 
 
 _MEDIA_TYPES = {
@@ -485,15 +456,9 @@ def thumbnail(
 )
 def delete_video(request: Request, video_id: VideoId) -> schemas.DeletedOut:
     """Its index entries, blobs (those no other video shares), clips, captions and jobs."""
-    from video_mm.index.base import open_index
+    from video_mm.pipeline.delete import delete_video as delete_everywhere
 
-    ctx = _ctx(request)
-    ctx.catalog.get_video(video_id)  # 404 before the index is opened
-    index = open_index(request.app.state.settings)
-    try:
-        deleted = ctx.catalog.delete_video(video_id, blobs=ctx.blobs, index=index)
-    finally:
-        index.close()
+    deleted = delete_everywhere(video_id, request.app.state.settings)
     return schemas.DeletedOut(video_id=video_id, clips=deleted.clips)
 
 

@@ -98,22 +98,14 @@ def delete(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Delete a video: its index entries, blobs, clips, captions and jobs."""
-    from video_mm.index.base import open_index
-    from video_mm.storage.blobs import BlobStore
-    from video_mm.storage.catalog import Catalog
+    from video_mm.pipeline.delete import delete_video
+    from video_mm.pipeline.runner import context
 
     settings = get_settings()
-    with Catalog.from_settings(settings) as catalog:
-        video = catalog.get_video(video_id)  # NotFound before anything is touched
-        if not yes:
-            typer.confirm(f"delete {video.filename or video.id} and all its results?", abort=True)
-        index = open_index(settings)
-        try:
-            report = catalog.delete_video(
-                video_id, blobs=BlobStore.from_settings(settings), index=index
-            )
-        finally:
-            index.close()
+    video = context(settings).catalog.get_video(video_id)  # NotFound before anything is touched
+    if not yes:
+        typer.confirm(f"delete {video.filename or video.id} and all its results?", abort=True)
+    report = delete_video(video_id, settings)
     if as_json:
         print(
             json.dumps(
