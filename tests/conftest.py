@@ -138,3 +138,72 @@ def hub_cache_entry(hf_home: Path, repo_id: str, folder: Path, revision: str) ->
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text(revision)
     return repo / "snapshots" / revision
+
+
+FEATURE_BACKBONE = "mobilenet_v3_small"  # 30x cheaper than resnet18: fast tests
+FEAT_DIM = 576
+
+
+# Tiny, randomly initialised models saved the way real ones are, and settings that use them (the
+# pipeline, API and worker tests). The pipeline only needs models that load through the factories
+# and produce captions and vectors; training quality is the models' rooms' business. Small sizes
+# keep every job a fraction of a second.
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory, msvd14_captions: dict) -> dict:
+    """``{"captioners": [dir, dir], "retrieval": dir | None}`` under a session temp folder."""
+    import torch
+
+    from video_mm.artifacts import BackboneSpec
+    from video_mm.data.vocab import Vocabulary
+    from video_mm.models.factory import create_model, save_pretrained
+
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    vocab = Vocabulary.build([c for caps in msvd14_captions.values() for c in caps], min_count=2)
+    spec = BackboneSpec(name=FEATURE_BACKBONE, weights="none", dim=FEAT_DIM)
+    configs = {
+        "lrcn": {"arch": "lrcn", "embed_dim": 16, "hidden_dim": 32, "conditioning": "both"},
+        "attention": {"arch": "temporal_attention", "embed_dim": 16, "hidden_dim": 32,
+                      "attention": "additive", "attn_dim": 16},
+    }
+    dirs = []
+    for name, cfg in configs.items():
+        model = create_model({"name": name, **cfg}, len(vocab), FEAT_DIM)
+        dirs.append(save_pretrained(root / "captioners" / name, model, vocab, spec,
+                                    trained_on="nothing (random init, for tests)"))
+    from video_mm.retrieval.model import RetrievalModel, load_config
+    from video_mm.retrieval.model import save_pretrained as save_retrieval
+
+    config = load_config({"name": "retrieval", "embed_dim": 32, "text_tower": "learned",
+                          "video": {"pooling": "mean", "hidden": 32},
+                          "text": {"word_dim": 16, "hidden": 32}})
+    model = RetrievalModel(config, FEAT_DIM, vocab)
+    model.backbone = spec
+    retrieval = save_retrieval(root / "retrieval", model)
+    return {"captioners": dirs, "retrieval": retrieval}
+
+
+def _pipeline_settings(data_dir: Path, models: dict, **overrides: object) -> Settings:
+    """Settings for fast jobs: few frames per clip, short windows, the tiny models."""
+    values: dict = {
+        "data_dir": data_dir,
+        "sampling": {"sampler": "uniform", "n_frames": 4, "size": 112},
+        "segment": {"method": "fixed", "window_s": 4.0, "stride_s": 4.0, "min_clip_s": 1.0},
+        "features": {"backbone": FEATURE_BACKBONE, "weights": "none", "batch_size": 16},
+        "models": {
+            "captioners": [str(p) for p in models["captioners"]],
+            "retrieval": str(models["retrieval"] or ""),
+        },
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+def pipeline_settings(tiny_models: dict):  # type: ignore[no-untyped-def]
+    """``pipeline_settings(data_dir, **overrides) -> Settings``: fast jobs on the tiny models."""
+
+    def make(data_dir: Path, **overrides: object) -> Settings:
+        return _pipeline_settings(data_dir, tiny_models, **overrides)
+
+    return make

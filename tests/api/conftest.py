@@ -1,4 +1,4 @@
-"""The real app served by uvicorn on a free loopback port, with the tiny models of tests/pipeline.
+"""The real app served by uvicorn on a free loopback port, with the tiny models (tests/conftest.py).
 
 Every test talks HTTP to it (httpx), so routing, streaming uploads, range requests, auth and error
 bodies are exercised as a client sees them. The embedded worker runs the real pipeline.
@@ -6,7 +6,6 @@ bodies are exercised as a client sees them. The embedded worker runs the real pi
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 import threading
 import time
@@ -20,24 +19,8 @@ import uvicorn
 from video_mm.api.app import create_app
 from video_mm.settings import Settings
 
-REPO = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-0123456789"
 JOB_DEADLINE_S = 300.0  # a hang guard, not a speed assertion
-
-
-def _pipeline_conftest():  # type: ignore[no-untyped-def]
-    """The tiny-model fixtures of tests/pipeline, shared without a package or a root plugin."""
-    spec = importlib.util.spec_from_file_location(
-        "vmm_tests_pipeline_conftest_api", REPO / "tests" / "pipeline" / "conftest.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_pipeline = _pipeline_conftest()
-tiny_models = _pipeline.tiny_models
-pipeline_settings = _pipeline.pipeline_settings
 
 
 def free_port() -> int:
@@ -72,35 +55,41 @@ class Server:
         self.thread.join(timeout=60)
 
 
-def api_settings(data_dir: Path, models: dict, **api: object) -> Settings:
-    return pipeline_settings(
-        data_dir, models, api={"tokens": [TOKEN], "max_upload_bytes": 50 * 2**20, **api}
-    )
+@pytest.fixture(scope="session")
+def api_settings(pipeline_settings):  # type: ignore[no-untyped-def]
+    """``api_settings(data_dir, **api) -> Settings``: the tiny models, a token, a 50 MiB limit."""
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict) -> Iterator[Server]:
-    """One server per test module (jobs it ran stay in its catalog for the module's tests)."""
-    with Server(api_settings(tmp_path_factory.mktemp("api") / "vmm", tiny_models)) as srv:
-        yield srv
-
-
-@pytest.fixture
-def make_server(tiny_models: dict):  # type: ignore[no-untyped-def]
-    """A server for a test that needs other [api] settings: ``make_server(dir, **api)``."""
-
-    def make(tmp: Path, **api: object) -> Server:
-        return Server(api_settings(tmp / "vmm", tiny_models, **api))
+    def make(data_dir: Path, **api: object) -> Settings:
+        return pipeline_settings(
+            data_dir, api={"tokens": [TOKEN], "max_upload_bytes": 50 * 2**20, **api}
+        )
 
     return make
 
 
 @pytest.fixture(scope="module")
-def make_module_server(tiny_models: dict):  # type: ignore[no-untyped-def]
+def server(tmp_path_factory: pytest.TempPathFactory, api_settings) -> Iterator[Server]:  # type: ignore[no-untyped-def]
+    """One server per test module (jobs it ran stay in its catalog for the module's tests)."""
+    with Server(api_settings(tmp_path_factory.mktemp("api") / "vmm")) as srv:
+        yield srv
+
+
+@pytest.fixture
+def make_server(api_settings):  # type: ignore[no-untyped-def]
+    """A server for a test that needs other [api] settings: ``make_server(dir, **api)``."""
+
+    def make(tmp: Path, **api: object) -> Server:
+        return Server(api_settings(tmp / "vmm", **api))
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def make_module_server(api_settings):  # type: ignore[no-untyped-def]
     """Like ``make_server``, for module-scoped fixtures."""
 
     def make(tmp: Path, **api: object) -> Server:
-        return Server(api_settings(tmp / "vmm", tiny_models, **api))
+        return Server(api_settings(tmp / "vmm", **api))
 
     return make
 

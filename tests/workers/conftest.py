@@ -8,7 +8,6 @@ processes in their own process group; teardown kills the whole group.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import signal
@@ -30,19 +29,6 @@ REPO = Path(__file__).resolve().parents[2]
 HANG = Path(__file__).resolve().parent / "hang"
 
 
-def _pipeline_conftest():  # type: ignore[no-untyped-def]
-    """The tiny-model fixtures of tests/pipeline, shared without a package or a root plugin."""
-    spec = importlib.util.spec_from_file_location(
-        "vmm_tests_pipeline_conftest", REPO / "tests" / "pipeline" / "conftest.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_pipeline = _pipeline_conftest()
-tiny_models = _pipeline.tiny_models
-pipeline_settings = _pipeline.pipeline_settings
 BROKERS = {
     "redis": ("redis://127.0.0.1:6379/0", ("127.0.0.1", 6379)),
     "rabbitmq": ("amqp://guest:guest@127.0.0.1:5672//", ("127.0.0.1", 5672)),
@@ -224,7 +210,9 @@ def results_once() -> object:
 
 
 @pytest.fixture
-def worker_settings(request: pytest.FixtureRequest, tmp_path: Path, tiny_models: dict) -> Settings:
+def worker_settings(
+    request: pytest.FixtureRequest, tmp_path: Path, pipeline_settings  # type: ignore[no-untyped-def]
+) -> Settings:
     """Fast settings on the broker the test names (``redis``, ``rabbitmq``, ``embedded``);
     videos over 200 s are refused (the too-long case)."""
     name = request.param if hasattr(request, "param") else "redis"
@@ -232,7 +220,7 @@ def worker_settings(request: pytest.FixtureRequest, tmp_path: Path, tiny_models:
         pytest.skip(f"{name} is not running at {BROKERS[name][1]}")
     url = "" if name == "embedded" else BROKERS[name][0]
     return pipeline_settings(
-        tmp_path / "vmm", tiny_models,
+        tmp_path / "vmm",
         io={"max_duration_s": 200.0},
         broker={"url": url, "queue_prefix": f"vmmtest-{uuid.uuid4().hex[:8]}-",
                 "visibility_timeout_s": 500, "retry_backoff_s": 0.5,
