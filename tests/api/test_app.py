@@ -61,6 +61,9 @@ def test_video_has_metadata_and_captioned_clips(client: httpx.Client, ready_vide
     for clip in clips:
         assert {c["model"] for c in clip["captions"]} == {"lrcn", "attention"}
         assert all(c["text"] for c in clip["captions"])
+        # each caption says what its model's output is worth (the tiny models: random CNN)
+        assert all(c["notes"] == ["frame encoder has random weights: not for real video"]
+                   for c in clip["captions"])
         for c in clip["captions"]:  # n-best (models.n_best = 3): the next two, with scores
             assert len(c["alternatives"]) == 2
             assert len({c["text"], *(a["text"] for a in c["alternatives"])}) == 3

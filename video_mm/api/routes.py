@@ -308,13 +308,17 @@ def list_videos(
 )
 def get_video(request: Request, video_id: VideoId) -> schemas.VideoOut:
     """Metadata, jobs, and every clip with its captions (one per captioner)."""
+    from video_mm import provenance
+    from video_mm.artifacts import captioner_dirs
+
     cat = _ctx(request).catalog
     video = cat.get_video(video_id)
+    notes = provenance.notes_by_name(captioner_dirs(request.app.state.settings))
     by_clip: dict[str, list[schemas.CaptionOut]] = {}
     for c in cat.get_captions(video_id=video_id):
         by_clip.setdefault(c.clip_id, []).append(
             schemas.CaptionOut(model=c.model, text=c.text, score=c.score, attention=c.attention,
-                               alternatives=c.alternatives or [])
+                               alternatives=c.alternatives or [], notes=notes.get(c.model, []))
         )
     clips = [
         schemas.ClipOut(

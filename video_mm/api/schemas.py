@@ -60,6 +60,10 @@ class CaptionOut(BaseModel):
     model: str
     text: str
     score: float
+    notes: list[str] = Field(
+        default_factory=list,
+        description="warnings about the captioner, e.g. trained on synthetic shapes: not for "
+        "real video")
     attention: list[list[float]] | None = Field(
         None, description="[words, frames] attention weights, for models that attend"
     )

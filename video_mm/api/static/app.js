@@ -183,6 +183,9 @@ async function showVideo(id) {
         `${clock(c.start)}–${clock(c.end)}`),
       ...c.captions.map((cap) => el("div", { class: "caption" }, el("span", { class: "model" }, cap.model), " ", cap.text))),
   )));
+  // What the captioners' output is worth (e.g. trained on synthetic shapes), once per video.
+  const notes = [...new Set(v.clips.flatMap((c) => c.captions.flatMap((cap) => (cap.notes || []).map((n) => `${cap.model}: ${n}`))))];
+  $("#caption-notes").replaceChildren(...notes.map((n) => el("div", { class: "note small", role: "note" }, `⚠ ${n}`)));
   const first = v.clips.find((c) => c.captions.some((cap) => cap.attention));
   $("#attention-wrap").hidden = !first;
   if (first) showAttention(first);
