@@ -20,7 +20,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# The shipped configs: ``video_mm/configs`` links to the repository's ``configs/`` in a checkout and
+# is a copy of it (package data) in an installed wheel.
+CONFIG_DIR = (Path(__file__).resolve().parent / "configs").resolve()
 DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
 
 
@@ -204,6 +206,8 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Path(".vmm")
+    # VMM_SHARED_DATA: the real clips and annotations beside the checkout (tests, `vmm demo`).
+    shared_data: Path = Path("../shared/data")
     io: IOSettings = Field(default_factory=IOSettings)
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)
     segment: SegmentSettings = Field(default_factory=SegmentSettings)

@@ -18,7 +18,6 @@ Hugging Face cache, downloaded when online) instead of the synthetic retrieval m
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -45,10 +44,10 @@ CAPTIONERS = {
 }
 
 
-def real_clips() -> Path:
-    """The real MSVD clips shown beside the synthetic archive: ``$VMM_SHARED_DATA/msvd14/videos``
-    (``VMM_SHARED_DATA`` defaults to ``../shared/data``, as for the tests)."""
-    return Path(os.environ.get("VMM_SHARED_DATA", "../shared/data")) / "msvd14" / "videos"
+def real_clips(settings: Settings) -> Path:
+    """The real MSVD clips shown beside the synthetic archive: ``shared_data/msvd14/videos``
+    (``VMM_SHARED_DATA``; ``../shared/data`` by default, as for the tests)."""
+    return settings.shared_data / "msvd14" / "videos"
 
 
 def _train_models(settings: Settings, data: Path, epochs: int, console: Console) -> None:
@@ -164,7 +163,7 @@ def run_demo(
     console.print("[bold]models[/bold]")
     notes = _show_models(settings, console)
 
-    real = real_clips()
+    real = real_clips(settings)
     paths = [synth / "videos"] + ([real] if real.is_dir() else [])
     console.print(f"[bold]indexing[/bold] {', '.join(str(p) for p in paths)} (in-process)")
     rows = index_paths(paths, settings, queue=False)
