@@ -6,53 +6,17 @@ bodies are exercised as a client sees them. The embedded worker runs the real pi
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
-from video_mm.api.app import create_app
 from video_mm.settings import Settings
 
 TOKEN = "test-token-0123456789"
 JOB_DEADLINE_S = 300.0  # a hang guard, not a speed assertion
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """uvicorn in a thread; ``url`` once it answers."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.app = create_app(settings)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=60)
 
 
 @pytest.fixture(scope="session")
@@ -68,28 +32,30 @@ def api_settings(pipeline_settings):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, api_settings) -> Iterator[Server]:  # type: ignore[no-untyped-def]
+def server(  # type: ignore[no-untyped-def]
+    tmp_path_factory: pytest.TempPathFactory, api_settings, api_server
+) -> Iterator:
     """One server per test module (jobs it ran stay in its catalog for the module's tests)."""
-    with Server(api_settings(tmp_path_factory.mktemp("api") / "vmm")) as srv:
+    with api_server(api_settings(tmp_path_factory.mktemp("api") / "vmm")) as srv:
         yield srv
 
 
 @pytest.fixture
-def make_server(api_settings):  # type: ignore[no-untyped-def]
+def make_server(api_settings, api_server):  # type: ignore[no-untyped-def]
     """A server for a test that needs other [api] settings: ``make_server(dir, **api)``."""
 
-    def make(tmp: Path, **api: object) -> Server:
-        return Server(api_settings(tmp / "vmm", **api))
+    def make(tmp: Path, **api: object):  # type: ignore[no-untyped-def]
+        return api_server(api_settings(tmp / "vmm", **api))
 
     return make
 
 
 @pytest.fixture(scope="module")
-def make_module_server(api_settings):  # type: ignore[no-untyped-def]
+def make_module_server(api_settings, api_server):  # type: ignore[no-untyped-def]
     """Like ``make_server``, for module-scoped fixtures."""
 
-    def make(tmp: Path, **api: object) -> Server:
-        return Server(api_settings(tmp / "vmm", **api))
+    def make(tmp: Path, **api: object):  # type: ignore[no-untyped-def]
+        return api_server(api_settings(tmp / "vmm", **api))
 
     return make
 
@@ -100,7 +66,7 @@ def token() -> str:
 
 
 @pytest.fixture
-def client(server: Server) -> Iterator[httpx.Client]:
+def client(server) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
     with httpx.Client(base_url=server.url, timeout=120) as c:
         yield c
 

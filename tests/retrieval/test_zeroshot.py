@@ -4,9 +4,9 @@ the HTTP API) on real clips."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -28,8 +28,6 @@ from video_mm.retrieval.training import (
 from video_mm.retrieval.zeroshot import ZERO_SHOT_NOTE, init_config, zero_shot
 from video_mm.settings import Settings
 from video_mm.train.loop import TrainConfig
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def clip_reference(folder: Path, frames: np.ndarray, texts: list[str]) -> tuple:
@@ -83,19 +81,10 @@ def test_siglip_zero_shot_and_refusals(tiny_hf: dict[str, Path]) -> None:
         zero_shot(str(tiny_hf["dinov2"]))
 
 
-def _api_conftest():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(
-        "vmm_tests_api_conftest_zeroshot", REPO / "tests" / "api" / "conftest.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.integration
 def test_zero_shot_end_to_end_index_search_api(
     tiny_hf: dict[str, Path], tmp_path: Path, msvd14_videos: list[Path],
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, api_server: Any,
 ) -> None:
     """`vmm index` with only a zero-shot CLIP configured embeds every clip; `vmm search` and
     GET /v1/search find them and name the model. With random weights the ranking means nothing,
@@ -130,8 +119,7 @@ def test_zero_shot_end_to_end_index_search_api(
     finally:
         get_settings.cache_clear()
 
-    api = _api_conftest()
-    with api.Server(Settings(**{**settings.model_dump(), "api": {"embedded_worker": False}})) as s:
+    with api_server(Settings(**{**settings.model_dump(), "api": {"embedded_worker": False}})) as s:
         r = httpx.get(f"{s.url}/v1/search", params={"q": "a cat plays the piano", "k": 3,
                                                      "mode": "vector"}, timeout=60)
         assert r.status_code == 200, r.text

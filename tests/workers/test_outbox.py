@@ -5,7 +5,6 @@ one)."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +16,6 @@ from video_mm.pipeline.runner import context
 from video_mm.settings import Settings
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _api_conftest():  # type: ignore[no-untyped-def]
-    """The uvicorn ``Server`` of tests/api, shared without a package."""
-    spec = importlib.util.spec_from_file_location(
-        "vmm_tests_api_conftest_outbox", REPO / "tests" / "api" / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _upload(url: str, path: Path) -> dict:
@@ -40,7 +29,7 @@ def _upload(url: str, path: Path) -> dict:
 @pytest.mark.parametrize("worker_settings", ["redis"], indirect=True)
 def test_jobs_uploaded_while_the_broker_is_down_are_sent_when_it_is_back(
     worker_settings: Settings, workers: Any, wait: Any, private_redis: Any,
-    msvd14_videos: list[Path], tiny_models: dict, results_once: Any,
+    msvd14_videos: list[Path], tiny_models: dict, results_once: Any, api_server: Any,
 ) -> None:
     settings = worker_settings.model_copy(update={
         "broker": worker_settings.broker.model_copy(update={"url": private_redis.url}),
@@ -50,7 +39,7 @@ def test_jobs_uploaded_while_the_broker_is_down_are_sent_when_it_is_back(
     catalog = context(settings).catalog
     private_redis.stop()
     # The broker is down: uploads through the API and `vmm index --queue` are accepted, and kept.
-    with _api_conftest().Server(settings) as server:
+    with api_server(settings) as server:
         api_jobs = [_upload(server.url, p)["job_id"] for p in msvd14_videos[:2]]
         rows = index_paths(msvd14_videos[2:4], settings, queue=True, progress=False)
         cli_jobs = [r["job_id"] for r in rows]
