@@ -3,7 +3,7 @@ environment, finds its configs (model configs, default.toml, training TOMLs) and
 ``vmm --help``, ``vmm synth`` and a short ``vmm train captioner``.
 
 The fresh environment borrows the heavy dependencies (torch, ...) from the running interpreter's
-site-packages through a ``.pth`` line, which adds the folder to the path without running its own
+site-packages through ``.pth`` lines, which adds the folder to the path without running its own
 ``.pth`` files, so the editable install of the checkout is not what gets imported.
 """
 
@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
@@ -49,7 +48,9 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env_dir = tmp / "venv"
     run(sys.executable, "-m", "venv", "--without-pip", env_dir)
     site = next((env_dir / "lib").glob("python*/site-packages"))
-    (site / "zz_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # every site-packages folder this interpreter sees (a venv may itself borrow from another)
+    borrowed = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
+    (site / "zz_dependencies.pth").write_text("\n".join(borrowed) + "\n")
     run(sys.executable, "-m", "pip", "--python", env_dir / "bin" / "python", "install", "-q",
         "--no-deps", "--no-build-isolation", "--ignore-installed", wheel)
     return env_dir
