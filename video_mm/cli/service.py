@@ -76,6 +76,12 @@ def caption(
     if row["warning"]:
         sys.stderr.write(f"warning: {video}: {row['warning']}\n")
     cues = video_cues(context(settings).catalog, row["video_id"], model)
+    from video_mm import provenance
+
+    notes = provenance.notes_by_name(captioners)  # what each captioner's output is worth
+    for name in dict.fromkeys(c.model for c in cues):
+        for note in notes.get(name, []):
+            sys.stderr.write(f"warning: {name}: {note}\n")
     sys.stdout.write(render(cues, fmt, n_best=n_best or 1, video_id=row["video_id"],
                             filename=video.name))
 
