@@ -66,6 +66,11 @@ def test_zero_shot_is_clip4clip_meanp(tiny_hf: dict[str, Path], tmp_path: Path) 
     assert meta["library_name"] == "video-mm" and "video-text-retrieval" in meta["tags"]
     assert meta["video_mm"]["frame_encoder"]["backbone"] == f"hf:{folder}"
     assert meta["video_mm"]["created"] and "pytest" in meta["video_mm"]["metrics_command"]
+    from huggingface_hub import ModelCard  # the hub's own parser reads the card as pushed
+
+    hub_card = ModelCard.load(saved / "README.md")
+    assert hub_card.data.library_name == "video-mm"
+    assert hub_card.data.to_dict()["video_mm"]["kind"] == "retrieval"
     assert (saved / "model.safetensors").stat().st_size < 4096
     assert json.loads((saved / "features.json").read_text())["backbone"] == f"hf:{folder}"
     again = from_pretrained(saved)
