@@ -8,6 +8,13 @@ The baseline is exact inner-product search over the same vectors in the same run
 
     .venv/bin/python benchmarks/search.py                       # 100k and 1M, FAISS + Milvus
     .venv/bin/python benchmarks/search.py --sizes 20000 --queries 50   # a quick look
+    .venv/bin/python benchmarks/search.py --sizes --large 10000000 --queries 300   # 10M, streamed
+
+``--large`` sizes are built by streaming: vectors are generated 100k at a time, added, and
+forgotten (10M 256-d float32 vectors would take 10 GB), while exact top-10 for the queries is
+kept up to date chunk by chunk. The index is FAISS with ``--large-ann`` (default an IVF-SQ8 whose
+coarse quantizer is an HNSW graph, so assigning 10M vectors is cheap); memory is the process's
+resident set before and after the build.
 """
 
 from __future__ import annotations
@@ -119,6 +126,66 @@ class MilvusServer:
         self.proc.wait(timeout=30)
 
 
+def rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident memory (``VmRSS``) or its peak (``VmHWM``), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def large(n: int, args: argparse.Namespace, centres: np.ndarray) -> list[tuple]:
+    """Build a FAISS index of ``n`` streamed vectors, exact truth kept chunk by chunk."""
+    rng = np.random.default_rng(1)
+    queries = clustered(args.queries, rng, centres, args.spread)
+    best = np.full((len(queries), K), -np.inf, np.float32)
+    best_ids = np.zeros((len(queries), K), np.int64)
+    overrides = {"exact_max": 0, "ivf_nlist": args.large_nlist,
+                 "ivf_train_max": args.large_train, "ann": args.large_ann}  # fmt: skip
+    if args.large_ann == "factory":
+        overrides["factory"] = args.large_factory
+    settings = IndexSettings(**overrides)
+    tmp = Path(tempfile.mkdtemp(prefix="vmm-bench-"))
+    rows = []
+    try:
+        index = FaissIndex(tmp / "bench.faiss", settings, log_writes=False)
+        before = rss_mb()
+        build = exact_s = 0.0
+        chunk = 100_000
+        for s in range(0, n, chunk):
+            x = clustered(min(chunk, n - s), rng, centres, args.spread)
+            t = time.perf_counter()
+            index.add(ids(s, s + len(x)), x)
+            build += time.perf_counter() - t
+            t = time.perf_counter()
+            scores = queries @ x.T
+            top = np.argpartition(-scores, K, axis=1)[:, :K]
+            cand = np.concatenate([best, np.take_along_axis(scores, top, 1)], axis=1)
+            cand_ids = np.concatenate([best_ids, top + s], axis=1)
+            keep = np.argsort(-cand, axis=1)[:, :K]
+            best = np.take_along_axis(cand, keep, 1)
+            best_ids = np.take_along_axis(cand_ids, keep, 1)
+            exact_s += time.perf_counter() - t
+            if s % 1_000_000 == 0:
+                print(f"  {s + len(x):>11,} added, {build:6.0f} s, RSS {rss_mb():,.0f} MB",
+                      file=sys.stderr, flush=True)  # fmt: skip
+        memory = rss_mb() - before
+        label = settings.factory if args.large_ann == "factory" else args.large_ann
+        for nprobe in (16, 32, 64):
+            index.settings.ivf_nprobe = nprobe
+            m = measure(index, queries, best_ids)
+            m["rss_mb"], m["index_mb"], m["peak_mb"] = rss_mb(), memory, rss_mb("VmHWM")
+            rows.append((n, f"{label} nprobe={nprobe}", build, m))
+            print(f"  {n:>11,} {label} nprobe={nprobe} build {build:.0f} s p50 "
+                  f"{m['p50_ms']:.2f} ms recall@10 {m['recall@10']:.3f} index {memory:,.0f} MB",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        print(f"  exact top-{K} of {len(queries)} queries, streamed: {exact_s:.0f} s",
+              file=sys.stderr)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
 def embedding_throughput(n_clips: int, n_texts: int) -> list[tuple[str, float]]:
     """Clips/s and queries/s of the default towers (random weights: speed does not care)."""
     from video_mm.data.vocab import Vocabulary
@@ -146,7 +213,7 @@ def embedding_throughput(n_clips: int, n_texts: int) -> list[tuple[str, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[100_000, 1_000_000])
     parser.add_argument(
         "--milvus-sizes",
         type=int,
@@ -154,6 +221,14 @@ def main() -> None:
         default=[100_000],
         help="sizes also run on Milvus (milvus-lite inserts are slow)",
     )
+    parser.add_argument("--large", type=int, nargs="*", default=[],
+                        help="sizes built streamed (FAISS only), e.g. 10000000")
+    parser.add_argument("--large-ann", default="factory", help="index.ann for --large")
+    parser.add_argument("--large-factory", default="IVF{nlist}_HNSW32,SQ8")
+    parser.add_argument("--large-nlist", type=int, default=4096)
+    parser.add_argument("--large-train", type=int, default=100_000,
+                        help="vectors the IVF quantizer trains on (ivf_train_max)")
+    parser.add_argument("--no-embed", action="store_true", help="skip embedding throughput")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--clusters", type=int, default=2000)
     parser.add_argument(
@@ -229,6 +304,18 @@ def main() -> None:
             f"| {n:,} | {backend} | {kind} | {build:.1f} | {m['p50_ms']:.2f} | "
             f"{m['p99_ms']:.2f} | {m['cpu_p50_ms']:.2f} | {m['recall@10']:.3f} | {speedup:.1f}x |"
         )
+    if args.large:
+        big = [r for n in args.large for r in large(n, args, centres)]
+        print(f"\nStreamed builds (FAISS, exact truth over all vectors for {args.queries} "
+              "queries); memory = resident set growth over the build\n")
+        print("| vectors | index | build s | p50 ms | p99 ms | CPU p50 ms | recall@10 | "
+              "index MB | process peak MB |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        for n, name, build, m in big:
+            print(f"| {n:,} | {name} | {build:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | "
+                  f"{m['cpu_p50_ms']:.2f} | {m['recall@10']:.3f} | {m['index_mb']:,.0f} | "
+                  f"{m['peak_mb']:,.0f} |")
+    if args.no_embed:
+        return
     print("\nEmbedding throughput (CPU, random weights, batch 64 clips / 256 texts)\n")
     print("| what | per second |\n|---|---:|")
     for name, rate in embedding_throughput(512, 2048):

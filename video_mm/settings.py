@@ -143,7 +143,7 @@ class IndexSettings(BaseModel):
     collection: str = "clips"
     exact_max: int = 50_000
     # benchmarks/search.py: IVF keeps recall at 1M; IVF-PQ holds 10M in ~1 GB (pq_m bytes a vector)
-    ann: Literal["hnsw", "ivf", "ivfpq", "factory"] = "ivf"
+    ann: Literal["hnsw", "ivf", "ivfpq", "ivfsq8", "factory"] = "ivf"
     hnsw_m: int = 32
     ef_construction: int = 40
     ef_search: int = 128

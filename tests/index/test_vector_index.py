@@ -138,7 +138,7 @@ def _same_ids(a, b) -> bool:
 
 def test_switches_to_approximate_index_past_exact_max(backend):
     make, _ = backend
-    for ann in ("hnsw", "ivf", "ivfpq"):
+    for ann in ("hnsw", "ivf", "ivfpq", "ivfsq8"):
         index = make(exact_max=300, ann=ann, ivf_nprobe=16, pq_m=16, collection=ann)
         vectors, ids = clustered(1200, seed=1), clip_ids(1200)
         index.add(ids[:200], vectors[:200])
@@ -155,7 +155,8 @@ def test_switches_to_approximate_index_past_exact_max(backend):
                 for t, f in zip(truth, found, strict=True)
             ]
         )
-        assert recall >= (0.8 if ann == "ivfpq" else 0.9), (ann, recall)  # PQ: 2 bytes/4 dims
+        # the quantizing kinds (PQ: 2 bytes per 4 dims; SQ8: a byte a dim) lose a little
+        assert recall >= {"ivfpq": 0.8, "ivfsq8": 0.85}.get(ann, 0.9), (ann, recall)
         assert index.delete_prefix("video000:") == 4
         assert all(not i.startswith("video000:") for i, _ in index.search(vectors[0], k=20)[0])
         if isinstance(index, MilvusIndex):
@@ -223,7 +224,7 @@ def test_faiss_writers_in_two_processes_merge_on_flush(tmp_path):
     b.delete(["b:1"])
     b.flush()
     merged = FaissIndex.open(str(tmp_path), "shared", IndexSettings())
-    assert sorted(merged._label_of) == ["a:0", "a:1", "b:0"]
+    assert len(merged) == 3 and all(i in merged for i in ["a:0", "a:1", "b:0"])
     # a reader sees another process's flush on its next search
     merged.add(["c:0"], vectors[4:5])
     merged.flush()

@@ -6,8 +6,8 @@ path, which pymilvus serves through ``milvus-lite`` (the same gRPC protocol, a l
 
 One collection per embedding space: a VARCHAR primary key (the clip id) and a FLOAT_VECTOR field.
 The vector index is FLAT (exact inner product) while the collection holds at most ``exact_max``
-vectors and is rebuilt as HNSW, IVF_FLAT or IVF_PQ (``settings.ann``) past that, like the FAISS
-backend (``ann = "factory"`` is FAISS's own and is refused here).
+vectors and is rebuilt as HNSW, IVF_FLAT, IVF_PQ or IVF_SQ8 (``settings.ann``) past that, like the
+FAISS backend (``ann = "factory"`` is FAISS's own and is refused here).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from video_mm.settings import IndexSettings
 ID_FIELD = "id"
 VECTOR_FIELD = "vector"
 MAX_ID_LENGTH = 512
+MILVUS_ANN = "hnsw, ivf, ivfpq or ivfsq8"
 WRITE_BATCH = 1_000  # rows per gRPC request: keeps messages well under the server's size limit
 
 
@@ -39,7 +40,7 @@ class MilvusIndex:
 
         self._errors = (MilvusException,)
         if settings.ann == "factory":
-            raise ConfigError("index.ann 'factory' is FAISS-only; Milvus takes hnsw, ivf or ivfpq")
+            raise ConfigError(f"index.ann 'factory' is FAISS-only; Milvus takes {MILVUS_ANN}")
         self.uri = uri
         self.collection = collection
         self.settings = settings
@@ -101,10 +102,12 @@ class MilvusIndex:
                 metric_type="IP",
                 params={"M": s.hnsw_m, "efConstruction": s.ef_construction},
             )
-        elif kind in ("ivf", "ivfpq"):
+        elif kind in ("ivf", "ivfpq", "ivfsq8"):
             nlist = s.ivf_nlist or max(1, int(4 * np.sqrt(max(len(self), 1))))
             if kind == "ivf":
                 index_type, extra = "IVF_FLAT", {}
+            elif kind == "ivfsq8":
+                index_type, extra = "IVF_SQ8", {}
             else:
                 index_type, extra = "IVF_PQ", {"m": s.pq_m, "nbits": s.pq_nbits}
             params.add_index(
@@ -112,7 +115,7 @@ class MilvusIndex:
                 params={"nlist": nlist, **extra},
             )  # fmt: skip
         else:
-            raise ConfigError(f"index.ann {kind!r} is FAISS-only; Milvus takes hnsw, ivf or ivfpq")
+            raise ConfigError(f"index.ann {kind!r} is FAISS-only; Milvus takes {MILVUS_ANN}")
         return params
 
     def _read_dim(self) -> int:
@@ -127,7 +130,7 @@ class MilvusIndex:
         if not names:
             return ""
         info = self._client.describe_index(self.collection, names[0])
-        kinds = {"HNSW": "hnsw", "IVF_FLAT": "ivf", "IVF_PQ": "ivfpq"}
+        kinds = {"HNSW": "hnsw", "IVF_FLAT": "ivf", "IVF_PQ": "ivfpq", "IVF_SQ8": "ivfsq8"}
         return kinds.get(str(info.get("index_type")), "flat")
 
     def _maybe_reindex(self) -> None:
@@ -237,7 +240,7 @@ class MilvusIndex:
         params: dict[str, Any] = {"metric_type": "IP"}
         if self._index_kind == "hnsw":
             params["params"] = {"ef": max(self.settings.ef_search, k)}
-        elif self._index_kind in ("ivf", "ivfpq"):
+        elif self._index_kind in ("ivf", "ivfpq", "ivfsq8"):
             params["params"] = {"nprobe": self.settings.ivf_nprobe}
         hits = self._call(
             self._client.search,

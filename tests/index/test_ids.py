@@ -1,0 +1,47 @@
+"""The compact id map under the FAISS backend: a bijection that survives removals, reused
+names, look-alike prefixes, non-ASCII ids, hash collisions and a round trip to its file form."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from video_mm.index import ids as ids_module
+from video_mm.index.ids import IdMap
+
+
+def test_add_lookup_remove_and_readd():
+    m = IdMap()
+    names = [f"video{i // 3}:{i % 3}" for i in range(3000)] + ["vidéo:0", "a_b%1:0"]
+    labels = m.add(names)
+    assert labels.tolist() == list(range(len(names))) and len(m) == len(names)
+    assert m.labels_of(["video7:2", "nope:0", "vidéo:0"]).tolist() == [23, -1, 3000]
+    assert m.name(3001) == "a_b%1:0" and "video999:2" in m and "video999:3" not in m
+    assert m.remove(["video1:0", "video1:0", "missing"]).tolist() == [3]
+    assert "video1:0" not in m and len(m) == len(names) - 1
+    assert m.add(["video1:0"]).tolist() == [len(names)]  # a fresh label, never a reused one
+    assert m.labels_of(["video1:0"]).tolist() == [len(names)]
+    assert sorted(m.with_prefix("video10:")) == ["video10:0", "video10:1", "video10:2"]
+    assert m.with_prefix("vid\u00e9o:") == ["vidéo:0"]
+    assert set(m.live_labels().tolist()) == set(range(len(names) + 1)) - {3}
+
+
+def test_round_trip_through_arrays():
+    m = IdMap()
+    m.add([f"v{i}:0" for i in range(100)])
+    m.remove([f"v{i}:0" for i in range(0, 100, 7)])
+    labels, blob = m.to_arrays()
+    again = IdMap.from_arrays(labels, blob, m.next_label)
+    assert len(again) == len(m) and again.next_label == 100
+    probe = [f"v{i}:0" for i in range(100)]
+    assert again.labels_of(probe).tolist() == m.labels_of(probe).tolist()
+    assert again.add(["new:0"]).tolist() == [100]
+
+
+def test_hash_collisions_are_resolved_by_name(monkeypatch):
+    """Every name hashing alike (forced): lookups still tell them apart."""
+    monkeypatch.setattr(ids_module, "_hashes", lambda enc: np.zeros(len(enc), np.uint64))
+    m = IdMap()
+    m.add(["a:0", "b:0", "c:0"])
+    assert m.labels_of(["c:0", "a:0", "d:0"]).tolist() == [2, 0, -1]
+    assert m.remove(["b:0"]).tolist() == [1]
+    assert m.labels_of(["a:0", "b:0", "c:0"]).tolist() == [0, -1, 2]

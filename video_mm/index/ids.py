@@ -1,0 +1,174 @@
+"""Clip ids <-> int64 labels for the FAISS backend, held in flat numpy arrays.
+
+Two Python dicts (id -> label, label -> id) cost about 200 bytes an id: 2 GB at 10M clips, more
+than the vectors' codes. Here an id costs its UTF-8 bytes plus 28: the names lie in one byte buffer
+indexed by label, and lookups go through a sorted array of 64-bit name hashes. Equal hashes are
+allowed (a lookup compares the name itself), so a collision costs time, never correctness.
+Labels are handed out in order and never reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+_DEAD = -1  # length of a label whose id was removed
+
+
+def _hashes(encoded: Sequence[bytes]) -> np.ndarray:
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(b, digest_size=8).digest(), "little") for b in encoded),
+        dtype=np.uint64,
+        count=len(encoded),
+    )
+
+
+def _grown(array: np.ndarray, need: int, fill: int = 0) -> np.ndarray:
+    """``array`` with room for ``need`` items (capacity doubles: amortised O(1) appends)."""
+    if need <= len(array):
+        return array
+    out = np.full(max(need, 2 * len(array), 1024), fill, array.dtype)
+    out[: len(array)] = array
+    return out
+
+
+class IdMap:
+    """A bijection between live string ids and int64 labels."""
+
+    def __init__(self, next_label: int = 0) -> None:
+        self._buf = np.empty(1 << 16, np.uint8)  # UTF-8 names, back to back
+        self._used = 0
+        self._off = np.zeros(0, np.int64)  # label -> offset in _buf
+        self._len = np.zeros(0, np.int32)  # label -> byte length, _DEAD once removed
+        self._keys = np.zeros(0, np.uint64)  # sorted name hashes of live ids
+        self._vals = np.zeros(0, np.int64)  # the label of each key
+        self._live = 0
+        self.next_label = next_label
+        self._off = _grown(self._off, next_label)
+        self._len = _grown(self._len, next_label, _DEAD)
+
+    def __len__(self) -> int:
+        return self._live
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.labels_of([name])[0] >= 0
+
+    # -- lookups -------------------------------------------------------------------------------
+
+    def name(self, label: int) -> str:
+        n = int(self._len[label])
+        if n == _DEAD:
+            raise KeyError(label)
+        off = int(self._off[label])
+        return self._buf[off : off + n].tobytes().decode()
+
+    def names(self, labels: Iterable[int]) -> list[str]:
+        return [self.name(label) for label in labels]
+
+    def labels_of(self, names: Sequence[str]) -> np.ndarray:
+        """The label of each name, -1 where absent."""
+        return self._find(names)[0]
+
+    def _find(self, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(label, position in the sorted keys)`` of each name, -1 where absent."""
+        out = np.full(len(names), -1, np.int64)
+        where = np.full(len(names), -1, np.int64)
+        if not len(names) or not len(self._keys):
+            return out, where
+        encoded = [n.encode() for n in names]
+        h = _hashes(encoded)
+        pos = np.searchsorted(self._keys, h)
+        inside = pos < len(self._keys)
+        hit = np.zeros(len(names), bool)
+        hit[inside] = self._keys[pos[inside]] == h[inside]
+        for i in np.flatnonzero(hit).tolist():  # verify the name; walk equal hashes if needed
+            p = int(pos[i])
+            while p < len(self._keys) and self._keys[p] == h[i]:
+                label = int(self._vals[p])
+                if self._name_bytes(label) == encoded[i]:
+                    out[i], where[i] = label, p
+                    break
+                p += 1
+        return out, where
+
+    def live_labels(self) -> np.ndarray:
+        return np.flatnonzero(self._len[: self.next_label] != _DEAD).astype(np.int64)
+
+    def with_prefix(self, prefix: str) -> list[str]:
+        """Every live id starting with ``prefix`` (compared on the bytes, vectorised)."""
+        p = np.frombuffer(prefix.encode(), np.uint8)
+        labels = self.live_labels()
+        labels = labels[self._len[labels] >= len(p)]
+        if len(p) and len(labels):
+            heads = self._buf[self._off[labels][:, None] + np.arange(len(p))]
+            labels = labels[(heads == p).all(axis=1)]
+        return self.names(labels.tolist())
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def add(self, names: Sequence[str]) -> np.ndarray:
+        """Fresh labels for ``names``, which must not be present (the caller removes them)."""
+        encoded = [n.encode() for n in names]
+        labels = np.arange(self.next_label, self.next_label + len(names), dtype=np.int64)
+        lengths = np.fromiter(map(len, encoded), np.int32, count=len(encoded))
+        offsets = self._used + np.concatenate(([0], np.cumsum(lengths[:-1], dtype=np.int64)))
+        blob = b"".join(encoded)
+        self._buf = _grown(self._buf, self._used + len(blob))
+        self._buf[self._used : self._used + len(blob)] = np.frombuffer(blob, np.uint8)
+        self._used += len(blob)
+        end = self.next_label + len(names)
+        self._off = _grown(self._off, end)
+        self._len = _grown(self._len, end, _DEAD)
+        self._off[self.next_label : end] = offsets
+        self._len[self.next_label : end] = lengths
+        self.next_label = end
+        self._insert(_hashes(encoded), labels)
+        self._live += len(names)
+        return labels
+
+    def remove(self, names: Sequence[str]) -> np.ndarray:
+        """Drop the present ones among ``names``; returns their labels."""
+        labels, where = self._find(list(dict.fromkeys(names)))
+        labels, where = labels[labels >= 0], where[labels >= 0]
+        if len(labels):
+            self._keys = np.delete(self._keys, where)
+            self._vals = np.delete(self._vals, where)
+            self._len[labels] = _DEAD
+            self._live -= len(labels)
+        return labels
+
+    def _insert(self, h: np.ndarray, labels: np.ndarray) -> None:
+        order = np.argsort(h, kind="stable")
+        pos = np.searchsorted(self._keys, h[order])
+        self._keys = np.insert(self._keys, pos, h[order])
+        self._vals = np.insert(self._vals, pos, labels[order])
+
+    def _name_bytes(self, label: int) -> bytes:
+        off = int(self._off[label])
+        return self._buf[off : off + int(self._len[label])].tobytes()
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def to_arrays(self) -> tuple[np.ndarray, bytes]:
+        """``(labels, names)``: live labels and their ids joined by newlines (the file format)."""
+        labels = self.live_labels()
+        return labels, b"\n".join(self._name_bytes(label) for label in labels.tolist())
+
+    @classmethod
+    def from_arrays(cls, labels: np.ndarray, names: bytes, next_label: int) -> IdMap:
+        ids = cls(next_label)
+        encoded = names.split(b"\n") if names else []
+        if len(encoded) != len(labels):
+            raise ValueError(f"{len(labels)} labels for {len(encoded)} names")
+        lengths = np.fromiter(map(len, encoded), np.int32, count=len(encoded))
+        ids._buf = _grown(np.frombuffer(b"".join(encoded), np.uint8).copy(), 1)
+        ids._used = int(lengths.sum())
+        ids._off[labels] = np.concatenate(([0], np.cumsum(lengths[:-1], dtype=np.int64)))[
+            : len(labels)
+        ]
+        ids._len[labels] = lengths
+        ids._live = len(labels)
+        ids._insert(_hashes(encoded), labels.astype(np.int64))
+        return ids
