@@ -171,8 +171,9 @@ def _job_id(args: Any) -> str | None:
 @task_failure.connect
 def _on_failure(sender: Task | None = None, exception: BaseException | None = None,
                 args: Any = None, **_: Any) -> None:
-    """What Celery saw fail ends the job with the reason: above all the hard time limit, which
-    kills the pool process (a decoder stuck in native code) so the task itself never can. This
+    """What Celery saw kill a task ends its job with the reason: the hard time limit, which kills
+    the pool process (a decoder stuck in native code) so the task itself never can, and a pool
+    process lost without a requeue. This
     runs in the worker's main process for a hard limit (a short-lived catalog connection: the pool
     forks from this process, and must not inherit open ones) and in the pool process otherwise,
     where the task has usually failed the job already."""
@@ -191,7 +192,10 @@ def _on_failure(sender: Task | None = None, exception: BaseException | None = No
     elif isinstance(exception, WorkerLostError):
         why = lifecycle.WorkerLost(f"{name}: the worker process died ({exception})")
     else:
-        why = exception or RuntimeError("unknown failure")
+        # The task body has recorded what it decided (failed, or sent for a retry); an error
+        # around it (the result store briefly away while a retry is recorded) must not end a job
+        # whose retry is already queued: the reaper ends it if nothing runs it.
+        return
     try:
         with Catalog(settings.catalog_url, busy_timeout_s=settings.catalog.busy_timeout_s,
                      pool_size=1, migrate=False) as catalog:

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -153,6 +154,55 @@ def assert_results_once(settings: Settings, job_ids: list[str], tiny_models: dic
         index.close()
 
 
+def tally(settings: Settings, job_ids: list[str]) -> dict[str, int]:
+    """The fault suite's figures for a set of jobs: done exactly once (ready, one caption per clip
+    and captioner, one embedding and one index entry per clip), failed with a reason, lost (no end
+    state), and duplicates (extra caption, embedding or index rows)."""
+    cat = context(settings).catalog
+    out = {"jobs": len(job_ids), "done_once": 0, "failed_with_reason": 0, "lost": 0,
+           "duplicates": 0}
+    index = open_index(settings)
+    try:
+        expected_entries = 0
+        for job_id in job_ids:
+            job = cat.get_job(job_id)
+            if job.state == "failed":
+                out["failed_with_reason"] += bool(job.error)
+                out["lost"] += not job.error
+                continue
+            if job.state != "done":
+                out["lost"] += 1
+                continue
+            clips = cat.get_clips(job.video_id)
+            ids = [c.id for c in clips]
+            expected_entries += len(ids)
+            captions = cat.get_captions(video_id=job.video_id)
+            keys = [(c.clip_id, c.model) for c in captions]
+            embeddings = cat.get_embeddings(video_id=job.video_id)
+            dups = (len(keys) - len(set(keys))) + max(0, len(embeddings) - len(ids))
+            out["duplicates"] += dups
+            whole = (cat.get_video(job.video_id).state == "ready" and ids
+                     and len(set(keys)) == len(ids) * len(set(m for _, m in keys))
+                     and all(i in index for i in ids))
+            out["done_once"] += bool(whole) and not dups
+        out["duplicates"] += max(0, len(index) - expected_entries)
+    finally:
+        index.close()
+    return out
+
+
+FIGURES = os.environ.get("VMM_FAULT_FIGURES")  # a JSON-lines file the suite's rows append to
+
+
+def record(row: str, settings: Settings, job_ids: list[str], *, runs: int = 1) -> dict:
+    """Tally a fault row and append it to ``$VMM_FAULT_FIGURES`` (RELIABILITY.md's table)."""
+    figures = {"row": row, "runs": runs, **tally(settings, job_ids)}
+    if FIGURES:
+        with open(FIGURES, "a") as f:
+            f.write(json.dumps(figures) + "\n")
+    return figures
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -160,11 +210,11 @@ def free_port() -> int:
 
 
 class PrivateRedis:
-    """A redis-server of this test's own on a free port (no persistence), which the test may stop
-    and start without touching the shared one."""
+    """A redis-server of this test's own on a free port, which the test may stop and start without
+    touching the shared one; ``appendonly`` keeps its data across restarts, as in production."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder, self.port = folder, free_port()
+    def __init__(self, folder: Path, *, appendonly: bool = False) -> None:
+        self.folder, self.port, self.appendonly = folder, free_port(), appendonly
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen | None = None
 
@@ -172,7 +222,8 @@ class PrivateRedis:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.folder)],
+             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always",
+             "--dir", str(self.folder)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         deadline = time.monotonic() + 30
@@ -192,15 +243,34 @@ class PrivateRedis:
 
 
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+def make_redis(tmp_path: Path) -> Iterator[object]:
+    """``make_redis(appendonly=False) -> PrivateRedis``, started; stopped at teardown."""
     import shutil
 
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
-    redis = PrivateRedis(tmp_path / "redis")
-    redis.start()
-    yield redis
-    redis.stop()
+    made: list[PrivateRedis] = []
+
+    def make(appendonly: bool = False) -> PrivateRedis:
+        redis = PrivateRedis(tmp_path / f"redis{len(made)}", appendonly=appendonly)
+        made.append(redis)
+        redis.start()
+        return redis
+
+    yield make
+    for redis in made:
+        redis.stop()
+
+
+@pytest.fixture
+def private_redis(make_redis: Any) -> PrivateRedis:
+    return make_redis()
+
+
+@pytest.fixture
+def fault_row() -> object:
+    """``fault_row(row, settings, job_ids, runs=1) -> figures``: see :func:`record`."""
+    return record
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ def _with_broker(settings: Settings, **broker: Any) -> Settings:
 
 @pytest.mark.parametrize("worker_settings", ["redis"], indirect=True)
 def test_hard_time_limit_of_a_hanging_decode_fails_the_job_and_the_worker_lives(
-    worker_settings: Settings, workers: Any, wait: Any, tmp_path: Path
+    worker_settings: Settings, workers: Any, wait: Any, tmp_path: Path, fault_row: Any
 ) -> None:
     workers.settings = _with_broker(worker_settings, task_soft_time_limit_s=2,
                                     task_time_limit_s=4)
@@ -64,11 +64,12 @@ def test_hard_time_limit_of_a_hanging_decode_fails_the_job_and_the_worker_lives(
     assert context(workers.settings).catalog.get_video(job.video_id).state == "failed"
     assert workers.hang_flag.exists()  # it really hung, in native code, past the soft limit
     assert proc.poll() is None  # the pool replaced the killed process; the worker serves on
+    fault_row("hard time limit hit by a hanging decode (redis)", workers.settings, [job_id])
 
 
 @pytest.mark.parametrize("worker_settings", ["redis"], indirect=True)
 def test_isolated_decoding_ends_a_hanging_decode_without_the_hard_limit(
-    worker_settings: Settings, workers: Any, wait: Any, tmp_path: Path
+    worker_settings: Settings, workers: Any, wait: Any, tmp_path: Path, fault_row: Any
 ) -> None:
     workers.settings = worker_settings.model_copy(update={"io": worker_settings.io.model_copy(
         update={"isolate_probe": True, "isolate_decode": True, "decode_timeout_s": 2.0})})
@@ -82,13 +83,14 @@ def test_isolated_decoding_ends_a_hanging_decode_without_the_hard_limit(
     assert job.error.startswith("decode_timeout: stuck.mp4: took longer than 2 s"), job.error
     assert job.attempts == 1 and workers.hang_flag.exists()
     assert proc.poll() is None
+    fault_row("hanging decode, io.isolate_decode (redis)", workers.settings, [job_id])
 
 
 @pytest.mark.parametrize("worker_settings", ["redis"], indirect=True)
 @pytest.mark.parametrize("step", ["prepare", "analyse", "publish"])
 def test_kill_9_in_each_step_the_reaper_finishes_the_job_once(
     worker_settings: Settings, workers: Any, wait: Any, tmp_path: Path, step: str,
-    tiny_models: dict, results_once: Any,
+    tiny_models: dict, results_once: Any, fault_row: Any,
 ) -> None:
     video = _testsrc(tmp_path / "hang-me.mp4")
     doomed = workers.start(hang=step)
@@ -102,3 +104,4 @@ def test_kill_9_in_each_step_the_reaper_finishes_the_job_once(
     assert states[job_id] == "done", f"{job.error}\n{workers.log_tail()}"
     assert job.attempts >= 2
     results_once(worker_settings, [job_id], tiny_models)
+    fault_row(f"kill -9 of the worker in {step} (redis)", worker_settings, [job_id])

@@ -30,6 +30,7 @@ def _upload(url: str, path: Path) -> dict:
 def test_jobs_uploaded_while_the_broker_is_down_are_sent_when_it_is_back(
     worker_settings: Settings, workers: Any, wait: Any, private_redis: Any,
     msvd14_videos: list[Path], tiny_models: dict, results_once: Any, api_server: Any,
+    fault_row: Any,
 ) -> None:
     settings = worker_settings.model_copy(update={
         "broker": worker_settings.broker.model_copy(update={"url": private_redis.url}),
@@ -63,3 +64,4 @@ def test_jobs_uploaded_while_the_broker_is_down_are_sent_when_it_is_back(
     assert all(catalog.is_sent(j) for j in jobs)
     assert all(catalog.get_job(j).attempts == 1 for j in jobs)
     results_once(settings, jobs, tiny_models)
+    fault_row("broker (redis) down during uploads: API and CLI", settings, jobs)

@@ -86,7 +86,7 @@ def test_split_workers_pass_each_step_through_its_queue(
 @pytest.mark.parametrize("worker_settings", ["rabbitmq", "redis"], indirect=True)
 def test_kill_9_mid_job_is_redelivered_without_duplicates(
     worker_settings: Settings, workers: Any, wait: Any, tmp_path: Path, tiny_models: dict,
-    results_once: Any,
+    results_once: Any, fault_row: Any, request: pytest.FixtureRequest,
 ) -> None:
     video = _testsrc(tmp_path / "long.mp4", seconds=160)
     first = workers.start("cpu,gpu,index")
@@ -109,6 +109,9 @@ def test_kill_9_mid_job_is_redelivered_without_duplicates(
     assert states[job_id] == "done", f"{job.error}\n{workers.log_tail()}"
     assert job.attempts >= 2  # the first run and the redelivery
     results_once(worker_settings, [job_id], tiny_models)
+    broker = request.node.callspec.params["worker_settings"]
+    fault_row(f"kill -9 of the worker in analyse, mid-features ({broker})", worker_settings,
+              [job_id])
 
 
 @pytest.fixture
@@ -147,7 +150,7 @@ def bad_corpus(tmp_path: Path) -> dict[str, tuple[Path, tuple[str, ...]]]:
 @pytest.mark.parametrize("worker_settings", ["embedded"], indirect=True)
 def test_bad_inputs_fail_with_reasons_and_the_worker_carries_on(
     worker_settings: Settings, workers: Any, wait: Any, bad_corpus: dict, msvd14_videos: list[Path],
-    tiny_models: dict, results_once: Any,
+    tiny_models: dict, results_once: Any, fault_row: Any,
 ) -> None:
     """On the embedded SQLite broker (the out-of-the-box default), no server at all."""
     proc = workers.start("cpu,gpu,index")
@@ -169,6 +172,8 @@ def test_bad_inputs_fail_with_reasons_and_the_worker_carries_on(
     assert states[job_ids[4]] == states[job_ids[-1]] == "done", workers.log_tail()
     assert proc.poll() is None
     results_once(worker_settings, job_ids, tiny_models)
+    fault_row(f"every bad input of the corpus ({len(bad_jobs)}) + 2 good, through the service "
+              "(embedded broker)", worker_settings, job_ids)
 
 
 def _rabbitmqctl(*args: str) -> None:
@@ -178,7 +183,7 @@ def _rabbitmqctl(*args: str) -> None:
 @pytest.mark.parametrize("worker_settings", ["rabbitmq"], indirect=True)
 def test_rabbitmq_restart_with_jobs_queued_loses_none(
     worker_settings: Settings, workers: Any, wait: Any, msvd14_videos: list[Path],
-    tiny_models: dict, results_once: Any,
+    tiny_models: dict, results_once: Any, fault_row: Any,
 ) -> None:
     job_ids = _submit_all(worker_settings, msvd14_videos[:6])
     _rabbitmqctl("stop_app")
@@ -202,3 +207,5 @@ def test_rabbitmq_restart_with_jobs_queued_loses_none(
     states = wait(worker_settings, job_ids, workers)
     assert set(states.values()) == {"done"}, workers.log_tail()
     results_once(worker_settings, job_ids, tiny_models)
+    fault_row("RabbitMQ restart (stop_app/start_app) with jobs queued and in flight",
+              worker_settings, job_ids)

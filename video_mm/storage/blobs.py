@@ -30,6 +30,18 @@ _KEY = re.compile(r"^[0-9a-f]{64}$")
 SPOOL_MAX_AGE_S = 86_400
 
 
+def _spool_write(url: str, out: BinaryIO, chunk: bytes, *, sync: bool = False) -> None:
+    """Write to the spool file; the disk failing (full, read-only) is a StorageError."""
+    try:
+        if chunk:
+            out.write(chunk)
+        if sync:
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        raise StorageError(f"{url}: cannot spool a blob: {exc}") from exc
+
+
 class BlobTooLarge(VideoMMError):
     """An upload went past the size limit it was given; retrying cannot help."""
 
@@ -100,8 +112,15 @@ class BlobStore:
         return self._put_stream(source, max_bytes)
 
     def _put_stream(self, stream: BinaryIO, max_bytes: int | None) -> str:
+        """Spool (hashing as it goes), then commit under the hash. A full or read-only disk is a
+        StorageError like any backend failure (transient: space may be freed), not an internal
+        error; a failing source (a client's connection) raises its own error."""
         spool_dir = str(self._spool) if self.local else None
-        fd, tmp = tempfile.mkstemp(prefix=f"{uuid.uuid4().hex}.", suffix=".part", dir=spool_dir)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f"{uuid.uuid4().hex}.", suffix=".part",
+                                       dir=spool_dir)
+        except OSError as exc:
+            raise StorageError(f"{self.url}: cannot spool a blob: {exc}") from exc
         try:
             digest = hashlib.sha256()
             size = 0
@@ -111,14 +130,13 @@ class BlobStore:
                     if max_bytes is not None and size > max_bytes:
                         raise BlobTooLarge(max_bytes)
                     digest.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
+                    _spool_write(self.url, out, chunk)
+                _spool_write(self.url, out, b"", sync=True)
             key = digest.hexdigest()
             self._commit(tmp, key)
             return key
         finally:
-            with suppress(FileNotFoundError):
+            with suppress(OSError):  # gone already, or the disk refuses even that
                 os.unlink(tmp)
 
     def _commit(self, tmp: str, key: str) -> None:
