@@ -60,10 +60,10 @@ class FakeHub:
                 self._reply(404, b'{"error": "Repository not found"}',
                             {"X-Error-Code": "RepoNotFound"}, head)
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 self._route(False)
 
-            def do_HEAD(self) -> None:  # noqa: N802
+            def do_HEAD(self) -> None:
                 self._route(True)
 
             def log_message(self, *args: object) -> None:
