@@ -70,7 +70,6 @@ class CaptionTrainConfig:
     eval_max_videos: int = 500  # validation videos decoded per epoch for CIDEr
     train_split: str = "train"  # "all" trains on every video in the dataset
     val_split: str = "val"
-    beam_size: int = 3  # for final evaluation
     scst_epochs: int = 0  # self-critical epochs after cross-entropy; 0 disables
     scst_lr: float = 5e-5
     scst_samples: int = 5
