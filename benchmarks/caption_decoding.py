@@ -198,7 +198,7 @@ def main() -> None:
                                                               max_len=n),
             f"beam {k}, batched, no-repeat 3-gram": lambda m=model: beam_search(
                 m, feats, mask, beam_size=k, max_len=n, no_repeat_ngram=3),
-            f"beam {k}, batched, shipped rules (+ adjacent, repetition 1.2)": lambda m=model: (
+            f"beam {k}, batched, every rule (3-gram, adjacent, repetition 1.2)": lambda m=model: (
                 beam_search(m, feats, mask, beam_size=k, max_len=n, no_repeat_ngram=3,
                             no_repeat_adjacent=True, repetition_penalty=1.2)),
         }
