@@ -68,7 +68,12 @@ class FeatureSettings(BaseModel):
     queue_size: int = Field(4, ge=1)  # clips decoded ahead of inference
     grid: bool = False  # also keep the last spatial grid [T, C, h, w]
     compile: bool = False
-    amp: bool = True  # CUDA only; CPU runs float32
+    amp: bool = True  # CUDA only; CPU follows `precision`
+    # CPU inference: float32, bfloat16 (autocast; CPUs with AVX512-BF16/AMX) or int8 (post-training
+    # static quantization, PyTorch x86 engine). The features' backbone name records the choice.
+    precision: Literal["float32", "bfloat16", "int8"] = "float32"
+    calibration: str = ""  # int8: videos (file or folder) to calibrate on; empty: built-in images
+    calibration_frames: int = Field(64, ge=1)
     amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
     cache: bool = True
     cache_url: str = ""  # fsspec URL; empty means <data_dir>/features

@@ -5,7 +5,8 @@ the backbone; a bounded queue (``features.queue_size`` clips) keeps memory flat.
 clips are packed into full batches of ``features.batch_size`` and the results are split back per
 clip, in input order. Inference runs a batch-norm-folded copy of the backbone under
 ``torch.inference_mode()`` in channels_last memory; on CUDA with AMP (bf16/fp16), pinned host
-memory and non-blocking copies, on CPU in float32; ``features.compile`` adds ``torch.compile``.
+memory and non-blocking copies, on CPU in ``features.precision`` (float32; bfloat16 autocast; or
+int8, see :mod:`video_mm.features.quantize`); ``features.compile`` adds ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from video_mm.artifacts import resolve_device
-from video_mm.errors import VideoMMError
+from video_mm.errors import ConfigError, VideoMMError
 from video_mm.features.backbones import Backbone, create_backbone, fetch_settings
 from video_mm.features.cache import CacheKey, FeatureCache, file_sha256
 from video_mm.io.sampling import sample_frames
@@ -70,14 +71,33 @@ class FeatureExtractor:
         self.backbone = backbone.fine_tune(False).to(self.device, memory_format=torch.channels_last)
         self.cuda = self.device.type == "cuda"
         self.amp_dtype = getattr(torch, settings.amp_dtype) if self.cuda and settings.amp else None
-        model = self.backbone.for_inference().to(self.device, memory_format=torch.channels_last)
+        self.precision = settings.precision
+        if self.cuda and self.precision != "float32":
+            raise ConfigError(
+                f"features.precision {self.precision!r} is for CPU inference; on CUDA set "
+                "features.amp and amp_dtype"
+            )
+        if self.precision == "int8":
+            model = self._int8_model()
+        else:
+            model = self.backbone.for_inference().to(self.device, memory_format=torch.channels_last)
         self.model: Callable[[torch.Tensor], Any] = (
             torch.compile(model, dynamic=False) if settings.compile else model
         )
 
     @property
     def name(self) -> str:
-        return self.backbone.name
+        """The backbone, plus the precision when it is not float32 (``resnet18+int8``): features
+        computed otherwise are another model's output, and caches keep them apart."""
+        suffix = {"int8": "+int8", "bfloat16": "+bf16"}.get(self.precision, "")
+        return self.backbone.name + suffix
+
+    def _int8_model(self) -> Any:
+        from video_mm.features.quantize import calibration_frames, quantize_int8
+
+        s = self.settings
+        frames = calibration_frames(s.calibration, s.calibration_frames)
+        return quantize_int8(self.backbone, self.backbone.preprocess(frames), s.batch_size)
 
     @property
     def grid(self) -> bool:
@@ -123,6 +143,7 @@ class FeatureExtractor:
         with (
             torch.inference_mode(),
             torch.autocast("cuda", dtype=self.amp_dtype, enabled=self.amp_dtype is not None),
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bfloat16"),
         ):
             out = self.model(x)
         return out if isinstance(out, tuple) else (out, None)
