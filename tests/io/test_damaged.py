@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +35,9 @@ def _corpus_module() -> ModuleType:
 corpus = _corpus_module()
 NATIVE = ("[h264 @", "[mpeg2video @", "[mov,mp4", "[mpegts @", "coder.cc", ".cc:", "Traceback")
 # Nothing in a fragmented MP4 says one of its fragments is gone: its frames read, unannounced.
-SILENT = {"lost_fragment.mp4"}
+# Bytes flipped inside an MP4 frame: Decord decodes every frame, concealing the damage (as ffmpeg
+# does), and its FFmpeg's log lines, the only sign, are silenced (reading them costs 8% CPU).
+SILENT = {"lost_fragment.mp4", "flip_middle.mp4"}
 
 
 @pytest.fixture(scope="module")
@@ -115,13 +118,15 @@ def test_lost_init_is_a_typed_error_in_our_words(workdir: Path) -> None:
 
 
 def test_decord_failure_retries_with_pyav_and_is_remembered(workdir: Path, tmp_path: Path) -> None:
-    """broken_nal.mp4 probes sound, so Decord gets it; its decoder meets the damage (when opening,
-    as it decodes ahead, or mid-file), the reader goes on through PyAV, and the next open of the
-    same file starts with PyAV."""
+    """broken_nal.mp4 probes sound, so Decord gets it; it fails mid-file, the reader goes on
+    through PyAV, and the next open of the same file starts with PyAV."""
     path = tmp_path / "broken.mp4"
     path.write_bytes((workdir / "broken_nal.mp4").read_bytes())
     assert probe(path).warning == ""
     with open_video(path, size=32) as reader:
+        assert reader.backend == "decord"
+        assert len(reader.get_frames(np.arange(40))) == 40  # before the damage: Decord
+        assert reader.backend == "decord" and reader.warning == ""
         reader.get_frames(np.arange(len(reader)))
         assert reader.backend == "pyav"
         assert reader.warning == "decoded 97 of 100 frames: 3 damaged frames did not decode"
@@ -152,3 +157,16 @@ def test_cli_prints_no_native_log_lines(workdir: Path, tmp_path: Path) -> None:
         assert run.returncode == (2 if says == "error: " else 0), run.stderr
         assert says + str(workdir / name) in run.stderr
         assert not any(s in run.stderr for s in NATIVE), run.stderr
+
+
+def test_damage_the_demuxer_marks_sends_the_file_to_pyav(workdir: Path) -> None:
+    """Flipped bytes in a transport stream break its continuity: the probe says so, and PyAV (which
+    counts what does not decode) reads it rather than Decord."""
+    path = workdir / "flip_mpeg2.ts"
+    info = probe(path)
+    assert re.fullmatch(r"the container marks \d+ packets? damaged", info.warning), info.warning
+    with open_video(path, size=32) as reader:
+        assert reader.backend == "pyav"
+        assert reader.warning == info.warning  # nothing read yet: the probe's word
+        reader.get_frames(np.arange(len(reader)))
+        assert reader.warning.startswith(f"decoded {len(reader) - len(reader.lost_frames())}")

@@ -9,8 +9,8 @@ from the nearest keyframe. Both resize on decode (short side = ``size``) and ret
 ``[T, H, W, 3]`` in display orientation.
 
 Damaged files are read for what is there, as a player does. A file the probe finds cut goes to
-PyAV, which indexes the frames that exist. When Decord fails on a file, or its decoder reports
-damage, the file is read again through PyAV, and that choice is remembered for the file in this
+PyAV, which indexes the frames that exist. When Decord fails on a file (opening it or mid-file),
+the file is read again through PyAV, and that choice is remembered for the file in this
 process. PyAV skips a packet that does not decode, and the nearest decoded frame stands in for
 it; :attr:`Reader.warning` says what was lost, and below ``io.min_decoded_share`` the file fails.
 """
@@ -32,7 +32,7 @@ import numpy as np
 from video_mm.errors import CorruptVideo, UnsupportedCodec, VideoError
 from video_mm.io.damage import damage_warning, require_share
 from video_mm.io.guard import Source, check_input, describe
-from video_mm.io.native_logs import decord_errors, route_decord_logs
+from video_mm.io.native_logs import silence_decord
 from video_mm.io.probe import (
     Deadline,
     demux,
@@ -73,13 +73,14 @@ class Reader:
     def warning(self) -> str:
         """What of a damaged file is lost, as far as it has been read; empty for a sound file."""
         lost = self.lost_frames()
-        return damage_warning(
+        found = damage_warning(
             expected=max(self._expected, len(self)),
             decoded=len(self) - len(lost),
             cut_at=self._cut_at,
             lost=len(lost),
             concealed=len(self._concealed - lost),
         )
+        return found or self.info.warning  # the probe's, when reading met no damage yet
 
     def lost_frames(self) -> set[int]:
         """Indices of the frames read so far that did not decode (a neighbour stood in)."""
@@ -169,7 +170,7 @@ def open_video(
                 raise UnsupportedCodec(
                     info.path, f"Decord cannot read it correctly: {why}"
                 ) from None
-            if isinstance(checked, Path) and why.damaged:
+            if isinstance(checked, Path) and why.failed:
                 remember_pyav(checked, str(why))
     return PyAVReader(checked, info, size, limits)
 
@@ -232,21 +233,21 @@ def _import_decord() -> ModuleType:
     finally:
         if hidden:
             del sys.modules["nvidia"]
-    route_decord_logs(decord)
+    silence_decord(decord)
     return decord
 
 
 class _DecordUnusable(Exception):
     """Decord opened the file but would return wrong frames or times, or it failed on it."""
 
-    def __init__(self, why: str, *, damaged: bool = False) -> None:
+    def __init__(self, why: str, *, failed: bool = False) -> None:
         super().__init__(why)
-        self.damaged = damaged  # Decord failed on the data, not on a form it mis-reads
+        self.failed = failed  # Decord failed on the file (not a form it is known to mis-read)
 
 
 class DecordReader(Reader):
-    """Decord's random access; with ``fallback``, a failure (or damage its decoder reports) mid-file
-    switches the reader to PyAV for the rest of its life, and the file is remembered."""
+    """Decord's random access; with ``fallback``, a failure mid-file switches the reader to PyAV
+    for the rest of its life, and the file is remembered."""
 
     backend = "decord"
 
@@ -270,7 +271,6 @@ class DecordReader(Reader):
         self._pyav: PyAVReader | None = None
         decord = _import_decord()
         kwargs = {"width": self.out_width, "height": self.out_height} if size is not None else {}
-        errors = decord_errors()
         try:
             self._vr = decord.VideoReader(str(checked), ctx=decord.cpu(0), **kwargs)
             stamps = self._vr.get_frame_timestamp(range(len(self._vr)))[:, 0].astype(np.float64)
@@ -278,9 +278,7 @@ class DecordReader(Reader):
             self._vr.seek(0)
         except (RuntimeError, decord.DECORDError) as exc:
             log.debug("Decord cannot open %s: %s", checked, exc)
-            raise _DecordUnusable("Decord cannot open or decode it", damaged=True) from None
-        if decord_errors() > errors and fallback:
-            raise _DecordUnusable("its decoder reports damaged data", damaged=True)
+            raise _DecordUnusable("Decord cannot open or decode it", failed=True) from None
         if (
             not len(stamps)
             or not np.isfinite(stamps).all()
@@ -322,22 +320,17 @@ class DecordReader(Reader):
         for start in range(0, len(unique), DECORD_CHUNK):
             deadline.check()
             batch = unique[start : start + DECORD_CHUNK]
-            errors = decord_errors()
             try:
                 chunks.append(self._vr.get_batch(batch.tolist()).asnumpy())
-                failure = "its decoder reports damaged data" if decord_errors() > errors else ""
             except (RuntimeError, decord.DECORDError) as exc:
                 log.debug("Decord failed on %s: %s", self.info.path, exc)
-                failure = "Decord failed to decode it"
                 if not self._fallback_allowed:
                     raise CorruptVideo(
                         self.info.path,
                         f"Decord failed to decode frames {batch[0]} to {batch[-1]}: the data is "
                         "damaged or in a form Decord cannot read",
                     ) from None
-            if failure and self._fallback_allowed:
-                chunks[start // DECORD_CHUNK :] = []
-                self._switch_to_pyav(failure)
+                self._switch_to_pyav("Decord failed to decode it")
                 chunks.append(self._pyav._decode(self._to_pyav(unique[start:]), deadline))
                 break
         return np.concatenate(chunks)

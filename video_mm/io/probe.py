@@ -210,7 +210,7 @@ def _info(
         raise VideoTooLarge(
             name, f"has {frame_count} frames, over the limit of {limits.max_frames} (io.max_frames)"
         )
-    first, stamps, complete = _scan(container, stream, name, deadline)
+    first, stamps, complete, corrupt = _scan(container, stream, name, deadline)
     size = checked.stat().st_size if isinstance(checked, Path) else _fileobj_size(checked)
     if complete and stamps.size:  # the scan saw every packet: the count is exact
         frame_count = int(stamps.size)
@@ -222,6 +222,9 @@ def _info(
         warning = damage_warning(expected=expected, decoded=present, cut_at=cut_at)
         require_share(name, present, expected, warning, limits)
         frame_count, duration = present, min(duration, cut_at) if duration else cut_at
+    elif corrupt:  # the demuxer saw damage (a transport stream's broken continuity): PyAV reads it
+        warning = f"the container marks {corrupt} {'packet' if corrupt == 1 else 'packets'} damaged"
+        warning += "" if complete else f" in the first {VFR_SCAN_PACKETS}"
     gaps = np.diff(stamps) * float(stream.time_base or Fraction(1))
     gaps = gaps[gaps > 0]
     rotation = rotation_of(first)
@@ -292,12 +295,14 @@ def _scan(
     stream: av.video.stream.VideoStream,
     name: str,
     deadline: Deadline,
-) -> tuple[av.VideoFrame, np.ndarray, bool]:
+) -> tuple[av.VideoFrame, np.ndarray, bool, int]:
     """Decode the first frame (it carries the rotation and proves the codec decodes) and demux up
-    to ``VFR_SCAN_PACKETS`` packets for their timestamps (sorted), and whether that was all."""
+    to ``VFR_SCAN_PACKETS`` packets for their timestamps (sorted), whether that was all, and how
+    many of them the demuxer marked corrupt."""
     first: av.VideoFrame | None = None
     stamps: list[int] = []
     complete = True
+    corrupt = 0
     try:
         for packet in demux(container, stream):
             deadline.check()
@@ -306,6 +311,7 @@ def _scan(
                 first = frames[0] if frames else None
             if packet.size and packet.pts is not None:
                 stamps.append(packet.pts)
+            corrupt += bool(packet.size and packet.is_corrupt)
             if first is not None and len(stamps) >= VFR_SCAN_PACKETS:
                 complete = False
                 break
@@ -324,7 +330,7 @@ def _scan(
         raise CorruptVideo(
             name, "no frame decodes: the stream is empty or cut before its first frame"
         )
-    return first, np.sort(np.asarray(stamps, dtype=np.float64)), complete
+    return first, np.sort(np.asarray(stamps, dtype=np.float64)), complete, corrupt
 
 
 def ffmpeg_reason(exc: Exception) -> str:
