@@ -77,7 +77,7 @@ class ClipFeatures:
     times: np.ndarray  # [T] float64 seconds
     backbone: str
     grid: np.ndarray | None = None  # [T, C, h, w] when spatial features were asked for
-    warning: str = ""  # what of a damaged video was lost while decoding it (not kept in caches)
+    warning: str = ""  # what of a damaged video was lost while decoding it
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from video_mm.cli import app
 from video_mm.errors import WeightsNotFound
+from video_mm.features.cache import loads
 from video_mm.settings import get_settings
 
 
@@ -66,7 +67,7 @@ def test_lists_backbones() -> None:
 
 def test_damaged_video_is_extracted_with_its_warning(isolated: Path) -> None:
     """An MP4 cut after half its bytes: its features come from the 50 frames that are there, and
-    the report (and stderr) says what was lost."""
+    the report, stderr and the file say what was lost, also when read back from the cache."""
     from video_mm.io.ffmpeg import run_ffmpeg
 
     whole = isolated / "whole.mp4"
@@ -76,11 +77,16 @@ def test_damaged_video_is_extracted_with_its_warning(isolated: Path) -> None:
     data = whole.read_bytes()
     (cut := isolated / "cut.mp4").write_bytes(data[: len(data) // 2 + 101])
     args = ["features", str(cut), "--out", str(isolated / "feats"), "--backbone",
-            "mobilenet_v3_small", "--n-frames", "3", "--no-cache", "--json"]  # fmt: skip
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    (row,) = json.loads(result.stdout)["videos"]
-    assert re.fullmatch(r"decoded \d\d of 100 frames: the file is cut at 2\.\d s", row["warning"])
-    assert f"warning: {cut}: {row['warning']}" in result.stderr
+            "mobilenet_v3_small", "--n-frames", "3", "--json"]  # fmt: skip
+    for hits in (0, 1):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        (row,) = report["videos"]
+        assert report["cache_hits"] == hits
+        cut_warning = r"decoded \d\d of 100 frames: the file is cut at 2\.\d s"
+        assert re.fullmatch(cut_warning, row["warning"])
+        assert f"warning: {cut}: {row['warning']}" in result.stderr
+        assert loads(Path(row["out"]).read_bytes()).warning == row["warning"]
     times = load_file(row["out"])["timestamps"]
     assert times[0] == 0.0 and 1.9 < times[-1] < 2.2  # uniform over what is there

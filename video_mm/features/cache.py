@@ -44,14 +44,16 @@ def file_sha256(path: str | Path) -> str:
 
 
 def dumps(feats: ClipFeatures, metadata: dict[str, str] | None = None) -> bytes:
-    """ClipFeatures -> safetensors bytes: ``features [T, D]``, ``timestamps [T]``, ``grid``."""
+    """ClipFeatures -> safetensors bytes: ``features [T, D]``, ``timestamps [T]``, ``grid``; the
+    backbone and a damaged video's warning in the metadata."""
     tensors = {
         "features": np.ascontiguousarray(feats.features, dtype=np.float32),
         "timestamps": np.ascontiguousarray(feats.times, dtype=np.float64),
     }
     if feats.grid is not None:
         tensors["grid"] = np.ascontiguousarray(feats.grid, dtype=np.float32)
-    return st_save(tensors, metadata={**(metadata or {}), "backbone": feats.backbone})
+    warning = {"warning": feats.warning} if feats.warning else {}
+    return st_save(tensors, metadata={**(metadata or {}), "backbone": feats.backbone, **warning})
 
 
 def read_metadata(data: bytes) -> dict[str, str]:
@@ -62,11 +64,13 @@ def read_metadata(data: bytes) -> dict[str, str]:
 
 def loads(data: bytes) -> ClipFeatures:
     tensors = st_load(data)
+    metadata = read_metadata(data)
     return ClipFeatures(
         features=tensors["features"],
         times=tensors["timestamps"],
-        backbone=read_metadata(data).get("backbone", ""),
+        backbone=metadata.get("backbone", ""),
         grid=tensors.get("grid"),
+        warning=metadata.get("warning", ""),
     )
 
 
