@@ -63,8 +63,11 @@ class ClipReranker(Protocol):
 
     name: str
 
+    prior_weight: float
+
     def score(
-        self, query: str, features: list[np.ndarray], times: list[np.ndarray] | None = None
+        self, query: str, features: list[np.ndarray], times: list[np.ndarray] | None = None, *,
+        prior: np.ndarray | None = None,
     ) -> np.ndarray: ...
 
 
@@ -191,10 +194,13 @@ def rerank(
     k: int,
     reranker: ClipReranker,
     clip_features: ClipFeatures,
+    prior: Callable[[list[np.ndarray]], np.ndarray] | None = None,
 ) -> tuple[list[tuple[str, float]], dict[str, float]]:
     """``ranking`` (clip id, score; best first) with its first ``k`` re-scored by ``reranker``
     in one batched forward and put in its order; those without features follow in their order,
-    then the rest. Returns the new ranking and the re-ranker's scores by clip id."""
+    then the rest. ``prior(features)``: the retrieval model's logits of those clips, which the
+    re-ranker adds with its ``prior_weight``. Returns the new ranking and the re-ranker's scores
+    by clip id."""
     head, tail = ranking[:k], ranking[k:]
     found = clip_features([c for c, _ in head])
     scored = [c for c, _ in head if c in found]
@@ -202,8 +208,10 @@ def rerank(
         return ranking, {}
     import torch
 
+    feats, times = [found[c][0] for c in scored], [found[c][1] for c in scored]
     with torch.inference_mode():
-        logits = reranker.score(query, [found[c][0] for c in scored], [found[c][1] for c in scored])
+        first = prior(feats) if prior is not None else None
+        logits = reranker.score(query, feats, times, prior=first)
     new = {c: float(s) for c, s in zip(scored, np.asarray(logits, np.float64), strict=True)}
     order = sorted(scored, key=lambda c: -new[c])  # stable: ties keep the first stage's order
     rest = [(c, s) for c, s in head if c not in new]
@@ -279,10 +287,13 @@ def search(
 
     vector: list[tuple[str, float]] = []
     text: list[tuple[str, float]] = []
+    dense_prior = bool(rerank_k) and bool(getattr(reranker, "prior_weight", 0.0))
+    needs_vector = mode in ("vector", "hybrid") or dense_prior
+    query_vector = encode_query(encoder, query) if encoder is not None and needs_vector else None
     if mode in ("vector", "hybrid"):
-        assert encoder is not None and index is not None
+        assert query_vector is not None and index is not None
         vector = vector_ranking(
-            encode_query(encoder, query),
+            query_vector,
             catalog=catalog,
             index=index,
             candidates=candidates,
@@ -301,7 +312,8 @@ def search(
     reranked: dict[str, float] = {}
     if rerank_k and fused:
         assert reranker is not None and clip_features is not None
-        fused, reranked = rerank(query, fused, rerank_k, reranker, clip_features)
+        fused, reranked = rerank(query, fused, rerank_k, reranker, clip_features,
+                                 _dual_prior(encoder, query_vector))
 
     details = catalog.clip_details([c for c, _ in fused], caption_model=caption_model)
     signals = {"vector": _ranks(vector), "text": _ranks(text)}
@@ -320,6 +332,17 @@ def search(
             hit.extra.update(stage=mode, score_model=first_model)
         hits.append(hit)
     return merge_overlapping(hits, k, opts.merge_gap_s)
+
+
+def _dual_prior(
+    encoder: Any, query_vector: np.ndarray | None
+) -> Callable[[list[np.ndarray]], np.ndarray] | None:
+    """The retrieval model's logits (scaled cosine) of the query and clips from their stored
+    features: the first-stage score a re-ranker adds with its ``prior_weight``."""
+    if query_vector is None or not hasattr(encoder, "embed_videos"):
+        return None
+    scale = float(encoder.logit_scale.detach().exp()) if hasattr(encoder, "logit_scale") else 1.0
+    return lambda feats: scale * (encoder.embed_videos(feats) @ query_vector[0])
 
 
 def _ranks(ranking: list[tuple[str, float]]) -> dict[str, tuple[int, float]]:

@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from video_mm.errors import ConfigError, ModelError
-from video_mm.rerank.model import Reranker, from_pretrained, is_reranker, load_config, pad_clips
+from video_mm.rerank.model import (
+    Reranker,
+    from_pretrained,
+    is_reranker,
+    load_config,
+    pad_clips,
+    save_pretrained,
+)
 from video_mm.rerank.negatives import order_swapped
 from video_mm.rerank.training import (
     Epoch,
@@ -87,3 +94,19 @@ def test_bad_configs_and_inputs_are_typed_errors() -> None:
         pad_clips([np.zeros((0, 4), np.float32)])
     with pytest.raises(ConfigError, match="negatives"):
         RerankTrainConfig.load(negatives=["nearest"])
+
+
+def test_first_stage_prior_is_added_with_its_saved_weight(trained, tiny_test: ClipSet,
+                                                          tmp_path: Path) -> None:  # fmt: skip
+    model, _ = trained
+    query, feats = tiny_test.captions[0][0], tiny_test.features[:5]
+    prior = np.linspace(-2.0, 2.0, 5).astype(np.float32)
+    model.prior_weight = 0.5
+    try:
+        folder = save_pretrained(tmp_path / "with-prior", model)
+    finally:
+        model.prior_weight = 0.0
+    loaded = from_pretrained(folder, device="cpu")
+    assert loaded.prior_weight == 0.5
+    np.testing.assert_allclose(loaded.score(query, feats, prior=prior),
+                               model.score(query, feats) + 0.5 * prior, rtol=1e-5, atol=1e-5)

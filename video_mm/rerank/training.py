@@ -61,6 +61,10 @@ class RerankTrainConfig:
     mlm_weight: float = 0.0  # masked-word loss weight; 0 turns it off
     mask_prob: float = 0.15
     rerank_k: int = 20  # validation: the dual encoder's top k are re-ranked
+    val_max_queries: int = 150  # validation queries at most (the first captions of each clip)
+    # weights of the retrieval model's logit added to the match logit; the best on validation is
+    # kept with the model (0 alone: the re-ranker's score only)
+    prior_weights: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0])
     train_split: str = "train"
     val_split: str = "val"
     select_metric: str = "rerank_t2v_R@1"
@@ -277,40 +281,57 @@ def score_pairs(
 @torch.no_grad()
 def evaluate_rerank(
     reranker: Reranker, clips: ClipSet, sim: np.ndarray, k: int, *, order_pairs: bool = False,
-    dual_scores: Any = None, words: WordCache | None = None,
+    dual_scores: Any = None, words: WordCache | None = None, prior_weights: Sequence[float] = (),
 ) -> dict[str, float]:  # fmt: skip
     """t2v metrics of the first stage (``sim`` ``[captions, clips]``) and after re-ranking its
     top ``k`` with ``reranker``. ``order_pairs``: also the share of order-swapped caption pairs
     the re-ranker (and the dual encoder, through ``dual_scores(texts, clip) -> scores``) scores
-    the right way round on their clip."""
+    the right way round on their clip. ``sim`` holds the first stage's logits; re-ranked scores
+    add ``reranker.prior_weight`` times them, or with ``prior_weights`` the weight among them that
+    gives the best R@1 (the smallest of equals), reported as ``prior_weight``."""
     reranker.eval()
     words = words or WordCache(reranker)
     texts, owner = caption_index(clips)
     orders = np.argsort(-sim, axis=1, kind="stable")
     k = min(k, len(clips))
     pairs = [(t, int(j)) for t, order in zip(texts, orders, strict=True) for j in order[:k]]
-    scores = score_pairs(reranker, pairs, clips, words).reshape(len(texts), k)
-    ranks_first, ranks_rerank = np.empty(len(texts)), np.empty(len(texts))
-    for q, own in enumerate(owner):
-        ranks_first[q] = int(np.nonzero(orders[q] == own)[0][0]) + 1
-        ranks_rerank[q] = int(np.nonzero(rerank_order(scores[q], orders[q], k) == own)[0][0]) + 1
-    out = {**t2v_metrics(ranks_first, "dual_"), **t2v_metrics(ranks_rerank, "rerank_")}
+    logits = score_pairs(reranker, pairs, clips, words).reshape(len(texts), k)
+    prior = np.take_along_axis(sim, orders[:, :k], 1)
+
+    def ranks(scores: np.ndarray) -> np.ndarray:
+        return np.array([int(np.nonzero(rerank_order(scores[q], orders[q], k) == own)[0][0]) + 1
+                         for q, own in enumerate(owner)])  # fmt: skip
+
+    ranks_first = np.array([int(np.nonzero(o == own)[0][0]) + 1
+                            for o, own in zip(orders, owner, strict=True)])  # fmt: skip
+    weight = reranker.prior_weight
+    if prior_weights:
+        recall = {w: float(np.mean(ranks(logits + w * prior) <= 1)) for w in sorted(prior_weights)}
+        weight = max(recall, key=lambda w: (recall[w], -w))
+    out = {**t2v_metrics(ranks_first, "dual_"),
+           **t2v_metrics(ranks(logits + weight * prior), "rerank_"), "prior_weight": weight}
     if order_pairs:
         swaps = [(t, order_swapped(t), int(own)) for t, own in zip(texts, owner, strict=True)]
         swaps = [(t, o, own) for t, o, own in swaps if o and o not in clips.captions[own]]
         s = score_pairs(reranker, [(x, own) for t, o, own in swaps for x in (t, o)], clips, words)
         out["order_pairs"] = float(len(swaps))
-        out["order_right_rerank"] = 100.0 * float(np.mean(s[0::2] > s[1::2])) if swaps else 0.0
+        # both captions of a pair are scored on the same clip: the prior differs by their cosines
         if dual_scores is not None and swaps:
             d = np.array([dual_scores([t, o], own) for t, o, own in swaps])
+            s = s + weight * d.reshape(-1)
             out["order_right_dual"] = 100.0 * float(np.mean(d[:, 0] > d[:, 1]))
+        out["order_right_rerank"] = 100.0 * float(np.mean(s[0::2] > s[1::2])) if swaps else 0.0
     return out
 
 
 def dual_similarity(dual: RetrievalModel, clips: ClipSet) -> np.ndarray:
-    """The dual encoder's ``[captions, clips]`` cosine similarities."""
+    """The dual encoder's ``[captions, clips]`` logits: cosine x its learned scale."""
     texts, _ = caption_index(clips)
-    return dual.embed_texts(texts) @ dual.embed_videos(clips.features).T
+    return dual_logit_scale(dual) * (dual.embed_texts(texts) @ dual.embed_videos(clips.features).T)
+
+
+def dual_logit_scale(dual: RetrievalModel) -> float:
+    return float(dual.logit_scale.detach().exp())
 
 
 # -- training -----------------------------------------------------------------------------------
@@ -338,7 +359,10 @@ def train_reranker(
     torch.manual_seed(run.train.seed)
     model = Reranker(load_config(config), train.features[0].shape[1])
     model.backbone, model.retrieval, model.trained_on = backbone, retrieval_name, trained_on
+    model.fit_feature_stats(train.features)
     hard = mine_hard(dual, train, run.hard_k) if dual and "hard" in run.negatives else None
+    per_clip = max(1, run.val_max_queries // len(val))
+    val = ClipSet(val.ids, val.features, [c[:per_clip] for c in val.captions])
     if dual is not None:
         val_sim, k = dual_similarity(dual, val), run.rerank_k
     else:
@@ -353,7 +377,9 @@ def train_reranker(
 
     def evaluate(m: torch.nn.Module) -> dict[str, float]:
         scores = evaluate_rerank(m, val, val_sim, k,  # type: ignore[arg-type]
-                                 words=val_words if words is not None else None)
+                                 words=val_words if words is not None else None,
+                                 prior_weights=run.prior_weights if dual is not None else ())
+        m.prior_weight = scores["prior_weight"]  # type: ignore[assignment]  # saved with best/
         m.scores = {f"val_{k}": round(v, 4) for k, v in scores.items()}  # type: ignore[assignment]
         return scores
 
@@ -451,12 +477,13 @@ def evaluate_on_dataset(
     if len(clips) < 2:
         raise ConfigError("evaluation needs at least two clips")
     video = dual.embed_videos(clips.features)
+    scale = dual_logit_scale(dual)
 
     def dual_scores(texts: list[str], clip: int) -> np.ndarray:
-        return dual.embed_texts(texts) @ video[clip]
+        return scale * (dual.embed_texts(texts) @ video[clip])
 
     texts, _ = caption_index(clips)
-    sim = dual.embed_texts(texts) @ video.T
+    sim = scale * (dual.embed_texts(texts) @ video.T)
     scores = evaluate_rerank(model, clips, sim, k, order_pairs=True, dual_scores=dual_scores)
     return {**scores, "k": float(k), "n_clips": float(len(clips)), "n_queries": float(len(texts))}
 
