@@ -9,7 +9,16 @@ and ours as a fraction of the measured SGEMM rate (FLOPs per frame x frames/s / 
 "busy" is ours / model-only: the share of the time the device spends in the backbone while the
 pipeline runs (decode overlapped well means close to 100%).
 
+``--precisions`` adds a row per precision (CPU: ``int8``, ``bfloat16``; CUDA: ``bfloat16``,
+``float16`` autocast), each with its drift against float32 on the same frames: the cosine of each
+frame's features to its float32 features (mean and minimum), and clip agreement, the share of clips
+whose mean feature is nearest (cosine) to its own float32 clip among all clips (a search proxy).
+% peak always counts float32 FLOPs against the float32 SGEMM rate, so int8 can pass 100%.
+
     .venv/bin/python benchmarks/features.py [--seconds 6] [--threads N] [--device cpu|cuda]
+    .venv/bin/python benchmarks/features.py --models resnet18 --precisions float32 int8 bfloat16
+    .venv/bin/python benchmarks/features.py --device cuda --models resnet50 --batch-size 256 \
+        --precisions float32 bfloat16 float16                       # a lent GPU
 
 Each measurement runs until ``--seconds`` have passed (whole clips or batches), after a warm-up.
 """
@@ -23,6 +32,7 @@ import time
 from argparse import Namespace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -84,14 +94,41 @@ def naive(name: str, clips: list[Path], sampling: SamplingSettings, args: Namesp
     return timed(step, args.seconds)
 
 
-def extractor(name: str, args: Namespace) -> FeatureExtractor:
+def extractor(name: str, args: Namespace, precision: str = "float32") -> FeatureExtractor:
+    """CPU: ``features.precision``; CUDA: float32 is AMP off, the others AMP in that dtype."""
     settings = FeatureSettings(backbone=name, batch_size=args.batch_size, compile=args.compile)
+    if torch.device(args.device).type == "cuda":
+        amp = precision != "float32"
+        settings = settings.model_copy(
+            update={"amp": amp, "amp_dtype": precision if amp else "bfloat16"}
+        )
+    else:
+        settings = settings.model_copy(update={"precision": precision})
     return FeatureExtractor(settings, device=args.device)
 
 
-def ours(name: str, clips: list[Path], sampling: SamplingSettings, args: Namespace) -> float:
+def drift(name: str, clips: list[Path], args: Namespace, precision: str) -> tuple[float, ...]:
+    """(mean cosine, min cosine, clip agreement) of ``precision`` against float32."""
+    frames = [sample_frames(c, n=8, size=224).frames for c in clips]
+    ref = [extractor(name, args).extract_frames(f) for f in frames]
+    ex = extractor(name, args, precision)
+    out = [ex.extract_frames(f) for f in frames]
+    a, b = np.concatenate(out), np.concatenate(ref)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    ca = np.stack([o.mean(0) for o in out])
+    cb = np.stack([r.mean(0) for r in ref])
+    ca /= np.linalg.norm(ca, axis=1, keepdims=True)
+    cb /= np.linalg.norm(cb, axis=1, keepdims=True)
+    agree = float((np.argmax(ca @ cb.T, axis=1) == np.arange(len(clips))).mean())
+    return float(cos.mean()), float(cos.min()), agree
+
+
+def ours(
+    name: str, clips: list[Path], sampling: SamplingSettings, args: Namespace,
+    precision: str = "float32",
+) -> float:
     """One continuous stream over the clips, so decode overlaps inference throughout."""
-    stream = extract_videos(itertools.cycle(clips), sampling, extractor(name, args))
+    stream = extract_videos(itertools.cycle(clips), sampling, extractor(name, args, precision))
     next(stream)  # warm-up: the first full batch
     frames, start = 0, time.perf_counter()
     for _, feats in stream:
@@ -102,8 +139,8 @@ def ours(name: str, clips: list[Path], sampling: SamplingSettings, args: Namespa
     return frames / elapsed
 
 
-def model_only(name: str, clips: list[Path], args: Namespace) -> float:
-    ex = extractor(name, args)
+def model_only(name: str, clips: list[Path], args: Namespace, precision: str = "float32") -> float:
+    ex = extractor(name, args, precision)
     frames = sample_frames(clips[0], n=args.batch_size, size=224).frames
     x = ex.backbone.preprocess(frames).to(ex.device)
 
@@ -124,6 +161,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--compile", action="store_true", help="torch.compile the extractor's model")
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch's default)")
+    ap.add_argument("--precisions", nargs="+", default=["float32"],
+                    help="float32 first (the baseline); CPU: int8 bfloat16; CUDA: bfloat16 float16")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -136,21 +175,25 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.2f}")
     print("SGEMM peak: 2048x2048 float32, the higher of two measurements taken just before and "
           "just after each backbone's runs\n(on a shared machine this compares like with like)\n")
-    head = (f"{'backbone':<20}{'GFLOP/frame':>12}{'SGEMM GF/s':>11}{'naive f/s':>10}"
-            f"{'ours f/s':>10}{'speedup':>9}{'% peak':>8}{'model-only f/s':>16}{'% peak':>8}"
-            f"{'busy':>6}")
-    print(head)
-    print("-" * len(head))
+    print("| backbone | precision | GFLOP/frame | SGEMM GF/s | naive f/s | ours f/s | speedup "
+          "| % peak | model-only f/s | % peak | busy | cos mean | cos min | clip agreement |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.models:
         fl = flops_per_frame(name)
         before = sgemm_peak(device, min(args.seconds, 2.0))
         n = naive(name, clips, sampling, args)
-        o = ours(name, clips, sampling, args)
-        m = model_only(name, clips, args)
+        rows = []
+        for precision in args.precisions:
+            o = ours(name, clips, sampling, args, precision)
+            m = model_only(name, clips, args, precision)
+            d = drift(name, clips, args, precision) if precision != "float32" else (1, 1, 1)
+            rows.append((precision, o, m, d))
         peak = max(before, sgemm_peak(device, min(args.seconds, 2.0)))
-        print(f"{name:<20}{fl / 1e9:>12.2f}{peak / 1e9:>11.1f}{n:>10.1f}{o:>10.1f}{o / n:>8.2f}x"
-              f"{100 * fl * o / peak:>7.0f}%{m:>16.1f}{100 * fl * m / peak:>7.0f}%"
-              f"{100 * o / m:>5.0f}%", flush=True)
+        for precision, o, m, (cos, cos_min, agree) in rows:
+            print(f"| {name} | {precision} | {fl / 1e9:.2f} | {peak / 1e9:.1f} | {n:.1f} | {o:.1f} "
+                  f"| {o / n:.2f}x | {100 * fl * o / peak:.0f}% | {m:.1f} | "
+                  f"{100 * fl * m / peak:.0f}% | {100 * o / m:.0f}% | {cos:.4f} | {cos_min:.4f} | "
+                  f"{100 * agree:.0f}% |", flush=True)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 
 if __name__ == "__main__":

@@ -7,14 +7,16 @@ frames, two captioners (LRCN and temporal attention, beam 3), retrieval embeddin
 FAISS index. Models are randomly initialised at the demo's sizes: their cost does not depend on
 their weights.
 
-Four kinds of run, each on a fresh data folder and in processes of its own (in a new session, so
-each gets the same share of a contended CPU): in-process (the baseline), in-process with every
-probe and decode in a child process (``io.isolate_decode``, ``io.isolate_probe``: the cost of
-isolation), Celery on Redis with one worker process and with two (workers started and warmed
-up, models loaded and one job run, before the clock starts; the clock stops at the last job's
-final catalog write). The machine may be shared, so the kinds are interleaved: ``--repeats``
-rounds, every other round in reverse order, and every ratio is taken within a round (neighbouring
-runs) and reported as the median over rounds.
+Six kinds of run (``--kinds`` picks some; the first is the baseline), each on a fresh data folder
+and in processes of its own (in a new session, so each gets the same share of a contended CPU):
+in-process (the baseline), in-process with every probe and decode in a child process
+(``io.isolate_decode``, ``io.isolate_probe``: the cost of isolation), Celery on Redis with one
+worker process and with two (workers started and warmed up, models loaded and one job run, before
+the clock starts; the clock stops at the last job's final catalog write); and in-process and Celery
+with two processes again with int8 features (``features.precision = "int8"``,
+benchmarks/features.py has its drift). The machine may be shared, so the kinds are interleaved:
+``--repeats`` rounds, every other round in reverse order, and every ratio is taken within a round
+(neighbouring runs) and reported as the median over rounds.
 Queue overhead = (Celery 1-process time - in-process time) / Celery time, of wall time and of CPU
 time (every process of the run: this one, which submits and waits, plus the worker's).
 
@@ -90,7 +92,7 @@ def make_models(folder: Path) -> dict:
 
 
 def bench_settings(data_dir: Path, models: dict, broker: str = "", prefix: str = "",
-                   isolate: bool = False):
+                   isolate: bool = False, precision: str = "float32"):
     from video_mm.settings import Settings
 
     return Settings(
@@ -98,7 +100,8 @@ def bench_settings(data_dir: Path, models: dict, broker: str = "", prefix: str =
         io={"isolate_decode": isolate, "isolate_probe": isolate},
         sampling={"sampler": "fps", "fps": 1.0, "size": 224},
         segment={"method": "fixed", "window_s": 10.0, "stride_s": 10.0},
-        features={"backbone": "resnet18", "weights": "none", "batch_size": 32},
+        features={"backbone": "resnet18", "weights": "none", "batch_size": 32,
+                  "precision": precision},
         models=models,
         broker={"url": broker, "queue_prefix": prefix},
     )
@@ -111,11 +114,11 @@ def duration_of(paths: list[Path]) -> float:
 
 
 def run_in_process(paths: list[Path], warm: Path, models: dict, folder: Path,
-                   isolate: bool = False) -> dict:
+                   isolate: bool = False, precision: str = "float32") -> dict:
     from video_mm.pipeline.dispatch import index_paths
     from video_mm.pipeline.runner import STAGE_SECONDS
 
-    settings = bench_settings(folder, models, isolate=isolate)
+    settings = bench_settings(folder, models, isolate=isolate, precision=precision)
     index_paths([warm], settings, queue=False, progress=False)  # open the catalog, warm caches
     STAGE_SECONDS.clear()
     start, cpu = time.perf_counter(), time.process_time()
@@ -169,11 +172,12 @@ def wait_done(settings, job_ids: list[str]) -> datetime:
 
 
 def run_celery(paths: list[Path], warm: Path, models: dict, folder: Path, broker: str,
-               processes: int) -> dict:
+               processes: int, precision: str = "float32") -> dict:
     from video_mm.pipeline.dispatch import enqueue
     from video_mm.pipeline.submit import submit_video
 
-    settings = bench_settings(folder, models, broker, f"vmmbench-{uuid.uuid4().hex[:6]}-")
+    settings = bench_settings(folder, models, broker, f"vmmbench-{uuid.uuid4().hex[:6]}-",
+                              precision=precision)
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMM_")}
     env.update(settings_env(settings))
     folder.mkdir(parents=True, exist_ok=True)
@@ -206,7 +210,8 @@ def run_celery(paths: list[Path], warm: Path, models: dict, folder: Path, broker
 
 
 RUNS = ("in-process", "in-process, decode isolated", "celery, 1 worker process",
-        "celery, 2 worker processes")
+        "celery, 2 worker processes", "in-process, int8 features",
+        "celery, 2 worker processes, int8 features")
 
 
 def run(name: str, args: argparse.Namespace, root: Path, models: dict, folder: Path) -> dict:
@@ -214,13 +219,16 @@ def run(name: str, args: argparse.Namespace, root: Path, models: dict, folder: P
     worker does: with the kernel's autogroup scheduling, a new session gets its own share of a
     contended CPU, which would otherwise favour the workers on a loaded machine."""
     shutil.rmtree(folder, ignore_errors=True)
+    precision = "int8" if "int8" in name else "float32"
     if not name.startswith("in-process"):
         paths, warm = archive(root, args)
-        return run_celery(paths, warm, models, folder, args.broker, 1 if "1 worker" in name else 2)
+        return run_celery(paths, warm, models, folder, args.broker, 1 if "1 worker" in name else 2,
+                          precision)
     out = subprocess.run(
         [sys.executable, __file__, "--workdir", str(root), "--n-synth", str(args.n_synth),
          "--seconds", str(args.seconds), "--in-process-run", str(folder),
-         "--models", json.dumps(models), *(["--isolated"] if "isolated" in name else [])],
+         "--models", json.dumps(models), "--precision", precision,
+         *(["--isolated"] if "isolated" in name else [])],
         check=True, capture_output=True, text=True, start_new_session=True,
     )
     return json.loads(out.stdout.splitlines()[-1])
@@ -233,7 +241,7 @@ def archive(root: Path, args: argparse.Namespace) -> tuple[list[Path], Path]:
 
 
 def report(results: dict[str, list[dict]], video_s: float, loads: list[float]) -> None:
-    base = results["in-process"]
+    base = results[RUNS[0]]
     print(f"\nload average (1 min) at the start of each run: "
           f"{', '.join(f'{x:.1f}' for x in loads)}")
     print("\n| run | wall s (median, min-max) | video s / wall s | vs in-process (median ratio) "
@@ -244,13 +252,14 @@ def report(results: dict[str, list[dict]], video_s: float, loads: list[float]) -
         cpu = median([r["cpu"] for r in rs])
         print(f"| {name} | {median(walls):.1f} ({min(walls):.1f}-{max(walls):.1f}) | "
               f"{video_s / median(walls):.1f}x | {ratio:.2f} | {cpu:.1f} |")
-    isolated = results[RUNS[1]]
-    shares = [(c["wall"] - b["wall"]) / b["wall"] for b, c in zip(base, isolated, strict=True)]
-    print(f"\ndecode isolation (io.isolate_decode + io.isolate_probe: a child process per opened "
-          f"file) vs in-process decoding, wall time: median {median(shares):+.1%} (rounds: "
-          f"{', '.join(f'{x:+.1%}' for x in shares)})")
-    celery1 = results[RUNS[2]]
-    for what in ("wall", "cpu"):
+    if RUNS[1] in results:
+        isolated = results[RUNS[1]]
+        shares = [(c["wall"] - b["wall"]) / b["wall"] for b, c in zip(base, isolated, strict=True)]
+        print(f"\ndecode isolation (io.isolate_decode + io.isolate_probe: a child process per "
+              f"opened file) vs in-process decoding, wall time: median {median(shares):+.1%} "
+              f"(rounds: {', '.join(f'{x:+.1%}' for x in shares)})")
+    celery1 = results.get(RUNS[2], [])
+    for what in ("wall", "cpu") if celery1 else ():
         shares = [(c[what] - b[what]) / c[what] for b, c in zip(base, celery1, strict=True)]
         print(f"\nqueue overhead, {what} time (Celery 1 process vs in-process, share of the Celery "
               f"time): median {median(shares):+.1%} (rounds: "
@@ -259,13 +268,17 @@ def report(results: dict[str, list[dict]], video_s: float, loads: list[float]) -
     cpu = median([r["cpu"] for r in base])
     print(f"\nin-process CPU time: {cpu:.1f} s on {cores} cores: {video_s / cpu * cores:.1f}x real "
           f"time if the run had the cores to itself (video s / (CPU s / cores))")
-    stages = {k: median([r["stages"].get(k, 0.0) for r in base]) for k in base[0]["stages"]}
-    total, wall = sum(stages.values()), median([r["wall"] for r in base])
-    print("\n| stage (in-process, median) | s | share | video s / stage s |\n|---|---:|---:|---:|")
-    for name, secs in stages.items():
-        print(f"| {name} | {secs:.2f} | {secs / total:.0%} | {video_s / max(secs, 1e-9):.0f}x |")
-    print(f"| catalog writes, submit, other | {wall - total:.2f} | "
-          f"{(wall - total) / wall:.0%} of wall | |")
+    for kind in (k for k in results if k.startswith("in-process") and "isolated" not in k):
+        rs = results[kind]
+        stages = {k: median([r["stages"].get(k, 0.0) for r in rs]) for k in rs[0]["stages"]}
+        total, wall = sum(stages.values()), median([r["wall"] for r in rs])
+        print(f"\n| stage ({kind}, median) | s | share | video s / stage s |\n"
+              "|---|---:|---:|---:|")
+        for name, secs in stages.items():
+            print(f"| {name} | {secs:.2f} | {secs / total:.0%} | "
+                  f"{video_s / max(secs, 1e-9):.0f}x |")
+        print(f"| catalog writes, submit, other | {wall - total:.2f} | "
+              f"{(wall - total) / wall:.0%} of wall | |")
 
 
 def main() -> None:
@@ -278,11 +291,15 @@ def main() -> None:
     parser.add_argument("--in-process-run", type=Path, help=argparse.SUPPRESS)  # one run, as JSON
     parser.add_argument("--models", type=json.loads, help=argparse.SUPPRESS)
     parser.add_argument("--isolated", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
+    parser.add_argument("--kinds", nargs="+", type=int, default=list(range(len(RUNS))),
+                        help="which runs, by number: " + "; ".join(
+                            f"{i} {name}" for i, name in enumerate(RUNS)) + " (0 always runs)")
     args = parser.parse_args()
     if args.in_process_run:
         paths, warm = archive(args.workdir, args)
         print(json.dumps(run_in_process(paths, warm, args.models, args.in_process_run,
-                                        args.isolated)))
+                                        args.isolated, args.precision)))
         return
 
     import torch
@@ -294,10 +311,11 @@ def main() -> None:
     print(f"archive: {len(paths)} videos, {video_s:.0f} s of video; torch threads "
           f"{torch.get_num_threads()}, {os.cpu_count()} cores; {args.repeats} rounds", flush=True)
 
-    results: dict[str, list[dict]] = {name: [] for name in RUNS}
+    kinds = [RUNS[i] for i in sorted({0, *args.kinds})]
+    results: dict[str, list[dict]] = {name: [] for name in kinds}
     loads = []
     for i in range(args.repeats):
-        for name in RUNS if i % 2 == 0 else RUNS[::-1]:
+        for name in kinds if i % 2 == 0 else kinds[::-1]:
             loads.append(os.getloadavg()[0])
             # A fresh folder a run: a process keeps its catalog and blob store per data folder.
             folder = root / "runs" / f"{i + 1}-{name.replace(',', '').replace(' ', '-')}"

@@ -84,7 +84,8 @@ def measure(index, queries: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 # Search-time knobs swept on one built index: (label, settings field, values).
 SWEEPS = {"flat (exact)": ("", "", [None]), "hnsw": ("ef", "ef_search", [64, 128, 256]),
-          "ivf": ("nprobe", "ivf_nprobe", [16, 32, 64, 128])}  # fmt: skip
+          "ivf": ("nprobe", "ivf_nprobe", [16, 32, 64, 128]),
+          "ivfsq8": ("nprobe", "ivf_nprobe", [16, 32, 64])}  # fmt: skip
 
 
 def ids(start: int, stop: int) -> list[str]:
@@ -229,6 +230,8 @@ def main() -> None:
     parser.add_argument("--large-train", type=int, default=100_000,
                         help="vectors the IVF quantizer trains on (ivf_train_max)")
     parser.add_argument("--no-embed", action="store_true", help="skip embedding throughput")
+    parser.add_argument("--ann", nargs="+", default=["hnsw", "ivf"],
+                        help="approximate kinds run at --sizes (besides exact): hnsw ivf ivfsq8")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--clusters", type=int, default=2000)
     parser.add_argument(
@@ -249,13 +252,12 @@ def main() -> None:
         base = clustered(n, rng, centres, args.spread)
         queries = clustered(args.queries, rng, centres, args.spread)
         truth = exact_top_k(base, queries)
-        runs = [("faiss", "flat (exact)", {"exact_max": n}),
-                ("faiss", "hnsw", {"exact_max": 0, "ann": "hnsw"}),
-                ("faiss", "ivf", {"exact_max": 0, "ann": "ivf"})]  # fmt: skip
+        kinds = [("flat (exact)", {"exact_max": n})] + [
+            (k, {"exact_max": 0, "ann": k}) for k in args.ann if k != "flat (exact)"
+        ]
+        runs = [("faiss", kind, o) for kind, o in kinds]
         if n in args.milvus_sizes:
-            runs += [("milvus", "flat (exact)", {"exact_max": n}),
-                     ("milvus", "hnsw", {"exact_max": 0, "ann": "hnsw"}),
-                     ("milvus", "ivf", {"exact_max": 0, "ann": "ivf"})]  # fmt: skip
+            runs += [("milvus", kind, o) for kind, o in kinds]
         baseline = None
         for backend, kind, overrides in runs:
             settings = IndexSettings(**overrides)

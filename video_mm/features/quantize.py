@@ -86,4 +86,13 @@ def quantize_int8(model: nn.Module, calibration: torch.Tensor, batch: int = 16) 
             for start in range(0, len(calibration), batch):
                 chunk = calibration[start : start + batch]
                 prepared(chunk.contiguous(memory_format=torch.channels_last))
-        return quantize_fx.convert_fx(prepared).requires_grad_(False)
+        quantized = quantize_fx.convert_fx(prepared).requires_grad_(False)
+        with torch.inference_mode():
+            out = quantized(example[0].contiguous(memory_format=torch.channels_last))
+        pooled = out[0] if isinstance(out, tuple) else out
+        if not torch.isfinite(pooled).all():  # seen with some families' random weights
+            raise ConfigError(
+                f"features.precision int8: the quantized {getattr(model, 'name', 'backbone')} "
+                "gives non-finite features; use float32 or bfloat16 for it"
+            )
+        return quantized
