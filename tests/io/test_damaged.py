@@ -4,35 +4,25 @@ file, in our words) for what cannot be read at all. The corpus is benchmarks/dam
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 
+from tests.io import damaged_corpus
 from video_mm.errors import CorruptVideo
 from video_mm.io import decode, open_video, probe, sample_frames
 from video_mm.io.sampling import sample_indices
 from video_mm.settings import IOSettings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = damaged_corpus.ROOT
 
 
-def _corpus_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("damaged_corpus", ROOT / "benchmarks/damaged.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-corpus = _corpus_module()
+corpus = damaged_corpus.load()
 NATIVE = ("[h264 @", "[mpeg2video @", "[mov,mp4", "[mpegts @", "coder.cc", ".cc:", "Traceback")
 # Nothing in a fragmented MP4 says one of its fragments is gone: its frames read, unannounced.
 # Bytes flipped inside an MP4 frame: Decord decodes every frame, concealing the damage (as ffmpeg

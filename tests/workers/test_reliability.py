@@ -209,3 +209,36 @@ def test_rabbitmq_restart_with_jobs_queued_loses_none(
     results_once(worker_settings, job_ids, tiny_models)
     fault_row("RabbitMQ restart (stop_app/start_app) with jobs queued and in flight",
               worker_settings, job_ids)
+
+
+@pytest.mark.parametrize("worker_settings", ["embedded"], indirect=True)
+def test_damaged_videos_end_done_with_warnings_and_no_native_log_lines(
+    worker_settings: Settings, workers: Any, wait: Any, tmp_path: Path
+) -> None:
+    """Cut and corrupted files through a real worker: each job ends done with the video's warning
+    (the one ffmpeg cannot open fails, in our words), the worker lives, and its log (its stdout and
+    stderr) holds no line of FFmpeg's or Decord's."""
+    from tests.io import damaged_corpus
+
+    corpus = damaged_corpus.load()
+    corpus.make_corpus(tmp_path / "corpus")
+    names = ["cut_50.mp4", "broken_nal.mp4", "flip_mpeg2.ts", "cut_h264.ts", "lost_init.mp4"]
+    proc = workers.start("cpu,gpu,index")
+    job_ids = _submit_all(worker_settings, [tmp_path / "corpus" / n for n in names])
+    states = wait(worker_settings, job_ids, workers)
+    cat = context(worker_settings).catalog
+    for name, job_id in zip(names[:-1], job_ids, strict=False):
+        job = cat.get_job(job_id)
+        assert states[job_id] == "done", f"{name}: {job.error}"
+        # broken_nal.mp4's 4 sampled frames (0, 33, 66, 99) skip its 3 broken ones (45-47): the
+        # decoder never meets the damage, so there is nothing to say
+        assert bool(cat.get_video(job.video_id).info.get("warning")) == (name != "broken_nal.mp4")
+    assert cat.get_video(cat.get_job(job_ids[0]).video_id).info["warning"] == (
+        "decoded 50 of 100 frames: the file is cut at 2.0 s"
+    )
+    failed = cat.get_job(job_ids[-1])
+    assert states[job_ids[-1]] == "failed" and failed.attempts == 1
+    assert failed.error.startswith("corrupt_video: lost_init.mp4: looks like a video container")
+    assert proc.poll() is None
+    log = workers.log_tail(10**6)
+    assert not any(s in log for s in ("[h264 @", "[mpeg2video @", "[mov,mp4", ".cc:")), log
