@@ -15,6 +15,7 @@ from video_mm.artifacts import (
     load_recipe,
     model_dirs,
     model_folder,
+    model_name,
     pad_features,
     read_saved,
     resolve_device,
@@ -45,6 +46,7 @@ def test_a_run_folder_loads_as_its_best_model(tmp_path: Path, vocab: Vocabulary)
     (run / "metrics.csv").write_text("epoch\n1\n")
 
     assert model_folder(run) == run / "best" and model_folder(run / "best") == run / "best"
+    assert model_name(run) == model_name(run / "best") == "run"  # served under the run's name
     captioner = from_pretrained(run)
     assert captioner.recipe == RECIPE and load_recipe(run) == RECIPE
     feats = [np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32)]

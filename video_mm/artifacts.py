@@ -140,6 +140,18 @@ def model_folder(path: str | Path) -> Path:
     return folder
 
 
+def named_folder(path: str | Path) -> Path:
+    """The folder a model is known by: a training run for its ``best/``, else the folder itself."""
+    folder = Path(path).expanduser()
+    return folder.parent if folder.name == BEST else folder
+
+
+def model_name(path: str | Path) -> str:
+    """The name a saved model is served and recorded under (catalog rows, search hits, notes):
+    its folder's name, or its run's name for a run folder and the run's ``best/`` alike."""
+    return named_folder(path).name
+
+
 class _Saveable(Protocol):
     def save(self, path: Path) -> None: ...
 

@@ -138,9 +138,10 @@ class ModelInfo:
 def describe(folder: Path, *, served: bool = False) -> ModelInfo | None:
     """The provenance of the saved model in ``folder`` (a run's ``best/`` too); None when the
     folder holds no video-mm model."""
-    config_file = folder / "config.json"
-    if not config_file.is_file() and (folder / "best" / "config.json").is_file():
-        config_file = folder / "best" / "config.json"
+    # artifacts stamps and writes cards through this module: read folders through its rule here
+    from video_mm.artifacts import CONFIG_FILE, model_folder, model_name
+
+    config_file = model_folder(folder) / CONFIG_FILE
     try:
         config = json.loads(config_file.read_text())
     except (OSError, ValueError):
@@ -150,7 +151,7 @@ def describe(folder: Path, *, served: bool = False) -> ModelInfo | None:
     name, weights = frame_encoder(config)
     prov = config.get("provenance", {})
     return ModelInfo(
-        name=folder.name, kind=kind_of(config), path=str(folder), frame_encoder=name,
+        name=model_name(folder), kind=kind_of(config), path=str(folder), frame_encoder=name,
         weights=weights, trained_on=str(config.get("trained_on", "")),
         scores=dict(config.get("scores", {})), created=prov.get("created", ""),
         command=prov.get("command", ""), notes=notes(config), served=served,
@@ -158,10 +159,10 @@ def describe(folder: Path, *, served: bool = False) -> ModelInfo | None:
 
 
 def notes_by_name(folders: list[Path]) -> dict[str, list[str]]:
-    """Model name (its folder's name, as the catalog records it) -> its warnings."""
+    """Model name (``artifacts.model_name``, as the catalog records it) -> its warnings."""
     out = {}
     for folder in folders:
         info = describe(folder)
         if info is not None:
-            out[folder.name] = info.notes
+            out[info.name] = info.notes
     return out

@@ -36,7 +36,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from video_mm import provenance
-from video_mm.artifacts import captioner_dirs, reranker_dir, retrieval_dir
+from video_mm.artifacts import captioner_dirs, model_name, reranker_dir, retrieval_dir
 from video_mm.errors import ConfigError, VideoMMError
 from video_mm.records import Hit
 from video_mm.settings import SearchSettings, Settings
@@ -471,8 +471,8 @@ class Searcher:
 
         encoder = from_pretrained(model_dir)
         encoder.eval()
-        searcher = cls(catalog, open_index(settings), encoder, model_dir.name, settings.search,
-                       model_notes=notes)
+        searcher = cls(catalog, open_index(settings), encoder, model_name(model_dir),
+                       settings.search, model_notes=notes)
         rerank_dir = reranker_dir(settings)
         if rerank_dir is not None:
             from video_mm.rerank.model import from_pretrained as reranker_from_pretrained

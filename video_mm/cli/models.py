@@ -21,6 +21,8 @@ models_app = typer.Typer(
 
 def _installed(root: Path) -> list[Path]:
     """Saved model folders (and run folders) under ``root``, a few levels deep."""
+    from video_mm.artifacts import named_folder
+
     if not root.is_dir():
         return []
     found = []
@@ -28,7 +30,7 @@ def _installed(root: Path) -> list[Path]:
         folder = config.parent
         rel = folder.relative_to(root)
         if len(rel.parts) <= 3 and "runs" not in rel.parts:
-            found.append(folder.parent if folder.name == "best" else folder)
+            found.append(named_folder(folder))
     return list(dict.fromkeys(found))
 
 

@@ -17,7 +17,6 @@ Hugging Face cache, downloaded when online) instead of the synthetic retrieval m
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -25,7 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from video_mm import provenance
-from video_mm.artifacts import captioner_dirs, models_root, retrieval_dir
+from video_mm.artifacts import captioner_dirs, models_root, read_saved, retrieval_dir
+from video_mm.errors import VideoMMError
 from video_mm.settings import Settings
 
 # The models only know the synthetic world: search for what it shows.
@@ -89,10 +89,10 @@ def _have_models(settings: Settings) -> bool:
     want = _encoder(settings)
     for folder in folders:
         try:
-            backbone = json.loads((folder / "config.json").read_text()).get("backbone") or {}
-        except (OSError, ValueError):
+            backbone = read_saved(folder, kind="model").backbone
+        except VideoMMError:
             return False
-        if {"backbone": backbone.get("name"), "weights": backbone.get("weights")} != want:
+        if backbone is None or {"backbone": backbone.name, "weights": backbone.weights} != want:
             return False
     return True
 

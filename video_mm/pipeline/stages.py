@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from video_mm.artifacts import FeatureRecipe, model_dirs, pool_grid
+from video_mm.artifacts import FeatureRecipe, model_dirs, model_name, pool_grid
 from video_mm.errors import ConfigError, CorruptVideo, ModelError
 from video_mm.records import Caption, Clip, ClipFeatures, FrameBatch, VideoInfo, clip_id
 from video_mm.settings import FeatureSettings, SamplingSettings, Settings
@@ -186,20 +186,21 @@ def load_models(settings: Settings) -> Models:
 
             models = Models()
             for folder in captioners:
-                models.captioners[folder.name] = model = from_pretrained(folder)
-                models.specs[folder.name] = feature_spec(model, folder, settings)
-                models.dims[folder.name] = _feat_dim(model)
+                name = model_name(folder)
+                models.captioners[name] = model = from_pretrained(folder)
+                models.specs[name] = feature_spec(model, folder, settings)
+                models.dims[name] = _feat_dim(model)
                 if model.recipe is not None:
-                    models.recipes[folder.name] = model.recipe
+                    models.recipes[name] = model.recipe
             if retrieval is not None:
                 from video_mm.retrieval.model import from_pretrained as retrieval_from_pretrained
 
                 models.retrieval = retrieval_from_pretrained(retrieval)
-                models.retrieval_name = retrieval.name
-                models.specs[retrieval.name] = feature_spec(models.retrieval, retrieval, settings)
-                models.dims[retrieval.name] = _feat_dim(models.retrieval)
+                models.retrieval_name = name = model_name(retrieval)
+                models.specs[name] = feature_spec(models.retrieval, retrieval, settings)
+                models.dims[name] = _feat_dim(models.retrieval)
                 if models.retrieval.recipe is not None:
-                    models.recipes[retrieval.name] = models.retrieval.recipe
+                    models.recipes[name] = models.retrieval.recipe
             _models_cache[key] = models
         return _models_cache[key]
 

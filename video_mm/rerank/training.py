@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from video_mm.artifacts import BackboneSpec, FeatureRecipe, load_recipe, model_folder
+from video_mm.artifacts import BackboneSpec, FeatureRecipe, load_recipe, model_name
 from video_mm.data.datasets import VideoRecord, by_split, load_dataset
 from video_mm.data.features import extract_features
 from video_mm.errors import ConfigError
@@ -440,8 +440,7 @@ def train_on_dataset(
     config = {**load_config(model_config or "reranker").to_dict(), **run.model}
     spec = dual.backbone or BackboneSpec(recipe.backbone, recipe.weights,
                                          dim=train.features[0].shape[1])  # fmt: skip
-    folder = model_folder(retrieval)
-    name = folder.parent.name if folder.name == "best" else folder.name  # the run's name
+    name = model_name(retrieval)  # the run's name for a run folder or its best/
     return train_reranker(
         config, train, val, dual, out_dir=Path(out), run=run, recipe=recipe, backbone=spec,
         retrieval_name=name, trained_on=f"{Path(data).name} ({run.train_split})", resume=resume,
