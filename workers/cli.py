@@ -47,6 +47,9 @@ def worker(
     processes = concurrency or settings.broker.concurrency
     tasks.threads_per_process = max(1, (os.cpu_count() or 1) // processes)
     if "gpu" in wanted:
+        # CUDA starts in each pool process (models load there, after the fork): a check in this
+        # process must not create a CUDA context the forked children would inherit unusable.
+        os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
         tasks.preload_settings = settings
     argv = ["worker", "-Q", ",".join(queue_name(settings, q) for q in wanted), "-l", loglevel,
             "--pool", "prefork", "-c", str(processes)]

@@ -62,3 +62,30 @@ def test_synthetic_calibration_images_are_deterministic() -> None:
     assert a.shape == (4, 64, 64, 3) and a.dtype == np.uint8
     np.testing.assert_array_equal(a, b)
     assert a.std() > 20  # not a flat grey: calibration needs a spread of activations
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+def test_gpu_path_logic_on_cpu(frames: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA path (uint8 frames pinned in the decode thread, copied, preprocessed on the device,
+    AMP) run with the device mocked as the CPU: the same features as the CPU path, so only the
+    device itself is left for a lent GPU (benchmarks/features.py --device cuda)."""
+    import torch
+
+    settings = FeatureSettings(backbone="resnet18", batch_size=8)
+    reference = FeatureExtractor(settings, device="cpu").extract_frames(frames)
+    ex = FeatureExtractor(settings, device="cpu")
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: self)  # needs a driver
+    ex.cuda, ex.amp_dtype = True, torch.bfloat16  # autocast("cuda") is a no-op on CPU tensors
+    prepared = ex._prepare(_batch(frames))
+    assert prepared.dtype == torch.uint8  # 4x fewer bytes over PCIe than float32
+    np.testing.assert_allclose(ex.extract_frames(frames), reference, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ConfigError, match="CPU inference"):
+        ex_settings = settings.model_copy(update={"precision": "int8", "device": "cuda"})
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        FeatureExtractor(ex_settings, device="cuda")
+
+
+def _batch(frames: np.ndarray):  # type: ignore[no-untyped-def]
+    from video_mm.records import FrameBatch
+
+    return FrameBatch(frames=frames, times=np.zeros(len(frames)), indices=np.arange(len(frames)))

@@ -58,6 +58,13 @@ class FeatureExtractor:
     ) -> None:
         self.settings = settings = settings or FeatureSettings()
         self.device = resolve_device(device or settings.device)
+        self.cuda = self.device.type == "cuda"
+        self.precision = settings.precision
+        if self.cuda and self.precision != "float32":
+            raise ConfigError(
+                f"features.precision {self.precision!r} is for CPU inference; on CUDA set "
+                "features.amp and amp_dtype"
+            )
         if backbone is None:
             backbone = create_backbone(
                 settings.backbone,
@@ -69,14 +76,7 @@ class FeatureExtractor:
             backbone.grid = grid
         # a backbone passed in is frozen for inference (and moved to the device)
         self.backbone = backbone.fine_tune(False).to(self.device, memory_format=torch.channels_last)
-        self.cuda = self.device.type == "cuda"
         self.amp_dtype = getattr(torch, settings.amp_dtype) if self.cuda and settings.amp else None
-        self.precision = settings.precision
-        if self.cuda and self.precision != "float32":
-            raise ConfigError(
-                f"features.precision {self.precision!r} is for CPU inference; on CUDA set "
-                "features.amp and amp_dtype"
-            )
         if self.precision == "int8":
             model = self._int8_model()
         else:
