@@ -278,7 +278,7 @@ class DecordReader(Reader):
             self._vr.seek(0)
         except (RuntimeError, decord.DECORDError) as exc:
             log.debug("Decord cannot open %s: %s", checked, exc)
-            raise _DecordUnusable("Decord cannot open or decode it", failed=True) from None
+            raise _DecordUnusable("it fails to open or decode", failed=True) from None
         if (
             not len(stamps)
             or not np.isfinite(stamps).all()
