@@ -95,3 +95,23 @@ def test_one_extraction_serves_pooled_and_grid_models_each_by_its_recipe() -> No
     no_grid = {spec.key: [ClipFeatures(clip.features, np.zeros(2), "resnet18")]}
     with pytest.raises(ModelError, match="grid"):
         models.inputs("cells", no_grid)
+
+
+def test_decoding_settings_change_the_job_fingerprint_and_nothing_else_of_models() -> None:
+    """A video submitted again under other decoding settings is captioned again; a [models] key
+    that does not change captions (the re-ranker) does not redo the job."""
+    from video_mm.models.decoding import Decoding
+    from video_mm.pipeline.submit import DECODING_SETTINGS, results_fingerprint
+
+    base = Settings(data_dir=Path("/nonexistent"))
+    fp = results_fingerprint(base)
+    for key, value in (("beam_size", 5), ("max_caption_len", 9), ("no_repeat_ngram", 0),
+                       ("no_repeat_adjacent", False), ("repetition_penalty", 1.3),
+                       ("length_penalty", 0.5), ("n_best", 1)):
+        other = base.model_copy(update={"models": base.models.model_copy(update={key: value})})
+        assert results_fingerprint(other) != fp, key
+    reranked = base.model_copy(update={"models": base.models.model_copy(
+        update={"reranker": "/somewhere/reranker"})})
+    assert results_fingerprint(reranked) == fp
+    assert {"no_repeat_ngram", "repetition_penalty"} <= DECODING_SETTINGS
+    assert Decoding.from_settings(base.models).no_repeat_ngram == 3

@@ -17,6 +17,10 @@ from typing import BinaryIO
 
 from video_mm.settings import Settings
 
+# the [models] settings that change the captions the pipeline writes (models.decoding.Decoding)
+DECODING_SETTINGS = {"beam_size", "max_caption_len", "length_penalty", "no_repeat_ngram",
+                     "no_repeat_adjacent", "repetition_penalty", "n_best"}
+
 
 @dataclass(frozen=True)
 class Submission:
@@ -36,7 +40,7 @@ def results_fingerprint(settings: Settings) -> str:
         "features": settings.features.model_dump(include={"backbone", "weights"}),
         "captioners": [str(p.resolve()) for p in captioners],
         "retrieval": str(retrieval.resolve()) if retrieval else "",
-        "decoding": settings.models.model_dump(exclude={"captioners", "retrieval"}),
+        "decoding": settings.models.model_dump(include=DECODING_SETTINGS),
     }
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
