@@ -43,7 +43,8 @@ from statistics import median
 # Idle OpenMP threads sleep instead of spinning, as in `vmm` (see video_mm/cli/service.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 REPO = Path(__file__).resolve().parents[1]
-REAL = REPO.parent / "shared" / "data" / "msvd14" / "videos"
+DATA = Path(os.environ.get("VMM_SHARED_DATA", REPO.parent / "shared" / "data"))
+REAL = DATA / "msvd14" / "videos"
 
 
 def make_archive(folder: Path, n: int, seconds: int) -> list[Path]:
