@@ -271,11 +271,20 @@ def search(
         raise BadQuery(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if not 1 <= k <= opts.max_k:
         raise BadQuery(f"k must be within 1..{opts.max_k}, got {k}")
-    rerank_k = opts.rerank_k if rerank_k is None else rerank_k
+    asked = rerank_k is not None
+    rerank_k = rerank_k if asked else opts.rerank_k
     if not 0 <= rerank_k <= opts.max_rerank_k:
         raise BadQuery(f"rerank_k must be within 0..{opts.max_rerank_k}, got {rerank_k}")
+    skipped_rerank = ""
     if rerank_k and (reranker is None or clip_features is None):
-        raise ConfigError("re-ranking (rerank_k > 0) needs a re-ranker model: set models.reranker")
+        if not asked:  # the deployment's default needs a model it does not have
+            raise ConfigError(
+                "re-ranking (rerank_k > 0) needs a re-ranker model: set models.reranker"
+            )
+        # A query may ask for what this archive cannot do: answer with the first stage, and say so
+        # on every hit (its ``stage`` names the first stage, not "rerank").
+        skipped_rerank = "not re-ranked: this archive has no re-ranker (models.reranker)"
+        rerank_k = 0
     dense = encoder is not None and index is not None
     if mode == "vector" and not dense:
         raise ConfigError("vector search needs a retrieval model and an index")
@@ -330,6 +339,8 @@ def search(
                              first_stage_score=first[cid])
         else:
             hit.extra.update(stage=mode, score_model=first_model)
+        if skipped_rerank:
+            hit.extra["notes"] = [*hit.extra.get("notes", []), skipped_rerank]
         hits.append(hit)
     return merge_overlapping(hits, k, opts.merge_gap_s)
 

@@ -219,6 +219,13 @@ def test_bad_queries(archive: Archive) -> None:
     # Hybrid without a model searches captions only, and says so.
     hits = search("cat", catalog=archive.catalog)
     assert [h.extra["mode"] for h in hits] == ["text"]
+    # A query asking for re-ranking on an archive without a re-ranker gets the first stage's
+    # order, and every hit says it was not re-ranked; a default that needs one is a bad setup.
+    hits = search("cat", catalog=archive.catalog, rerank_k=10)
+    assert [h.clip_index for h in hits] == [0] and hits[0].extra["stage"] == "text"
+    assert any("no re-ranker" in n for n in hits[0].extra["notes"])
+    with pytest.raises(ConfigError, match="re-ranker"):
+        search("cat", catalog=archive.catalog, options=SearchSettings(rerank_k=5))
 
 
 # -- from settings, with a real (untrained) retrieval model ---------------------------------------

@@ -485,7 +485,7 @@ def search(
         Query(
             ge=0,
             description="Re-score this many first-stage hits with the co-attention re-ranker "
-            "(default: search.rerank_k; 0: off)",
+            "(default: search.rerank_k; 0: off; at most search.max_rerank_k)",
         ),
     ] = None,
 ) -> schemas.SearchOut:
@@ -497,6 +497,8 @@ def search(
 
     settings = request.app.state.settings
     k = min(k, settings.search.max_k)
+    if rerank_k is not None:
+        rerank_k = min(rerank_k, settings.search.max_rerank_k)
     hits = run_search(q, k, settings=settings, mode=mode, rerank_k=rerank_k)
     catalog = _ctx(request).catalog
     plays = {v: play_url(catalog.get_video(v)) for v in dict.fromkeys(h.video_id for h in hits)}
