@@ -126,6 +126,10 @@ class BrokerSettings(BaseModel):
     # RabbitMQ closes the channel of a message left unacknowledged this long (x-consumer-timeout
     # on our queues; brokers before 3.12 ignore it and use consumer_timeout from rabbitmq.conf).
     consumer_timeout_s: int = 7_200
+    # A new pool process (after a crash, the time limit or max_tasks_per_child) loads the models
+    # at start on GPU workers: Celery counts it dead if it is not up within this (its default, 4 s,
+    # is too short on a loaded machine: the pool then kills and restarts processes for ever).
+    process_start_timeout_s: float = Field(120.0, gt=0)
 
 
 class ReaperSettings(BaseModel):

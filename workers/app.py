@@ -125,6 +125,9 @@ def _config(settings: Settings) -> dict:
         "worker_max_tasks_per_child": b.max_tasks_per_child,
         "worker_max_memory_per_child": b.max_memory_per_child_mb * 1024,  # Celery counts KiB
         "worker_concurrency": b.concurrency,
+        # A replacement pool process loads the models before it reports up (GPU workers): give it
+        # the time, or on a loaded machine Celery kills and replaces it for ever.
+        "worker_proc_alive_timeout": b.process_start_timeout_s,
         # Tasks report "started" so `celery inspect` shows what runs; the catalog has the detail.
         "task_track_started": True,
         # Never hijack the root logger of the process that embeds the app (tests, the API).

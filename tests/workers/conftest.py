@@ -298,7 +298,7 @@ def worker_settings(
                 # loaded machine must not turn slowness into failed jobs.
                 "task_soft_time_limit_s": 400, "task_time_limit_s": 450},
         # A killed worker's job is found by the reaper within seconds (in production minutes).
-        reaper={"heartbeat_s": 0.5, "stale_after_s": 4.0, "interval_s": 1.0,
+        reaper={"heartbeat_s": 0.5, "stale_after_s": 10.0, "interval_s": 1.0,
                 "unsent_after_s": 2.0},
     )
 

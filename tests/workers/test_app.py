@@ -22,6 +22,7 @@ def test_app_reliability_settings(settings: Settings) -> None:
     assert conf.result_expires == s.broker.result_expires_s
     assert conf.worker_max_tasks_per_child == s.broker.max_tasks_per_child
     assert conf.worker_max_memory_per_child == s.broker.max_memory_per_child_mb * 1024
+    assert conf.worker_proc_alive_timeout == s.broker.process_start_timeout_s
     assert [q.name for q in conf.task_queues] == ["x-cpu", "x-gpu", "x-index"]
     assert conf.broker_transport_options["visibility_timeout"] == s.broker.visibility_timeout_s
     assert conf.result_backend == f"db+{s.catalog_url}"

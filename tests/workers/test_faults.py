@@ -201,7 +201,9 @@ def _small_videos(folder: Path, n: int) -> list[Path]:
     from video_mm.io.ffmpeg import ffmpeg_exe
 
     folder.mkdir()
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=5",
+    # Temporal noise: no two segments are the same bytes (the same bytes would be the same job).
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+                    "testsrc=size=64x48:rate=5,noise=alls=40:allf=t+u",
                     "-t", str(2 * n), "-c:v", "libx264", "-g", "10", "-pix_fmt", "yuv420p",
                     "-f", "segment", "-segment_time", "2", "-reset_timestamps", "1",
                     str(folder / "v%03d.mp4")], check=True, timeout=300)
@@ -215,7 +217,7 @@ def test_200_jobs_on_2_workers_with_one_killed_midway(
     results_once: Any, fault_row: Any,
 ) -> None:
     videos = _small_videos(tmp_path / "small", 200)
-    assert len(videos) == 200
+    assert len({p.read_bytes() for p in videos}) == 200
     first, _second = workers.start(), workers.start()
     job_ids = _submit_all(worker_settings, videos)
     cat = context(worker_settings).catalog

@@ -136,6 +136,8 @@ def bad_corpus(tmp_path: Path) -> dict[str, tuple[Path, tuple[str, ...]]]:
          "forbidden_source", "not_a_video")
     case("list.ffconcat", f"ffconcat version 1.0\nfile '{real}'\n".encode(),
          "forbidden_source", "not_a_video")
+    case("dash.mp4", b'<?xml version="1.0"?>\n<MPD xmlns="urn:mpeg:dash:schema:mpd:2011">'
+         b"<BaseURL>http://example.com/</BaseURL></MPD>\n", "forbidden_source")
     case("huge.y4m", b"YUV4MPEG2 W100000 H100000 F25:1 Ip A1:1 C420jpeg\nFRAME\n" + b"\0" * 1000,
          "video_too_large", "corrupt_video")
     _ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-c:a", "aac",
