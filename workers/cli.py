@@ -21,8 +21,12 @@ def worker(
     concurrency: Annotated[
         int | None, typer.Option("--concurrency", "-c", help="Processes (broker.concurrency).")
     ] = None,
-    loglevel: Annotated[str, typer.Option("--loglevel", "-l")] = "info",
-    hostname: Annotated[str | None, typer.Option("--hostname", "-n")] = None,
+    loglevel: Annotated[
+        str, typer.Option("--loglevel", "-l", help="debug | info | warning | error.")
+    ] = "info",
+    hostname: Annotated[
+        str | None, typer.Option("--hostname", "-n", help="Node name (celery@HOST).")
+    ] = None,
 ) -> None:
     """Run a Celery worker for the given queues (the broker is broker.url, else embedded SQLite)."""
     from video_mm.pipeline.dispatch import check_broker_settings, send_step

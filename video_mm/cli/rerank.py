@@ -39,7 +39,9 @@ def train_reranker_cmd(
         min=1, help="Matched pairs per clip and epoch (a small dataset wants more).")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Override [train] epochs.")] = None,
     lr: Annotated[float | None, typer.Option(help="Override [train] lr.")] = None,
-    batch_size: Annotated[int | None, typer.Option(min=2)] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=2, help="Override [train] batch_size (pairs per step).")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Override [train] seed.")] = None,
     train_split: Annotated[str | None, typer.Option(help="train | all | ...")] = None,
     val_split: Annotated[str | None, typer.Option(help="val | test | all | ...")] = None,

@@ -54,7 +54,9 @@ def train_retrieval_cmd(
         int | None, typer.Option(min=1, help="Training epochs (overrides the TOML).")
     ] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate (overrides the TOML).")] = None,
-    batch_size: Annotated[int | None, typer.Option(min=2)] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=2, help="Clips per step (overrides the TOML).")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (overrides the TOML).")] = None,
     train_split: Annotated[str | None, typer.Option(help="train | all | ...")] = None,
     val_split: Annotated[str | None, typer.Option(help="val | test | all | ...")] = None,

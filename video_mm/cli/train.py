@@ -69,7 +69,9 @@ def train_captioner_cmd(
         help="LRCN only: input | init | both.")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Override [train] epochs.")] = None,
     lr: Annotated[float | None, typer.Option(help="Override [train] lr.")] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1)] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Override [train] batch_size (clips per step).")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Override [train] seed.")] = None,
     train_split: Annotated[str | None, typer.Option(help="train | all | ...")] = None,
     val_split: Annotated[str | None, typer.Option(help="val | test | all | ...")] = None,
