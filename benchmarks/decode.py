@@ -7,6 +7,13 @@ and ``ffmpeg -f null`` (a full decode with nothing else: the floor for long-GOP 
 Each number is the best of ``--repeats`` runs, in one process, on this machine.
 
     .venv/bin/python benchmarks/decode.py [--repeats 2] [--workdir /tmp/vmm-bench-decode]
+    .venv/bin/python benchmarks/decode.py --peers [--real ../shared/data/msvd14/videos]
+
+``--peers`` prints instead the table of issue 17: 16 uniform frames at the native size, the best of
+``--repeats``, by the decoders a user would pick instead (Decord alone, PyAV seeking to each frame,
+torchcodec with exact and approximate seek when it is installed and loads) next to ours
+(``sample_frames(path, n=16)``: probe, guard, limits, rotation, damaged-input handling included),
+on the two clips above and on every clip in ``--real``; ``ours / best`` is the parity column.
 """
 
 from __future__ import annotations
@@ -78,14 +85,101 @@ def ffmpeg_null(path: Path) -> int:
     return 0
 
 
+def uniform(total: int, n: int = 16) -> list[int]:
+    return [min(total - 1, int((i + 0.5) * total / n)) for i in range(n)]
+
+
+def decord_alone(path: Path) -> int:
+    import decord
+
+    vr = decord.VideoReader(str(path), num_threads=0)
+    return len(vr.get_batch(uniform(len(vr))).asnumpy())
+
+
+def pyav_seek(path: Path) -> int:
+    """PyAV the way a user writes it: seek to the keyframe before each target, decode up to it."""
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        stream.codec_context.thread_type = "AUTO"
+        total = stream.frames or sum(1 for _ in c.demux(stream) if _.pts is not None)
+        rate = float(stream.average_rate)
+        got = 0
+        for index in uniform(total):
+            target = index / rate
+            c.seek(int(target / stream.time_base), stream=stream, backward=True)
+            for frame in c.decode(stream):
+                if frame.time is not None and frame.time >= target - 0.5 / rate:
+                    frame.to_ndarray(format="rgb24")
+                    got += 1
+                    break
+        return got
+
+
+def torchcodec_decoder(mode: str) -> Callable[[Path], int] | None:
+    try:
+        from torchcodec.decoders import VideoDecoder
+    except Exception:  # not installed, or no FFmpeg shared libraries for it to load
+        return None
+
+    def run(path: Path) -> int:
+        d = VideoDecoder(str(path), seek_mode=mode)
+        return len(d.get_frames_at(uniform(d.metadata.num_frames)).data)
+
+    return run
+
+
+def ours_uniform(path: Path) -> int:
+    return len(sample_frames(path, n=16))
+
+
+def attempt(fn: Callable[[Path], int], path: Path, repeats: int) -> float:
+    """Best time of a peer, NaN where it cannot read the file (Decord and GIF, say)."""
+    try:
+        return best(lambda: fn(path), repeats)[0]
+    except Exception:
+        return float("nan")
+
+
+def peers(paths: list[tuple[str, Path]], repeats: int) -> None:
+    methods: list[tuple[str, Callable[[Path], int] | None]] = [
+        ("decord2 alone", decord_alone),
+        ("PyAV seek", pyav_seek),
+        ("torchcodec exact", torchcodec_decoder("exact")),
+        ("torchcodec approximate", torchcodec_decoder("approximate")),
+    ]
+    missing = [name for name, fn in methods if fn is None]
+    live = [(name, fn) for name, fn in methods if fn is not None]
+    print("| clip | " + " | ".join(name for name, _ in live) + " | ours | ours / best |")
+    print("|---|" + "---:|" * (len(live) + 2))
+    for label, path in paths:
+        times = [attempt(fn, path, repeats) for _, fn in live]
+        mine = best(lambda p=path: ours_uniform(p), repeats)[0]
+        fastest = min((t for t in times if t == t), default=float("nan"))  # NaN: that peer failed
+        print(f"| {label} | " + " | ".join("fails" if t != t else f"{t:.3f}" for t in times)
+              + f" | {mine:.3f} | {mine / fastest:.2f}x |", flush=True)
+    if missing:
+        print(f"\nnot measured (not installed, or cannot load here): {', '.join(missing)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "vmm-bench-decode"
     )
+    parser.add_argument("--peers", action="store_true", help="the peer table (issue 17)")
+    parser.add_argument("--real", type=Path, default=None, help="a folder of real clips too")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.peers:
+        paths = []
+        for label, (name, size, rate, seconds, gop) in CLIPS.items():
+            make_clip(args.workdir / name, size, rate, seconds, gop)
+            paths.append((label, args.workdir / name))
+        if args.real:
+            paths += [(p.name, p) for p in sorted(args.real.iterdir())]
+        peers(paths, args.repeats)
+        return
     rows = []
     for label, (name, size, rate, seconds, gop) in CLIPS.items():
         path = args.workdir / name

@@ -52,6 +52,12 @@ class IdMap:
     def __len__(self) -> int:
         return self._live
 
+    @property
+    def nbytes(self) -> int:
+        """Memory the map holds (its arrays, spare capacity included)."""
+        arrays = (self._buf, self._off, self._len, self._keys, self._vals)
+        return sum(a.nbytes for a in arrays)
+
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.labels_of([name])[0] >= 0
 
