@@ -4,6 +4,7 @@ ffmpeg program's own decode, on both backends."""
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +134,23 @@ def test_index_errors(corpus: dict[str, Path]) -> None:
         with pytest.raises(IndexError):
             reader.get_frames([25])
         assert reader.get_frames([]).shape == (0, 72, 128, 3)
+
+
+def test_without_decord_auto_reads_through_pyav(
+    msvd14_videos: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decord is optional (a GPU image may lack it): auto falls back, asking for it says why."""
+
+    class NoDecord:
+        def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+            if name == "decord":
+                raise ImportError("decord is not installed here")
+
+    monkeypatch.delitem(sys.modules, "decord", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [NoDecord(), *sys.meta_path])
+    clip = next(v for v in msvd14_videos if v.suffix == ".gif")  # Decord's file when it is there
+    with open_video(clip, size=64) as reader:
+        assert reader.backend == "pyav"
+        assert reader.get_frames([0, 5]).shape[0] == 2
+    with pytest.raises(UnsupportedCodec, match="Decord is not installed"):
+        open_video(clip, backend="decord")

@@ -269,7 +269,10 @@ class DecordReader(Reader):
             )
         self._checked, self._fallback_allowed = checked, fallback
         self._pyav: PyAVReader | None = None
-        decord = _import_decord()
+        try:
+            decord = _import_decord()
+        except ImportError:  # an optional decoder: a machine without it reads through PyAV
+            raise _DecordUnusable("Decord is not installed") from None
         kwargs = {"width": self.out_width, "height": self.out_height} if size is not None else {}
         try:
             self._vr = decord.VideoReader(str(checked), ctx=decord.cpu(0), **kwargs)
