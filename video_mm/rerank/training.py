@@ -15,7 +15,9 @@ The loss is binary cross-entropy with positives and negatives weighted equally; 
 ``mlm_weight > 0`` the matched pairs also go through with ``mask_prob`` of their words masked and
 the model predicts them (VL-BERT's masked-word loss). Batches are drawn from a generator seeded by
 the epoch, so a resumed run matches. The shared loop (:func:`video_mm.train.loop.fit`) trains;
-the epoch kept is the best by validation t2v R@1 after re-ranking the dual encoder's top ``k``.
+the epoch kept is the best by validation t2v R@1 after re-ranking the dual encoder's top ``k``
+by the re-ranker's score alone; then the weight of the dual encoder's logit added to it (one of
+``prior_weights``) is chosen on the same validation queries and saved with the model.
 """
 
 from __future__ import annotations
@@ -376,10 +378,9 @@ def train_reranker(
         save_pretrained(directory, m, recipe=recipe, notes=notes)  # type: ignore[arg-type]
 
     def evaluate(m: torch.nn.Module) -> dict[str, float]:
+        # Epochs are chosen on the re-ranker's own score; the first stage's weight after.
         scores = evaluate_rerank(m, val, val_sim, k,  # type: ignore[arg-type]
-                                 words=val_words if words is not None else None,
-                                 prior_weights=run.prior_weights if dual is not None else ())
-        m.prior_weight = scores["prior_weight"]  # type: ignore[assignment]  # saved with best/
+                                 words=val_words if words is not None else None)
         m.scores = {f"val_{k}": round(v, 4) for k, v in scores.items()}  # type: ignore[assignment]
         return scores
 
@@ -394,7 +395,14 @@ def train_reranker(
         resume=resume,
         save_best=save_best,
     )
-    return from_pretrained(result.best_dir, device=run.train.device), result
+    best = from_pretrained(result.best_dir, device=run.train.device)
+    if dual is not None and run.prior_weights:
+        scores = evaluate_rerank(best, val, val_sim, k, prior_weights=run.prior_weights)
+        best.prior_weight = scores["prior_weight"]
+        best.scores.update({f"val_fused_{k}": round(v, 4) for k, v in scores.items()
+                            if k.startswith("rerank_") or k == "prior_weight"})  # fmt: skip
+        save_best(best, result.best_dir)
+    return best, result
 
 
 # -- whole runs on a dataset folder (what the CLI calls) ----------------------------------------
