@@ -54,5 +54,6 @@ def test_search_with_rerank_k_rescores_the_candidates(rerank_server) -> None:  #
         scores = [h["score"] for h in reranked]
         assert scores == sorted(scores, reverse=True)
         assert all(h["video_id"] == video_id for h in reranked)
-        bad = c.get("/v1/search", params={"q": query, "rerank_k": 100_000})
-        assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_query"
+        capped = c.get("/v1/search", params={"q": query, "k": 20, "rerank_k": 100_000})
+        assert capped.status_code == 200  # capped at search.max_rerank_k, like k
+        assert {h["stage"] for h in capped.json()["hits"]} == {"rerank"}
