@@ -243,6 +243,9 @@ async function runSearch(q, k) {
   let body;
   try { body = await api(`/v1/search?q=${encodeURIComponent(q)}&k=${k}`); } catch (e) { $("#search-status").textContent = e.message; return; }
   $("#search-status").textContent = `${body.hits.length} clips for “${body.query}”`;
+  // A note every hit carries (the models' provenance, usually) is said once above the results.
+  const shared = body.hits.length ? body.hits[0].notes.filter((n) => body.hits.every((h) => h.notes.includes(n))) : [];
+  $("#search-notes").replaceChildren(...shared.map((n) => el("div", { class: "note small", role: "note" }, `⚠ every result: ${n}`)));
   $("#results").replaceChildren(...body.hits.map((h) => el("li", { class: "result" },
     el("button", { type: "button", class: "thumb", title: `play from ${clock(h.start)}`, onclick: () => playClip(h) },
       el("img", { src: h.thumbnail_url, alt: h.caption, loading: "lazy" }),
@@ -255,7 +258,7 @@ async function runSearch(q, k) {
     el("div", { class: "models small" },
       ...(h.caption_model ? [el("span", { class: "model", title: "captioner" }, `caption: ${h.caption_model}`), " "] : []),
       ...(h.embedding_model ? [el("span", { class: "model", title: "retrieval model" }, `search: ${h.embedding_model}`)] : [el("span", { class: "model" }, "search: caption text only")])),
-    ...h.notes.map((n) => el("div", { class: "note small", role: "note" }, `⚠ ${n}`)),
+    ...h.notes.filter((n) => !shared.includes(n)).map((n) => el("div", { class: "note small", role: "note" }, `⚠ ${n}`)),
   )));
 }
 
