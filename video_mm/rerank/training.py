@@ -435,6 +435,8 @@ def train_on_dataset(
     """Train a re-ranker for the retrieval model saved in ``retrieval`` on the dataset folder
     ``data``, with that model's features; the best lands in ``out/best``."""
     run = run or RerankTrainConfig.load()
+    config = {**load_config(model_config or "reranker").to_dict(), **run.model}
+    load_config(config)  # a bad config fails now, not after the features are computed
     dual = retrieval_from_pretrained(retrieval, device=run.train.device)
     recipe = dual.recipe or load_recipe(retrieval)
     records = load_dataset(data)
@@ -445,7 +447,6 @@ def train_on_dataset(
     progress = run.train.progress
     train = _clips(train_recs, recipe, feature_settings, cache_dir, progress)
     val = _clips(val_recs, recipe, feature_settings, cache_dir, progress)
-    config = {**load_config(model_config or "reranker").to_dict(), **run.model}
     spec = dual.backbone or BackboneSpec(recipe.backbone, recipe.weights,
                                          dim=train.features[0].shape[1])  # fmt: skip
     name = model_name(retrieval)  # the run's name for a run folder or its best/
