@@ -231,6 +231,9 @@ class MiniLMTextTower(TextTower):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
 
+        from video_mm.features.hub import quiet_transformers
+
+        quiet_transformers()  # no "Loading weights" bar on every command that loads the model
         folder = minilm_dir()
         self.cfg = cfg
         # local_files_only: a path is read as is, and nothing ever asks the hub.
