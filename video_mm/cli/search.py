@@ -47,7 +47,7 @@ def search(
     ] = None,
     mode: Annotated[
         str | None,
-        typer.Option(help="hybrid (vectors + captions), vector or text; default: settings."),
+        typer.Option(help="hybrid (vectors + captions), vector or text (default: search.mode)."),
     ] = None,
     rerank_k: Annotated[
         int | None,

@@ -40,7 +40,7 @@ def caption(
         str, typer.Option("--format", "-f", help="text | json | vtt | srt")
     ] = "text",
     model: Annotated[
-        str | None, typer.Option(help="Only this captioner (default: every configured one).")
+        str | None, typer.Option(help="Only this captioner, by name (see `vmm models list`).")
     ] = None,
     beam_size: BeamSize = None,
     max_len: MaxLen = None,
