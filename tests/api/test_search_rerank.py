@@ -23,6 +23,7 @@ def rerank_server(tmp_path_factory: pytest.TempPathFactory, make_module_server, 
     torch.manual_seed(0)
     model = Reranker(load_config({"name": "tiny-reranker", "hidden": 32, "layers": 1,
                                   "heads": 2, "intermediate": 64}), FEAT_DIM)  # fmt: skip
+    model.prior_weight = 0.5  # search adds the retrieval model's logit from the stored features
     save_pretrained(tmp / "vmm" / "models" / "reranker", model)  # data_dir/models/reranker
     with make_module_server(tmp) as server, httpx.Client(base_url=server.url, timeout=120) as c:
         with open(mp4_clip, "rb") as f:

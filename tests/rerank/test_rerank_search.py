@@ -32,3 +32,18 @@ def test_rerank_reorders_the_candidates_and_loses_none(trained, tiny_test) -> No
         first_ranks.append(candidates.index(ids[q]))
         new_ranks.append([c for c, _ in new].index(ids[q]))
     assert np.mean(new_ranks) < np.mean(first_ranks) - 3  # the right clip moves up
+
+
+def test_a_heavy_first_stage_prior_keeps_its_order(trained, tiny_test) -> None:  # type: ignore[no-untyped-def]
+    model, _ = trained
+    ids = [f"v{i}:0" for i in range(10)]
+    features = {cid: (f, np.linspace(0.05, 0.95, len(f), dtype=np.float32))
+                for cid, f in zip(ids, tiny_test.features[:10], strict=True)}  # fmt: skip
+    ranking = [(c, 1.0) for c in ids]
+    model.prior_weight = 1000.0  # the retrieval model's logit dominates the match logit
+    try:
+        new, _ = rerank(tiny_test.captions[0][0], ranking, 10, model,
+                        _lookup(features, ""), prior=lambda feats: -np.arange(len(feats)))
+    finally:
+        model.prior_weight = 0.0
+    assert [c for c, _ in new] == ids
