@@ -79,7 +79,11 @@ def search(
         return
     table = Table(title=f"{query!r}: top {len(hits)} ({hits[0].extra.get('mode', '')})")
     for col in ("#", "score", "by", "video", "from", "to", "caption", "captioner"):
-        table.add_column(col, justify="right" if col in ("#", "score", "from", "to") else "left")
+        # In a narrow terminal the file name is cut short, not the caption (one word a line).
+        table.add_column(col, justify="right" if col in ("#", "score", "from", "to") else "left",
+                         min_width=24 if col == "caption" else None,
+                         max_width=18 if col == "video" and out.width < 120 else None,
+                         no_wrap=col == "video", overflow="ellipsis" if col == "video" else "fold")
     for i, h in enumerate(hits, start=1):
         name = h.extra.get("filename") or h.video_id[:12]
         table.add_row(str(i), f"{h.score:.4f}", str(h.extra.get("stage", "")), name,
