@@ -73,7 +73,7 @@ from video_mm.artifacts import (
 )
 from video_mm.errors import ConfigError, ModelError
 from video_mm.models.factory import read_config_json
-from video_mm.retrieval.towers import minilm_dir
+from video_mm.retrieval.towers import load_minilm
 from video_mm.settings import CONFIG_DIR
 
 FORMAT = "video-mm-reranker/1"
@@ -145,18 +145,8 @@ class TextStream(nn.Module):
 
     def __init__(self, cfg: RerankerConfig) -> None:
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
-
-        folder = minilm_dir()
         self.cfg = cfg
-        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        self.encoder = AutoModel.from_pretrained(folder, local_files_only=True)
-        layers = self.encoder.encoder.layer
-        if not 0 <= cfg.tune_layers <= len(layers):
-            raise ModelError(f"tune_layers must be in 0..{len(layers)}, got {cfg.tune_layers}")
-        self.encoder.requires_grad_(False)
-        for layer in layers[len(layers) - cfg.tune_layers :] if cfg.tune_layers else []:
-            layer.requires_grad_(True)
+        self.tokenizer, self.encoder = load_minilm(cfg.tune_layers)
         self.width = self.encoder.config.hidden_size
         self.proj = nn.Sequential(nn.Linear(self.width, cfg.hidden), nn.LayerNorm(cfg.hidden))
 

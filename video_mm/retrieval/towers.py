@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -224,27 +224,34 @@ def minilm_dir() -> Path:
     return folder
 
 
+def load_minilm(tune_layers: int) -> tuple[Any, nn.Module]:
+    """MiniLM's tokenizer and encoder, frozen but for its top ``tune_layers`` layers: the one
+    loader of the retrieval tower and the re-ranker's text stream."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from video_mm.features.hub import quiet_transformers
+
+    quiet_transformers()  # no "Loading weights" bar on every command that loads the model
+    folder = minilm_dir()
+    # local_files_only: a path is read as is, and nothing ever asks the hub.
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    encoder = AutoModel.from_pretrained(folder, local_files_only=True)
+    layers = encoder.encoder.layer
+    if not 0 <= tune_layers <= len(layers):
+        raise ModelError(f"tune_layers must be in 0..{len(layers)}, got {tune_layers}")
+    encoder.requires_grad_(False)
+    for layer in layers[len(layers) - tune_layers :] if tune_layers else []:
+        layer.requires_grad_(True)
+    return tokenizer, encoder
+
+
 class MiniLMTextTower(TextTower):
     kind = "minilm"
 
     def __init__(self, embed_dim: int, cfg: MiniLMTextConfig) -> None:
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
-
-        from video_mm.features.hub import quiet_transformers
-
-        quiet_transformers()  # no "Loading weights" bar on every command that loads the model
-        folder = minilm_dir()
         self.cfg = cfg
-        # local_files_only: a path is read as is, and nothing ever asks the hub.
-        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        self.encoder = AutoModel.from_pretrained(folder, local_files_only=True)
-        layers = self.encoder.encoder.layer
-        if not 0 <= cfg.tune_layers <= len(layers):
-            raise ModelError(f"tune_layers must be in 0..{len(layers)}, got {cfg.tune_layers}")
-        self.encoder.requires_grad_(False)
-        for layer in layers[len(layers) - cfg.tune_layers :] if cfg.tune_layers else []:
-            layer.requires_grad_(True)
+        self.tokenizer, self.encoder = load_minilm(cfg.tune_layers)
         self.proj = projection(self.encoder.config.hidden_size, cfg.hidden, embed_dim, cfg.dropout)
 
     def train(self, mode: bool = True) -> MiniLMTextTower:
