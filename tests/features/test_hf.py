@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tests.conftest import TINY_FAMILIES, build_tiny_hf, hub_cache_entry
-from video_mm.errors import ConfigError, WeightsNotFound
+from video_mm.errors import ConfigError, ModelError, WeightsNotFound
 from video_mm.features.backbones import create_backbone
 from video_mm.features.cache import FeatureCache
 from video_mm.features.extract import FeatureExtractor, extract_video
@@ -99,6 +99,10 @@ def test_unsupported_and_missing(tmp_path: Path) -> None:
         create_backbone("hf:not a repo id!")
     with pytest.raises(WeightsNotFound, match="hf download nobody/nothing"):
         create_backbone("hf:nobody/nothing")  # the suite runs with HF_HUB_OFFLINE=1
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    with pytest.raises(ModelError, match=r"broken: no readable transformers config\.json"):
+        create_backbone(f"hf:{tmp_path / 'broken'}")
 
 
 def test_repo_id_from_a_prepopulated_hub_cache_offline(

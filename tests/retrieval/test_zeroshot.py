@@ -15,7 +15,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from video_mm.errors import ConfigError
+from video_mm.errors import ConfigError, ModelError
 from video_mm.features.backbones import create_backbone
 from video_mm.retrieval.model import from_pretrained, load_config, save_pretrained
 from video_mm.retrieval.training import (
@@ -78,12 +78,15 @@ def test_zero_shot_is_clip4clip_meanp(tiny_hf: dict[str, Path], tmp_path: Path) 
     assert again.trained_on == ZERO_SHOT_NOTE
 
 
-def test_siglip_zero_shot_and_refusals(tiny_hf: dict[str, Path]) -> None:
+def test_siglip_zero_shot_and_refusals(tiny_hf: dict[str, Path], tmp_path: Path) -> None:
     model = zero_shot(str(tiny_hf["siglip"]))
     v = model.embed_texts(["a dog", "a red ball"])
     assert v.shape == (2, 32) and np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     with pytest.raises(ConfigError, match="CLIP or SigLIP"):
         zero_shot(str(tiny_hf["dinov2"]))
+    (tmp_path / "config.json").write_text("{not json")  # read as the backbones read it
+    with pytest.raises(ModelError, match=r"no readable transformers config\.json"):
+        zero_shot(str(tmp_path))
 
 
 @pytest.mark.integration

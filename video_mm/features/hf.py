@@ -25,7 +25,7 @@ from torchvision.transforms import InterpolationMode
 
 from video_mm.errors import ConfigError, ModelError
 from video_mm.features.backbones import Backbone, Preprocess
-from video_mm.features.hub import quiet_transformers, resolve, source_id
+from video_mm.features.hub import read_hf_config, resolve, source_id
 
 DUAL = ("clip", "siglip", "siglip2")
 TOKENS = ("vit", "dinov2", "deit")
@@ -145,13 +145,9 @@ def create_hf_backbone(
     revision = None if weights in ("", "none", "main", "default") else weights
     source = resolve(ref, revision=revision, offline=offline, allow_patterns=ENCODER_FILES,
                      what="backbone")
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoModel
 
-    quiet_transformers()
-    try:
-        config = AutoConfig.from_pretrained(source.folder, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{source.folder}: no readable transformers config.json ({exc})") from exc
+    config = read_hf_config(source.folder)
     if config.model_type not in FAMILIES:
         raise ConfigError(f"{name}: model type {config.model_type!r} is not a supported image "
                           f"encoder ({', '.join(FAMILIES)})")

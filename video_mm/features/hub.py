@@ -14,8 +14,9 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from video_mm.errors import ConfigError, WeightsDownloadFailed, WeightsNotFound
+from video_mm.errors import ConfigError, ModelError, WeightsDownloadFailed, WeightsNotFound
 from video_mm.features.cache import file_sha256
 from video_mm.features.weights import offline_from_env
 
@@ -116,6 +117,18 @@ def quiet_transformers() -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+
+
+def read_hf_config(folder: Path) -> Any:
+    """The transformers config (``config.json``) of a resolved folder, read quietly and never
+    from the network; an unreadable one is a :class:`ModelError` naming the folder."""
+    from transformers import AutoConfig
+
+    quiet_transformers()
+    try:
+        return AutoConfig.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{folder}: no readable transformers config.json ({exc})") from exc
 
 
 def local_folder(ref: str | Path, *, offline: bool = False, what: str = "model") -> Path:

@@ -18,7 +18,7 @@ from typing import Any
 
 from video_mm.artifacts import BackboneSpec, FeatureRecipe
 from video_mm.errors import ConfigError
-from video_mm.features.hub import HubSource, resolve
+from video_mm.features.hub import HubSource, read_hf_config, resolve
 from video_mm.retrieval.model import RetrievalModel, load_config
 from video_mm.retrieval.towers import text_embed_dim
 
@@ -27,14 +27,9 @@ ZERO_SHOT_NOTE = "zero-shot: a pretrained image-text model, never trained on vid
 
 
 def _source(ref: str, revision: str | None, offline: bool) -> tuple[HubSource, Any]:
-    from transformers import AutoConfig
-
     ref = ref.removeprefix("hf:")
     source = resolve(ref, revision=revision, offline=offline, what="dual encoder")
-    try:
-        config = AutoConfig.from_pretrained(source.folder, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{ref}: no readable transformers config.json ({exc})") from exc
+    config = read_hf_config(source.folder)
     if config.model_type not in DUAL_TYPES:
         raise ConfigError(f"{ref} is a {config.model_type!r} model; zero-shot search needs a "
                           f"CLIP or SigLIP dual encoder ({', '.join(DUAL_TYPES)})")
@@ -44,11 +39,9 @@ def _source(ref: str, revision: str | None, offline: bool) -> tuple[HubSource, A
 def feature_recipe(source: HubSource, n_frames: int = 8) -> FeatureRecipe:
     """Frames for the image tower: decoded at its processor's resize size, not standardised
     (the embeddings are used as the model made them)."""
-    from transformers import AutoConfig
-
     from video_mm.features.hf import image_size, load_image_processor, preprocess_from_processor
 
-    config = AutoConfig.from_pretrained(source.folder, local_files_only=True)
+    config = read_hf_config(source.folder)
     pre = preprocess_from_processor(load_image_processor(source.folder), image_size(config))
     return FeatureRecipe(backbone=f"hf:{source.ref}", weights=source.revision or "none",
                          n_frames=n_frames, size=pre.resize, normalize=False)
