@@ -13,16 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from video_mm.cli._decoding import (
-    BeamSize,
-    LengthPenalty,
-    MaxLen,
-    NBest,
-    NoRepeatAdjacent,
-    NoRepeatNgram,
-    RepetitionPenalty,
-    with_decoding,
-)
+from video_mm.cli._decoding import DecodingOptions, decoding_options, with_decoding
 from video_mm.errors import ConfigError, NotFound, VideoMMError
 from video_mm.settings import get_settings
 
@@ -34,6 +25,7 @@ class JobFailed(VideoMMError):
     code = "job_failed"
 
 
+@decoding_options(n_best=True)
 def caption(
     video: Annotated[Path, typer.Argument(help="A video file.", exists=True, dir_okay=False)],
     fmt: Annotated[
@@ -42,13 +34,7 @@ def caption(
     model: Annotated[
         str | None, typer.Option(help="Only this captioner, by name (see `vmm models list`).")
     ] = None,
-    beam_size: BeamSize = None,
-    max_len: MaxLen = None,
-    length_penalty: LengthPenalty = None,
-    no_repeat_ngram: NoRepeatNgram = None,
-    no_repeat_adjacent: NoRepeatAdjacent = None,
-    repetition_penalty: RepetitionPenalty = None,
-    n_best: NBest = None,
+    decoding: DecodingOptions = DecodingOptions(),
 ) -> None:
     """Caption a video in this process and print one caption per clip with its timestamps,
     decoded with the `[models]` settings (options override them); with --n-best N, the N best
@@ -60,10 +46,7 @@ def caption(
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--format")
-    settings = with_decoding(get_settings(), beam_size=beam_size, max_len=max_len,
-                             length_penalty=length_penalty, no_repeat_ngram=no_repeat_ngram,
-                             no_repeat_adjacent=no_repeat_adjacent,
-                             repetition_penalty=repetition_penalty, n_best=n_best)
+    settings = with_decoding(get_settings(), decoding)
     captioners, _ = model_dirs(settings)
     if not captioners:
         raise ConfigError(
@@ -82,7 +65,7 @@ def caption(
     for name in dict.fromkeys(c.model for c in cues):
         for note in notes.get(name, []):
             sys.stderr.write(f"warning: {name}: {note}\n")
-    sys.stdout.write(render(cues, fmt, n_best=n_best or 1, video_id=row["video_id"],
+    sys.stdout.write(render(cues, fmt, n_best=decoding.n_best or 1, video_id=row["video_id"],
                             filename=video.name))
 
 

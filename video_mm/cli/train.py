@@ -9,15 +9,7 @@ from typing import Annotated
 
 import typer
 
-from video_mm.cli._decoding import (
-    BeamSize,
-    LengthPenalty,
-    MaxLen,
-    NoRepeatAdjacent,
-    NoRepeatNgram,
-    RepetitionPenalty,
-    decoding,
-)
+from video_mm.cli._decoding import DecodingOptions, decoding, decoding_options
 from video_mm.cli._groups import eval_app, train_app
 from video_mm.settings import get_settings
 
@@ -121,6 +113,7 @@ def train_captioner_cmd(
           f"trained {result.epochs_run} epochs without validation; model in {result.best_dir}")
 
 
+@decoding_options()
 def eval_captioner_cmd(
     model: Annotated[Path, typer.Option(help="A saved captioner folder (RUN/best).")],
     data: Annotated[Path, typer.Option(help="Dataset folder: videos + an annotation file.")],
@@ -129,12 +122,7 @@ def eval_captioner_cmd(
         help="order: only the synthetic clips whose captions describe order.")] = None,
     references: Annotated[Path | None, typer.Option(
         help="Score against this annotation file's captions instead (e.g. held-out ones).")] = None,
-    beam_size: BeamSize = None,
-    max_len: MaxLen = None,
-    length_penalty: LengthPenalty = None,
-    no_repeat_ngram: NoRepeatNgram = None,
-    no_repeat_adjacent: NoRepeatAdjacent = None,
-    repetition_penalty: RepetitionPenalty = None,
+    options: DecodingOptions = DecodingOptions(),
     predictions: Annotated[Path | None, typer.Option(
         help="Where per-video predictions go (default: MODEL/predictions_SPLIT.json).")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
@@ -148,10 +136,7 @@ def eval_captioner_cmd(
     name = f"predictions_{split}" + (f"_{subset}" if subset else "") + ".json"
     scores = evaluate_captioner(
         model, data, split, subset_name=subset, references=references,
-        decoding=decoding(get_settings(), beam_size=beam_size, max_len=max_len,
-                          length_penalty=length_penalty, no_repeat_ngram=no_repeat_ngram,
-                          no_repeat_adjacent=no_repeat_adjacent,
-                          repetition_penalty=repetition_penalty, n_best=1),
+        decoding=decoding(get_settings(), options),
         predictions_out=predictions or model / name, feature_settings=get_settings().features,
         cache_dir=_cache_dir(), device=device, progress=not as_json,
     )  # fmt: skip
@@ -168,18 +153,14 @@ def eval_captioner_cmd(
     Console().print(table)
 
 
+@decoding_options()
 def explain(
     video: Annotated[Path, typer.Argument(help="A video file.")],
     model: Annotated[Path, typer.Option(help="A saved captioner or re-ranker folder.")],
     out: Annotated[Path | None, typer.Option(help="PNG to write (VIDEO.explain.png).")] = None,
     query: Annotated[str | None, typer.Option(
         help="Re-ranker only: the sentence whose co-attention over the frames is drawn.")] = None,
-    beam_size: BeamSize = None,
-    max_len: MaxLen = None,
-    length_penalty: LengthPenalty = None,
-    no_repeat_ngram: NoRepeatNgram = None,
-    no_repeat_adjacent: NoRepeatAdjacent = None,
-    repetition_penalty: RepetitionPenalty = None,
+    options: DecodingOptions = DecodingOptions(),
     as_json: Annotated[bool, typer.Option("--json", help="Print caption, path as JSON.")] = False,
 ) -> None:
     """Draw what the captioner looked at: the sampled frames, the caption, and for each word its
@@ -199,10 +180,7 @@ def explain(
         return
     caption = explain_video(
         video, model, out, feature_settings=get_settings().features,
-        decoding=decoding(get_settings(), beam_size=beam_size, max_len=max_len,
-                          length_penalty=length_penalty, no_repeat_ngram=no_repeat_ngram,
-                          no_repeat_adjacent=no_repeat_adjacent,
-                          repetition_penalty=repetition_penalty, n_best=1),
+        decoding=decoding(get_settings(), options),
     )
     print(json.dumps({"caption": caption.text, "png": str(out)}) if as_json else
           f"{caption.text}\nwrote {out}")
