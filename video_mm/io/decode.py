@@ -11,8 +11,12 @@ from the nearest keyframe. Both resize on decode (short side = ``size``) and ret
 Damaged files are read for what is there, as a player does. A file the probe finds cut goes to
 PyAV, which indexes the frames that exist. When Decord fails on a file (opening it or mid-file),
 the file is read again through PyAV, and that choice is remembered for the file in this
-process. PyAV skips a packet that does not decode, and the nearest decoded frame stands in for
-it; :attr:`Reader.warning` says what was lost, and below ``io.min_decoded_share`` the file fails.
+process. Decord conceals damage without saying so (or repeats a cached frame for one that does
+not decode), but its FFmpeg logs errors, which :mod:`video_mm.io.native_logs` counts: a batch
+during which the count grows is decoded again by PyAV, and the file goes the same way. PyAV skips
+a packet that does not decode, and the nearest decoded frame stands in for it; it counts frames
+decoded with damage concealed; :attr:`Reader.warning` says what was lost, and below
+``io.min_decoded_share`` the file fails.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import numpy as np
 from video_mm.errors import CorruptVideo, UnsupportedCodec, VideoError
 from video_mm.io.damage import damage_warning, require_share
 from video_mm.io.guard import Source, check_input, describe
-from video_mm.io.native_logs import silence_decord
+from video_mm.io.native_logs import native_errors, route_decord_logs
 from video_mm.io.probe import (
     Deadline,
     demux,
@@ -233,7 +237,7 @@ def _import_decord() -> ModuleType:
     finally:
         if hidden:
             del sys.modules["nvidia"]
-    silence_decord(decord)
+    route_decord_logs(decord)
     return decord
 
 
@@ -269,11 +273,14 @@ class DecordReader(Reader):
             )
         self._checked, self._fallback_allowed = checked, fallback
         self._pyav: PyAVReader | None = None
+        self._reported: tuple[int, int] | None = None  # frames in which Decord's decoder logged
+        # errors, when PyAV may not take over (backend "decord")
         try:
             decord = _import_decord()
         except ImportError:  # an optional decoder: a machine without it reads through PyAV
             raise _DecordUnusable("Decord is not installed") from None
         kwargs = {"width": self.out_width, "height": self.out_height} if size is not None else {}
+        seen = native_errors()
         try:
             self._vr = decord.VideoReader(str(checked), ctx=decord.cpu(0), **kwargs)
             stamps = self._vr.get_frame_timestamp(range(len(self._vr)))[:, 0].astype(np.float64)
@@ -282,6 +289,8 @@ class DecordReader(Reader):
         except (RuntimeError, decord.DECORDError) as exc:
             log.debug("Decord cannot open %s: %s", checked, exc)
             raise _DecordUnusable("it fails to open or decode", failed=True) from None
+        if native_errors() > seen:
+            raise _DecordUnusable("its decoder reports damage", failed=True)
         if (
             not len(stamps)
             or not np.isfinite(stamps).all()
@@ -308,7 +317,11 @@ class DecordReader(Reader):
 
     @property
     def warning(self) -> str:
-        return self._pyav.warning if self._pyav is not None else ""
+        if self._pyav is not None:
+            return self._pyav.warning
+        if self._reported:
+            return "Decord's decoder reported damage in frames {} to {}".format(*self._reported)
+        return ""
 
     def lost_frames(self) -> set[int]:
         if self._pyav is None:
@@ -323,6 +336,7 @@ class DecordReader(Reader):
         for start in range(0, len(unique), DECORD_CHUNK):
             deadline.check()
             batch = unique[start : start + DECORD_CHUNK]
+            seen = native_errors()
             try:
                 chunks.append(self._vr.get_batch(batch.tolist()).asnumpy())
             except (RuntimeError, decord.DECORDError) as exc:
@@ -334,8 +348,19 @@ class DecordReader(Reader):
                         "damaged or in a form Decord cannot read",
                     ) from None
                 self._switch_to_pyav("Decord failed to decode it")
-                chunks.append(self._pyav._decode(self._to_pyav(unique[start:]), deadline))
-                break
+            else:
+                if native_errors() == seen:
+                    continue
+                # Its decoder logged errors: it concealed damage, or a cached frame stood in for
+                # one that did not decode; Decord does not say which frames.
+                if not self._fallback_allowed:
+                    first = self._reported[0] if self._reported else int(batch[0])
+                    self._reported = (first, int(batch[-1]))
+                    continue
+                chunks.pop()  # PyAV decodes the batch again and counts what it meets
+                self._switch_to_pyav("Decord's decoder reported damage")
+            chunks.append(self._pyav._decode(self._to_pyav(unique[start:]), deadline))
+            break
         return np.concatenate(chunks)
 
     def _switch_to_pyav(self, why: str) -> None:
