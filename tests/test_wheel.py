@@ -82,7 +82,7 @@ def test_the_installed_wheel_runs_the_cli(venv: Path, tmp_path: Path) -> None:
         "--epochs", 2, "--n-frames", 4, "--train-split", "all", "--val-split", "all",
         "--device", "cpu", "--json", env=env, cwd=tmp_path,
     )
-    result = json.loads(printed.splitlines()[-1])  # the summary (epoch lines come before it)
+    result = json.loads(printed)  # only the summary: epoch lines go to stderr
     assert result["epochs_run"] == 2 and Path(result["best"]) == out / "best"
     saved = json.loads((out / "best" / "config.json").read_text())
     assert saved["model"]["arch"] == "meanpool"  # built from the packaged configs/models

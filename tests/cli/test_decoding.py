@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import click
 import typer
 from typer.testing import CliRunner
 
@@ -18,7 +17,7 @@ DECODING = {"--beam-size", "--max-len", "--length-penalty", "--no-repeat-ngram",
 
 def _options(*path: str) -> set[str]:
     command = typer.main.get_command(app)
-    ctx = click.Context(command)
+    ctx = typer.Context(command)
     for name in path:
         command = command.get_command(ctx, name)  # type: ignore[attr-defined]
     return {o for p in command.params for o in p.opts if o.startswith("--")}

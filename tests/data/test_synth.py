@@ -129,3 +129,15 @@ def test_captions_match_the_decoded_frames(bench: Path) -> None:
                 assert (a < b) != (" after " in caption and "after that" not in caption) or (
                     first["colour"] == second["colour"])
     assert checked >= N
+
+
+def test_cli_prints_only_its_json_summary(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from video_mm.cli import app
+
+    res = CliRunner().invoke(app, ["synth", str(tmp_path / "s"), "--n-videos", "4", "--size",
+                                   "32", "--frames", "4", "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)  # all of it: the progress bar goes to stderr
+    assert summary["videos"] == 4 and sum(summary["splits"].values()) == 4

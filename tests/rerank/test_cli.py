@@ -37,7 +37,7 @@ def test_train_reranker_then_eval_with_and_without(isolated, shared_data) -> Non
         "--json",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = json.loads(result.stdout)
     assert summary["best_epoch"] == 1 and "val_rerank_t2v_R@1" in summary
     saved = json.loads((isolated / "rr" / "best" / "config.json").read_text())
     assert saved["retrieval"] == "ret" and saved["prior_weight"] in (0.0, 0.25, 0.5, 1.0, 2.0)
@@ -49,7 +49,7 @@ def test_train_reranker_then_eval_with_and_without(isolated, shared_data) -> Non
         "--rerank-k", "5", "--json",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
-    scores = json.loads(result.stdout.strip().splitlines()[-1])
+    scores = json.loads(result.stdout)
     assert scores["n_clips"] == 14 and scores["k"] == 5
     for stage in ("dual", "rerank"):
         assert 0 <= scores[f"{stage}_t2v_R@1"] <= scores[f"{stage}_t2v_R@5"] <= 100

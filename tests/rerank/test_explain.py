@@ -34,7 +34,7 @@ def test_explain_draws_word_by_frame_co_attention(
     res = CliRunner().invoke(app, ["explain", str(video), "--model", str(folder), "--query",
                                    query, "--out", str(out), "--json"])  # fmt: skip
     assert res.exit_code == 0, res.output
-    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    summary = json.loads(res.stdout)
     assert summary["png"] == str(out) and 0.0 < summary["match"] < 1.0
     image = np.asarray(Image.open(out))
     assert image.shape[0] > 300 and image.shape[1] > 600 and image.std() > 10

@@ -30,7 +30,7 @@ def test_train_then_eval_with_held_out_captions(isolated, shared_data):
         "--pooling", "mean", "--json",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = json.loads(result.stdout)
     assert summary["best_epoch"] in (1, 2) and (out / "best" / "model.safetensors").is_file()
     assert json.loads((out / "best" / "features.json").read_text())["n_frames"] == 2
 
@@ -39,7 +39,7 @@ def test_train_then_eval_with_held_out_captions(isolated, shared_data):
         "--queries", str(data / "heldout_captions.json"), "--json",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
-    scores = json.loads(result.stdout.strip().splitlines()[-1])
+    scores = json.loads(result.stdout)
     assert set(METRICS) <= set(scores)
     assert scores["n_clips"] == 14 and scores["n_queries"] > 14 * 10  # the held-out captions
     assert 0 <= scores["t2v_R@1"] <= scores["t2v_R@5"] <= scores["t2v_R@10"] <= 100

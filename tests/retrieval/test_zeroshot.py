@@ -120,7 +120,7 @@ def test_zero_shot_end_to_end_index_search_api(
         found = runner.invoke(app, ["search", "a man is playing a guitar", "-k", "3", "--json",
                                     "--mode", "vector"])
         assert found.exit_code == 0, found.output
-        hits = json.loads(found.output)
+        hits = json.loads(found.stdout)
         assert len(hits) == 3 and {h["video_id"] for h in hits} == {r["video_id"] for r in rows}
         assert {h["embedding_model"] for h in hits} == {"clip-zs"}
         settings = get_settings()

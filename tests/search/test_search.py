@@ -294,7 +294,7 @@ def test_cli_search_and_delete(model_settings, monkeypatch: pytest.MonkeyPatch) 
         runner = CliRunner()
         result = runner.invoke(app, ["search", captions[2], "-k", "3", "--json"])
         assert result.exit_code == 0, result.output
-        hits = json.loads(result.output)
+        hits = json.loads(result.stdout)
         assert len(hits) == 3 and hits[0]["caption"] == captions[2]
         assert set(hits[0]) >= {"video_id", "start", "end", "score", "caption", "thumbnail"}
         table = runner.invoke(app, ["search", captions[2], "-k", "2"])
@@ -306,13 +306,13 @@ def test_cli_search_and_delete(model_settings, monkeypatch: pytest.MonkeyPatch) 
         assert refused.exit_code != 0
         deleted = runner.invoke(app, ["delete", victim, "--yes", "--json"])
         assert deleted.exit_code == 0, deleted.output
-        assert json.loads(deleted.output) == {
+        assert json.loads(deleted.stdout) == {
             "video_id": victim,
             "clips": 1,
             "index_entries": 1,
             "blobs": 0,
         }
-        after = json.loads(runner.invoke(app, ["search", captions[2], "-k", "3", "--json"]).output)
+        after = json.loads(runner.invoke(app, ["search", captions[2], "-k", "3", "--json"]).stdout)
         assert victim not in {h["video_id"] for h in after}
     finally:
         get_settings.cache_clear()

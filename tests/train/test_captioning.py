@@ -85,7 +85,7 @@ def test_cli_train_then_eval_json(tiny_synth: Path, tmp_path: Path,
 
     config = tmp_path / "tiny.toml"
     config.write_text(
-        "batch_size = 16\n[train]\nepochs = 2\nlr = 3e-3\nprogress = false\n"
+        "batch_size = 16\n[train]\nepochs = 2\nlr = 3e-3\nprogress = true\n"
         f"[features]\nn_frames = 4\nsize = 64\nbackbone = '{BACKBONE}'\n"
         "[model]\nembed_dim = 32\nhidden_dim = 64\n"
     )
@@ -95,13 +95,14 @@ def test_cli_train_then_eval_json(tiny_synth: Path, tmp_path: Path,
                               "--conditioning", "init", "--out", str(run), "--config", str(config),
                               "--json"])  # fmt: skip
     assert res.exit_code == 0, res.output
-    summary = json.loads(res.output.strip().splitlines()[-1])
+    summary = json.loads(res.stdout)  # all of it: the epoch lines go to stderr
+    assert "epoch 2: train_loss=" in res.stderr
     assert summary["epochs_run"] == 2
     assert json.loads((run / "best" / "config.json").read_text())["model"]["conditioning"] == "init"
     res = runner.invoke(app, ["eval", "captioner", "--model", str(run / "best"), "--data",
                               str(tiny_synth), "--split", "train", "--json", "--beam-size", "2"])
     assert res.exit_code == 0, res.output
-    scores = json.loads(res.output.strip().splitlines()[-1])
+    scores = json.loads(res.stdout)
     for key in ("Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"):
         assert 0.0 <= scores[key] <= 10.0
     predictions = json.loads((run / "best" / "predictions_train.json").read_text())

@@ -32,7 +32,7 @@ def test_explain_writes_png(tiny_synth: Path, feature_cache: Path, tmp_path: Pat
     res = CliRunner().invoke(app, ["explain", str(video), "--model", str(result.best_dir),
                                    "--out", str(out), "--json", "--beam-size", "1"])
     assert res.exit_code == 0, res.output
-    summary = json.loads(res.output.strip().splitlines()[-1])
+    summary = json.loads(res.stdout)
     assert summary["png"] == str(out) and summary["caption"]
     image = np.asarray(Image.open(out))
     assert image.shape[0] > 300 and image.shape[1] > 600  # a real figure, not an empty canvas

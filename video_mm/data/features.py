@@ -8,6 +8,7 @@ says (globally pooled, or the CNN grid pooled to k x k cells).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def extract_features(
     for r, (_, feats) in zip(todo, runs, strict=True):
         bar.update()
         if isinstance(feats, VideoMMError):
-            tqdm.write(f"skipped {r.video_id}: {feats}")
+            tqdm.write(f"skipped {r.video_id}: {feats}", file=sys.stderr)
             continue
         if len(feats.features) == 0:
             continue
@@ -60,5 +61,5 @@ def extract_features(
         )
     bar.close()
     if missing:
-        tqdm.write(f"{missing} videos have no file on disk and were left out")
+        tqdm.write(f"{missing} videos have no file on disk and were left out", file=sys.stderr)
     return out

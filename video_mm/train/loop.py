@@ -17,6 +17,7 @@ import csv
 import math
 import os
 import random
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -234,7 +235,7 @@ def fit(
         bad_epochs, history = ckpt["bad_epochs"], ckpt["history"]
 
     if evaluate is None and config.progress:
-        tqdm.write(f"no validation: {unvalidated}")
+        tqdm.write(f"no validation: {unvalidated}", file=sys.stderr)
     stopped_early = config.patience is not None and bad_epochs >= config.patience
     for epoch in range(start_epoch, config.epochs):
         if stopped_early:
@@ -288,7 +289,7 @@ def fit(
             bad_epochs += 1
         if config.progress:
             shown = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch")
-            tqdm.write(f"epoch {epoch + 1}: {shown}")
+            tqdm.write(f"epoch {epoch + 1}: {shown}", file=sys.stderr)
         _write_csv(out_dir / "metrics.csv", history)
         _atomic_save(
             {
