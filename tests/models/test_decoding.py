@@ -73,6 +73,23 @@ def test_wider_beam_never_scores_worse_than_greedy(cfg: dict) -> None:
     assert improved > 0  # the search does find captions greedy misses
 
 
+def test_beam_search_runs_greedy_in_the_same_steps() -> None:
+    """The greedy candidate is searched in the beam's batch: one model step a word in all, and
+    the greedy captions it adds are greedy()'s own."""
+    model, (feats, mask, _) = _model(ARCHS[3], 0), _inputs(0)
+    calls = []
+    step = model.step
+    model.step = lambda *a: calls.append(a[0].shape[0]) or step(*a)  # type: ignore[method-assign]
+    found = beam_search(model, feats, mask, beam_size=3, n_best=3, max_len=12)
+    assert len(calls) <= 12 and set(calls) == {5 * 3 + 5}  # B * K beam rows + B greedy rows
+    model.step = step  # type: ignore[method-assign]
+    for g, hyps in zip(greedy(model, feats, mask, max_len=12), found, strict=True):
+        same = [h for h in hyps if h.tokens == g.tokens and h.finished == g.finished]
+        assert hyps[0].score >= g.score - 1e-5
+        for h in same:
+            assert h.logprob == pytest.approx(g.logprob, abs=1e-4)
+
+
 def test_scores_are_the_models_log_probabilities() -> None:
     """Re-score each hypothesis by teacher forcing: the search's number must match."""
     model, (feats, mask, _) = _model(ARCHS[3], 0), _inputs(0)

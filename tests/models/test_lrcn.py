@@ -103,3 +103,23 @@ def test_end_to_end_trains_the_cnn(msvd14_videos, vocab) -> None:
         losses.append(loss.item())
     assert not torch.equal(before, cnn.trunk[0].weight)
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_decoding_step_matches_the_decoder_lstm(layers: int) -> None:
+    """One decoding step (an LSTM cell with the decoder's weights when it has one layer) gives
+    what running the decoder LSTM over the same word gives."""
+    torch.manual_seed(0)
+    model = create_model({"arch": "lrcn", "num_layers": layers, **SMALL}, 12, 10).eval()
+    feats, mask = torch.randn(3, 5, 10), torch.ones(3, 5, dtype=torch.bool)
+    with torch.no_grad():
+        state = model.init_state(feats, mask)
+        prev = torch.tensor([1, 4, 7])
+        logprobs, new, _ = model.step(prev, state, feats, mask)
+        x = torch.cat([model.embed(prev), state["v"]], dim=-1)
+        hc = (state["h"].transpose(0, 1).contiguous(), state["c"].transpose(0, 1).contiguous())
+        out, (h, c) = model.decoder(x.unsqueeze(1), hc)
+        want = torch.log_softmax(model.out(out[:, 0]), -1)
+    assert logprobs == pytest.approx(want, abs=1e-5)
+    assert new["h"] == pytest.approx(h.transpose(0, 1), abs=1e-5)
+    assert new["c"] == pytest.approx(c.transpose(0, 1), abs=1e-5)

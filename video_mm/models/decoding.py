@@ -8,6 +8,7 @@ score at every step; a finished one stays in its beam slot, extended by ``<pad>`
 With one beam it picks the arg-max word each step, exactly as greedy does. Plain beam search can
 lose the greedy caption (its prefix may fall out of the beam and the survivors end worse), so the
 greedy caption joins the final candidates: a wider beam never returns a worse caption than greedy.
+The greedy search runs as extra rows of the beam's batch, so both cost one model step a word.
 Both say at least ``min_len`` words before ``<eos>``: a weak model's likeliest "caption" is
 often the empty one, which is no caption at all.
 
@@ -221,26 +222,38 @@ def beam_search(
         raise ModelError(f"n_best must be in 1..beam_size={beam_size}, got {n_best}")
     B, K, dev = feats.shape[0], beam_size, feats.device
     # Every clip starts K beams from one state; all but the first start at -inf so step one
-    # expands a single hypothesis.
+    # expands a single hypothesis. With K > 1 the clip's greedy search runs in the same batch,
+    # as B more rows after the B * K beam rows: one model step a word for both searches.
+    G = B if K > 1 else 0
     state = model.init_state(feats, mask, grid)
     rows = torch.arange(B, device=dev).repeat_interleave(K)
+    rows = torch.cat([rows, torch.arange(G, device=dev)])
     state = _select(state, rows)
     feats_k, mask_k = feats.index_select(0, rows), mask.index_select(0, rows)
     grid_rows = torch.arange(B, device=dev)[:, None] * K
+    greedy_rows = torch.arange(B * K, B * K + G, device=dev)
     total = torch.full((B, K), float("-inf"), device=dev)  # what the search ranks by
     total[:, 0] = 0.0
     raw = torch.zeros(B, K, device=dev)  # the model's own log-probability of the same words
     lengths = torch.zeros(B, K, dtype=torch.long, device=dev)
     finished = torch.zeros(B, K, dtype=torch.bool, device=dev)
-    prev = torch.full((B * K,), bos_id, dtype=torch.long, device=dev)
-    history = prev.new_empty(B * K, 0)
+    g_total, g_raw = torch.zeros(G, device=dev), torch.zeros(G, device=dev)  # greedy rows
+    g_done = torch.zeros(G, dtype=torch.bool, device=dev)
+    prev = torch.full((B * K + G,), bos_id, dtype=torch.long, device=dev)
+    history = prev.new_empty(B * K + G, 0)
     attn_history: Tensor | None = None
     for t in range(max_len):
         model_lp, state, attn = model.step(prev, state, feats_k, mask_k)
         logprobs = _forbid(model_lp, history, no_repeat_ngram, pad_id, bos_id, eos_id, min_len,
                            repetition_penalty, no_repeat_adjacent)
+        # the greedy rows: the arg-max word, as greedy() picks it
+        g_best, g_word = logprobs[B * K:].max(-1)
+        g_word = g_word.masked_fill(g_done, pad_id)
+        g_total += g_best.masked_fill(g_done, 0.0)
+        g_raw += model_lp[B * K:].gather(1, g_word[:, None]).squeeze(1).masked_fill(g_done, 0.0)
+        g_done |= g_word == eos_id
         V = logprobs.shape[-1]
-        logprobs, model_lp = logprobs.view(B, K, V), model_lp.view(B, K, V)
+        logprobs, model_lp = logprobs[: B * K].view(B, K, V), model_lp[: B * K].view(B, K, V)
         # A finished hypothesis continues only with <pad>, at no cost and no extra length.
         logprobs = logprobs.masked_fill(finished.unsqueeze(-1), float("-inf"))
         logprobs[..., pad_id] = logprobs[..., pad_id].masked_fill(finished, 0.0)
@@ -251,27 +264,29 @@ def beam_search(
                                            length_penalty_alpha)
         _, index = rank.topk(K, dim=-1)
         beam, word = index // V, index % V
-        flat = (grid_rows + beam).view(-1)
+        flat = torch.cat([(grid_rows + beam).view(-1), greedy_rows])
         total = cand_total.gather(1, index)
         raw = (raw.unsqueeze(-1) + model_lp).view(B, K * V).gather(1, index)
         was_finished = finished.gather(1, beam)
         lengths = torch.where(was_finished, lengths.gather(1, beam), t + 1)
         finished = was_finished | (word == eos_id)
         state = _select(state, flat)
-        history = torch.cat([history.index_select(0, flat), word.view(-1, 1)], dim=1)
+        prev = torch.cat([word.view(-1), g_word])
+        history = torch.cat([history.index_select(0, flat), prev.view(-1, 1)], dim=1)
         if attn is not None:
             attn = attn.unsqueeze(1)
             attn_history = attn if attn_history is None else torch.cat([attn_history, attn], 1)
             attn_history = attn_history.index_select(0, flat)
-        prev = word.view(-1)
-        if bool(finished.all()):
+        if bool(finished.all()) and bool(g_done.all()):
             break
     seqs, totals, raws = history.tolist(), total.tolist(), raw.tolist()
-    fallback = greedy(model, feats, mask, grid=grid, max_len=max_len, min_len=min_len,
-                      no_repeat_ngram=no_repeat_ngram, no_repeat_adjacent=no_repeat_adjacent,
-                      repetition_penalty=repetition_penalty,
-                      length_penalty_alpha=length_penalty_alpha, pad_id=pad_id, bos_id=bos_id,
-                      eos_id=eos_id) if K > 1 else [None] * B
+    g_totals, g_raws = g_total.tolist(), g_raw.tolist()
+    fallback = [
+        _hypothesis(seqs[B * K + b],
+                    attn_history[B * K + b] if attn_history is not None else None,
+                    g_raws[b], g_totals[b], eos_id, length_penalty_alpha)
+        for b in range(G)
+    ] or [None] * B
     out = []
     for b in range(B):
         hyps = {}
