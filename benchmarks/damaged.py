@@ -2,10 +2,11 @@
 
 Builds a corpus of damaged files from three sound 4 s, 100-frame clips (an H.264 MP4 with its
 moov first, an MPEG-2 and an H.264 transport stream, and a fragmented MP4): cut at several points,
-bytes flipped in the middle, broken NAL lengths, a cut transport stream, a fragmented MP4 with a
-fragment or its init segment lost. For each file it counts the video frames ffmpeg decodes (the
-``-progress`` report of ``ffmpeg -i FILE -map 0:v:0 -f null -``) and the frames our reader decodes
-when asked for every frame, and prints the warning we record (or the typed error).
+bytes flipped in the middle, broken NAL lengths, transport streams cut inside and between packets,
+a fragmented MP4 with a fragment or its init segment lost. For each file it counts the video
+frames ffmpeg decodes (the ``-progress`` report of ``ffmpeg -i FILE -map 0:v:0 -f null -``) and
+the frames our reader decodes when asked for every frame, and prints the warning we record (or
+the typed error), and the warning a job that samples only 4 frames records.
 tests/io/test_damaged.py builds the same corpus.
 
     .venv/bin/python benchmarks/damaged.py [--workdir /tmp/vmm-bench-damaged]
@@ -25,7 +26,7 @@ import av
 import numpy as np
 
 from video_mm.errors import VideoError
-from video_mm.io import open_video
+from video_mm.io import open_video, sample_frames
 from video_mm.io.ffmpeg import ffmpeg_exe, run_ffmpeg
 
 SRC = ["-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=4"]
@@ -47,6 +48,11 @@ class Damaged:
 
 def _cut(data: bytes, share: float, odd: int = 101) -> bytes:
     return data[: int(len(data) * share) + odd]
+
+
+def _cut_on_packet(data: bytes, share: float, packet: int = 188) -> bytes:
+    """Cut a transport stream between two of its packets: nothing in the container says so."""
+    return data[: int(len(data) * share) // packet * packet]
 
 
 def _flip(data: bytes, count: int, span: int, seed: int = 0) -> bytes:
@@ -113,6 +119,12 @@ def make_corpus(workdir: Path) -> list[Damaged]:
         ),
         Damaged("cut_mpeg2.ts", "MPEG-2 TS cut at 60%", True): _cut(mpeg2, 0.6),
         Damaged("cut_h264.ts", "H.264 TS cut at 55%", True): _cut(h264ts, 0.55),
+        Damaged("cut_packet_mpeg2.ts", "MPEG-2 TS cut at 60% between 188-byte packets", True): (
+            _cut_on_packet(mpeg2, 0.6)
+        ),
+        Damaged("cut_packet_h264.ts", "H.264 TS cut at 55% between 188-byte packets", True): (
+            _cut_on_packet(h264ts, 0.55)
+        ),
         Damaged("cut_frag.mp4", "fragmented MP4 cut at 60%", True): _cut(frag, 0.6),
         Damaged("lost_fragment.mp4", "fragmented MP4, its 2nd fragment lost", True): (
             _lose_fragment(frag, 1)
@@ -151,19 +163,31 @@ def ours(path: Path) -> tuple[int, str]:
         return 0, f"{type(exc).__name__}: {exc.reason}"
 
 
+def sampled(path: Path, n: int = 4) -> str:
+    """The warning when only ``n`` frames are sampled (uniform), as a job's decoding does."""
+    try:
+        return sample_frames(path, n=n, size=64).warning
+    except VideoError as exc:
+        return f"{type(exc).__name__}: {exc.reason}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="vmm-bench-damaged-"))
-    print("| file | damage | ffmpeg frames | ours | ours / ffmpeg | warning or error |")
-    print("|---|---|---:|---:|---:|---|")
+    print("| file | damage | ffmpeg frames | ours | ours / ffmpeg | warning or error "
+          "| with 4 frames sampled |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---|---|")
     for case in make_corpus(workdir):
         path = workdir / case.name
         theirs = ffmpeg_frames(path)
         got, warning = ours(path)
+        few = sampled(path)
         ratio = f"{got / theirs:.0%}" if theirs else "-"
-        print(f"| {case.name} | {case.what} | {theirs} | {got} | {ratio} | {warning or '-'} |")
+        few = "same" if few == warning else few or "-"
+        print(f"| {case.name} | {case.what} | {theirs} | {got} | {ratio} | {warning or '-'} "
+              f"| {few} |")  # fmt: skip
 
 
 if __name__ == "__main__":

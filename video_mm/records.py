@@ -26,10 +26,12 @@ class VideoInfo:
     has_audio: bool
     size_bytes: int
     # A damaged file: what is lost ("decoded 49 of 100 frames: the file is cut at 2.0 s"), the
-    # frames its header promises (frame_count is what is there) and where its data ends early.
+    # frames its header promises (frame_count is what is there), where its data ends early and
+    # how many fragments of a fragmented MP4 are gone.
     warning: str = ""
     expected_frames: int = 0
     cut_at: float | None = None
+    lost_fragments: int = 0
 
 
 def clip_id(video_id: str, index: int | str) -> str:

@@ -25,8 +25,6 @@ ROOT = damaged_corpus.ROOT
 
 corpus = damaged_corpus.load()
 NATIVE = ("[h264 @", "[mpeg2video @", "[mov,mp4", "[mpegts @", "coder.cc", ".cc:", "Traceback")
-# Nothing in a fragmented MP4 says one of its fragments is gone: its frames read, unannounced.
-SILENT = {"lost_fragment.mp4"}
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +44,8 @@ NAMES = [
     "flip_mpeg2.ts",
     "cut_mpeg2.ts",
     "cut_h264.ts",
+    "cut_packet_mpeg2.ts",
+    "cut_packet_h264.ts",
     "cut_frag.mp4",
     "lost_fragment.mp4",
 ]
@@ -68,10 +68,35 @@ def test_decodes_what_ffmpeg_decodes(workdir: Path, name: str) -> None:
         warning = reader.warning
     assert len(frames) == len(reader) and frames.shape[1:] == (32, 43, 3)
     assert ours >= 0.9 * theirs, (ours, theirs)
-    if name in SILENT:
-        assert warning == ""
-    else:
-        assert warning.startswith(f"decoded {ours}"), warning
+    assert warning.startswith(f"decoded {ours}"), warning
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", NAMES)
+def test_a_few_sampled_frames_still_say_what_was_lost(workdir: Path, name: str) -> None:
+    """A job samples a few frames; what the file has lost is known from its structure (index,
+    fragments, packet ends, NAL lengths, Decord's open) or met on the way to those frames."""
+    warning = sample_frames(workdir / name, n=4, size=32).warning
+    assert warning.startswith("decoded "), warning
+
+
+def test_a_lost_fragment_is_counted_from_the_sequence_numbers(workdir: Path) -> None:
+    info = probe(workdir / "lost_fragment.mp4")
+    assert info.warning == "decoded 75 of 100 frames: 1 fragment of the file is lost"
+    assert (info.frame_count, info.expected_frames, info.lost_fragments) == (75, 100, 1)
+    assert (info.fps, info.variable_fps, info.duration) == (25.0, False, 4.0)  # a gap, not VFR
+    times = sample_frames(workdir / "lost_fragment.mp4", n=4, size=32).times
+    assert times.tolist() == [0.0, 2.0, 2.96, 3.96]  # frame 25 is the first after the gap
+
+
+@pytest.mark.parametrize("name", ["cut_packet_mpeg2.ts", "cut_packet_h264.ts"])
+def test_a_transport_stream_cut_between_packets_is_cut(workdir: Path, name: str) -> None:
+    """Nothing in the container says so; its last frame, decoded by the probe, is incomplete."""
+    assert (workdir / name).stat().st_size % 188 == 0
+    warning = probe(workdir / name).warning
+    assert re.fullmatch(r"decoded \d+ frames: the file is cut at \d\.\d s", warning), warning
+    sound = probe(workdir / ("good_mpeg2.ts" if "mpeg2" in name else "good_h264.ts"))
+    assert sound.warning == ""
 
 
 def test_cut_file_samples_its_real_span(workdir: Path) -> None:
@@ -145,6 +170,8 @@ def test_concealed_damage_hands_the_file_to_pyav_and_is_remembered(tmp_path: Pat
                 *corpus.X264, "-movflags", "+faststart", str(sound)])  # fmt: skip
     path = tmp_path / "flip_late.mp4"
     path.write_bytes(corpus._flip(sound.read_bytes(), 40, 2000))
+    # Damage inside frames a job does not decode is not seen: a full check is a full decode.
+    assert sample_frames(path, n=4, size=32).warning == ""
     with open_video(path, size=32) as reader:
         assert reader.backend == "decord"
         reader.get_frames(np.arange(100))

@@ -34,7 +34,7 @@ import av
 import numpy as np
 
 from video_mm.errors import CorruptVideo, UnsupportedCodec, VideoError
-from video_mm.io.damage import damage_warning, require_share
+from video_mm.io.damage import damage_warning, nal_length_size, nal_lengths_fit, require_share
 from video_mm.io.guard import Source, check_input, describe
 from video_mm.io.native_logs import native_errors, route_decord_logs
 from video_mm.io.probe import (
@@ -71,6 +71,7 @@ class Reader:
         self._expected = info.expected_frames or info.frame_count
         self._cut_at = info.cut_at
         self._lost: set[int] = set()  # frames whose data is there but did not decode
+        self._broken: set[int] = set()  # frames whose data is broken, found without decoding
         self._concealed: set[int] = set()  # frames decoded with damage hidden by the decoder
 
     @property
@@ -81,14 +82,16 @@ class Reader:
             expected=max(self._expected, len(self)),
             decoded=len(self) - len(lost),
             cut_at=self._cut_at,
+            fragments=self.info.lost_fragments,
             lost=len(lost),
             concealed=len(self._concealed - lost),
         )
         return found or self.info.warning  # the probe's, when reading met no damage yet
 
     def lost_frames(self) -> set[int]:
-        """Indices of the frames read so far that did not decode (a neighbour stood in)."""
-        return set(self._lost)
+        """Indices of the frames that do not decode (a neighbour stands in): those read so far,
+        and those whose data is known broken without decoding it."""
+        return self._lost | self._broken
 
     def frame_times(self) -> np.ndarray:
         """Presentation time of every frame, seconds from the first frame, ``float64 [N]``."""
@@ -421,9 +424,11 @@ class PyAVReader(Reader):
         """Timestamps and keyframe flags of every frame, from demuxing (no decoding)."""
         stamps: list[int] = []
         keys: list[bool] = []
+        broken: list[bool] = []
         missing = partial = False
         with open_container(self._checked, self.limits) as (container, logs):
             stream = video_stream(container, self._checked, logs)
+            nal = nal_length_size(stream.codec_context.name, stream.codec_context.extradata)
             try:
                 for packet in demux(container, stream):
                     deadline.check()
@@ -433,6 +438,7 @@ class PyAVReader(Reader):
                     missing |= stamp is None
                     stamps.append(stamp if stamp is not None else len(stamps))
                     keys.append(packet.is_keyframe)
+                    broken.append(bool(nal) and not nal_lengths_fit(memoryview(packet), nal))
                     partial = packet.is_corrupt  # the last one is cut off when the file is
             except av.error.ExitError as exc:
                 raise read_timeout(self._name, self.limits.decode_timeout_s) from exc
@@ -443,6 +449,7 @@ class PyAVReader(Reader):
         if stamps and partial and self._cut_at is not None:
             stamps.pop()
             keys.pop()
+            broken.pop()
         if not stamps:
             raise CorruptVideo(self._name, "no video packets: the stream is empty")
         order = np.argsort(np.asarray(stamps), kind="stable")
@@ -452,6 +459,7 @@ class PyAVReader(Reader):
         else:
             self._times = (self._pts - self._pts[0]) * time_base
         self._keys = np.flatnonzero(np.asarray(keys)[order]).astype(np.int64)
+        self._broken = set(np.flatnonzero(np.asarray(broken)[order]).tolist())
         self._seekable = not missing and len(self._keys) > 0
         if not len(self._keys) or self._keys[0] != 0:
             self._keys = np.union1d([0], self._keys)

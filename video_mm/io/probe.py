@@ -27,7 +27,7 @@ from video_mm.errors import (
     VideoError,
     VideoTooLarge,
 )
-from video_mm.io.damage import TS_PACKET_SIZES, damage_warning, require_share
+from video_mm.io.damage import TS_PACKET_SIZES, damage_warning, lost_fragments, require_share
 from video_mm.io.guard import Source, check_input, describe
 from video_mm.io.native_logs import route_ffmpeg_logs
 from video_mm.records import VideoInfo
@@ -214,19 +214,29 @@ def _info(
     size = checked.stat().st_size if isinstance(checked, Path) else _fileobj_size(checked)
     if complete and stamps.size:  # the scan saw every packet: the count is exact
         frame_count = int(stamps.size)
-    present, expected, cut_at = _cut(container, stream, size, stamps, complete, fps)
+    present, expected, cut_at = _cut(container, stream, size, stamps, complete, fps, deadline)
+    fragments = _lost_fragments(checked) if "mp4" in container.format.name else 0
+    gaps = np.diff(stamps) * float(stream.time_base or Fraction(1))
+    gaps = gaps[gaps > 0]
+    if fragments and gaps.size:  # the jumps over lost fragments are not a variable frame rate
+        gaps = gaps[gaps < 1.5 * np.median(gaps)]
+        fps = fps or 1.0 / float(np.median(gaps))
+        present = frame_count if complete else len(_kept(stream)) or frame_count
+        expected = max(round(duration * fps), present)
     warning = ""
-    if cut_at is not None:
+    if cut_at is not None or fragments:
         present = present or frame_count
         expected = max(expected, present)
-        warning = damage_warning(expected=expected, decoded=present, cut_at=cut_at)
+        warning = damage_warning(
+            expected=expected, decoded=present, cut_at=cut_at, fragments=fragments
+        )
         require_share(name, present, expected, warning, limits)
-        frame_count, duration = present, min(duration, cut_at) if duration else cut_at
+        frame_count = present
+        if cut_at is not None:
+            duration = min(duration, cut_at) if duration else cut_at
     elif corrupt:  # the demuxer saw damage (a transport stream's broken continuity): PyAV reads it
         warning = f"the container marks {corrupt} {'packet' if corrupt == 1 else 'packets'} damaged"
         warning += "" if complete else f" in the first {VFR_SCAN_PACKETS}"
-    gaps = np.diff(stamps) * float(stream.time_base or Fraction(1))
-    gaps = gaps[gaps > 0]
     rotation = rotation_of(first)
     width, height = (
         (stream.height, stream.width) if rotation in (90, 270) else (stream.width, stream.height)
@@ -252,8 +262,9 @@ def _info(
         has_audio=bool(container.streams.audio),
         size_bytes=size,
         warning=warning,
-        expected_frames=expected if cut_at is not None else frame_count,
+        expected_frames=expected if cut_at is not None or fragments else frame_count,
         cut_at=cut_at,
+        lost_fragments=fragments,
     )
 
 
@@ -264,30 +275,87 @@ def _cut(
     stamps: np.ndarray,
     complete: bool,
     fps: float,
+    deadline: Deadline,
 ) -> tuple[int, int, float | None]:
     """``(frames there, frames promised, seconds where the data ends)`` of a file cut short;
     ``(0, 0, None)`` when nothing shows it is cut.
 
     An MP4 lists every frame's byte range in its index, so frames past the end of the file are
-    counted without reading them; a transport stream that ends inside a packet was cut; any other
-    file is cut when the header promises more frames than a complete scan found.
+    counted without reading them; a transport stream that ends inside a packet, or whose last
+    frame is incomplete, was cut; any other file is cut when the header promises more frames than
+    a complete scan found.
     """
     time_base = float(stream.time_base or Fraction(1))
-    if "mp4" in container.format.name and len(entries := stream.index_entries):
-        kept = [e for e in entries if not e.is_discard]
+    if "mp4" in container.format.name and (kept := _kept(stream)):
         gone = [e.timestamp for e in kept if e.pos + e.size > size]
         if gone:
             start = min(e.timestamp for e in kept)
             expected = max(stream.frames, len(kept))
             return len(kept) - len(gone), expected, (min(gone) - start) * time_base
         return 0, 0, None
-    if container.format.name == "mpegts" and all(size % n for n in TS_PACKET_SIZES):
+    if container.format.name == "mpegts" and (
+        all(size % n for n in TS_PACKET_SIZES) or _last_frame_cut(container, stream, deadline)
+    ):
         end = container.duration / av.time_base if container.duration else 0.0
         return int(stamps.size) if complete else 0, int(stamps.size) if complete else 0, end
     if complete and stamps.size and stream.frames > stamps.size:
         step = 1.0 / fps if fps else 0.0
         return int(stamps.size), stream.frames, (stamps[-1] - stamps[0]) * time_base + step
     return 0, 0, None
+
+
+def _kept(stream: av.video.stream.VideoStream) -> list:
+    """The container index's entries for the frames shown (not those marked discard)."""
+    return [e for e in stream.index_entries if not e.is_discard]
+
+
+def _lost_fragments(checked: Path | BinaryIO) -> int:
+    if isinstance(checked, Path):
+        with checked.open("rb") as f:
+            return lost_fragments(f)
+    here = checked.tell()
+    try:
+        return lost_fragments(checked)
+    finally:
+        checked.seek(here)
+
+
+def _last_frame_cut(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    deadline: Deadline,
+) -> bool:
+    """Whether a transport stream ends inside its last frame, which then decodes damaged or not
+    at all (a file cut on a packet boundary; a TS has no index that says it is whole). The last
+    group of pictures is decoded: a seek near the end, forward to a keyframe, on to the end."""
+    if not container.duration:
+        return False
+    span = 1.0
+    while True:
+        at = max(container.duration - round(span * av.time_base), 0)
+        container.seek(at, backward=True, any_frame=False)
+        stream.codec_context.flush_buffers()
+        keyed = failed = False
+        last: av.VideoFrame | None = None
+        for packet in demux(container, stream):
+            deadline.check()
+            keyed |= packet.is_keyframe
+            if not keyed:
+                continue
+            try:
+                frames = stream.decode(packet)
+            except av.error.ExitError:
+                raise
+            except (av.error.FFmpegError, EOFError):
+                failed = failed or bool(packet.size)
+                continue
+            failed = failed and not packet.size  # the last packet with data did not decode
+            for frame in frames:
+                if last is None or (frame.pts or 0) >= (last.pts or 0):
+                    last = frame
+        if keyed or at == 0:
+            return failed or (last is not None and last.is_corrupt)
+        span *= 4
 
 
 def _scan(
