@@ -22,6 +22,12 @@ ahead of the rest, which keep theirs. Nothing is dropped: a candidate without st
 keeps its first-stage score after the re-scored ones. Each hit's ``extra["stage"]`` says which
 stage produced its score (``rerank``, or the first stage's mode) and ``extra["score_model"]``
 which model.
+
+A score means something only beside its kind, so each hit also says what its score is for
+people: ``extra["score_kind"]`` (``cosine``, ``caption match``, ``rank fusion``, ``re-ranker``)
+and ``extra["score_meaning"]`` (one sentence, with the scale of a rank-fusion score), next to the
+signals behind it: ``vector_score`` (the cosine) and ``vector_rank``, ``text_score`` and
+``text_rank``, and for a re-ranked hit ``first_stage_score``.
 """
 
 from __future__ import annotations
@@ -84,6 +90,24 @@ class Index(Protocol):
 
 
 # -- the pieces, each testable alone ---------------------------------------------------------------
+def score_kinds(options: SearchSettings, prior_weight: float = 0.0) -> dict[str, tuple[str, str]]:
+    """What a hit's score is, by the stage that produced it: a label and one sentence for people
+    (a rank-fusion score is ~0.03 by construction, which says nothing without its scale)."""
+    k, w = options.rrf_k, options.text_weight
+    prior = f" plus {prior_weight:g} x the retrieval model's logit" if prior_weight else ""
+    return {
+        "vector": ("cosine", "cosine similarity of the query and the clip in the search model's "
+                   "space: 1 the same direction, 0 unrelated"),
+        "text": ("caption match", "how well the clip's caption matches the query's words (BM25, "
+                 "or ts_rank_cd in PostgreSQL): higher is better, on no fixed scale"),
+        "hybrid": ("rank fusion", f"reciprocal rank fusion of the vector and caption rankings, "
+                   f"each adding weight/({k} + rank): {1 / (k + 1):.4f} is first by vectors "
+                   f"alone, {(1 + w) / (k + 1):.4f} first in both; it ranks, it does not measure"),
+        "rerank": ("re-ranker", f"the co-attention re-ranker's match logit{prior}: higher is a "
+                   "better match, on no fixed scale"),
+    }
+
+
 def reciprocal_rank_fusion(
     rankings: Sequence[Sequence[str]],
     rrf_k: int = 60,
@@ -329,6 +353,7 @@ def search(
     first_model = {"vector": embedding_model, "text": caption_model or "captions",
                    "hybrid": f"{embedding_model} + {caption_model or 'captions'}"}[mode]
     models = ModelsUsed(embedding_model if vector else None, model_notes or {})
+    kinds = score_kinds(opts, getattr(reranker, "prior_weight", 0.0))
     hits = []
     for cid, score in fused:
         if cid not in details:
@@ -339,6 +364,7 @@ def search(
                              first_stage_score=first[cid])
         else:
             hit.extra.update(stage=mode, score_model=first_model)
+        hit.extra["score_kind"], hit.extra["score_meaning"] = kinds[hit.extra["stage"]]
         if skipped_rerank:
             hit.extra["notes"] = [*hit.extra.get("notes", []), skipped_rerank]
         hits.append(hit)

@@ -11,6 +11,7 @@ downloads a browser of its own here.
 from __future__ import annotations
 
 import base64
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,6 +133,12 @@ def test_upload_watch_search_and_play(page, token: str, mp4_clip: Path) -> None:
         "() => [...document.querySelectorAll('#results img')].every((i) => i.complete"
         " && i.naturalWidth > 0)"
     )
+    # Its score says what it is (the rank fusion of vectors and captions, with its scale once
+    # above the results) and the cosine beside it, as the API and `vmm search` say.
+    expect(first.locator(".score")).to_have_text(re.compile(r"^rank fusion 0\.0\d{3}$"))
+    expect(first.locator(".cosine")).to_have_text(re.compile(r"^ · cosine -?[01]\.\d{3}$"))
+    expect(page.locator("#search-notes .legend").first).to_contain_text(
+        "score (rank fusion): reciprocal rank fusion")
     start_text = first.locator(".time").inner_text()  # "0:08.0–0:12.0"
     start = _seconds(start_text.split("–")[0])
     first.locator("button.thumb").click()

@@ -54,6 +54,12 @@ def test_search_with_rerank_k_rescores_the_candidates(rerank_server) -> None:  #
         assert sorted(map(key, plain)) == sorted(map(key, reranked))
         scores = [h["score"] for h in reranked]
         assert scores == sorted(scores, reverse=True)
+        # Each score says what it is; a re-ranked hit keeps its first-stage score and cosine.
+        before = {key(h): h for h in plain}
+        assert {h["score_kind"] for h in plain} == {"rank fusion"}
+        assert all(h["score_kind"] == "re-ranker" and "match logit" in h["score_meaning"]
+                   and h["first_stage_score"] == before[key(h)]["score"]
+                   and h["vector_score"] == before[key(h)]["vector_score"] for h in reranked)
         assert all(h["video_id"] == video_id for h in reranked)
         capped = c.get("/v1/search", params={"q": query, "k": 20, "rerank_k": 100_000})
         assert capped.status_code == 200  # capped at search.max_rerank_k, like k

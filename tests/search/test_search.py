@@ -153,6 +153,13 @@ def test_hybrid_fuses_vector_and_caption_rankings(archive: Archive) -> None:
     assert best.extra["vector_rank"] == 2 and best.extra["text_rank"] == 1
     assert best.extra["filename"] == "dogs.mp4" and best.extra["mode"] == "hybrid"
     assert vector[0].score == pytest.approx(float(unit(1) @ unit(1, 0.1)), abs=1e-5)
+    # Each score says what it is; a fused one comes with its scale and the cosine behind it.
+    assert best.score == pytest.approx(1 / 62 + 1 / 61)
+    assert best.extra["score_kind"] == "rank fusion"
+    assert "0.0164 is first by vectors alone, 0.0328 first in both" in best.extra["score_meaning"]
+    assert best.extra["vector_score"] == pytest.approx(float(unit(1) @ unit(1, 0.5)), abs=1e-5)
+    assert (vector[0].extra["score_kind"], text[0].extra["score_kind"]) == ("cosine",
+                                                                           "caption match")
 
 
 def test_overlapping_clips_of_one_video_become_one_hit(archive: Archive) -> None:
@@ -297,8 +304,13 @@ def test_cli_search_and_delete(model_settings, monkeypatch: pytest.MonkeyPatch) 
         hits = json.loads(result.stdout)
         assert len(hits) == 3 and hits[0]["caption"] == captions[2]
         assert set(hits[0]) >= {"video_id", "start", "end", "score", "caption", "thumbnail"}
-        table = runner.invoke(app, ["search", captions[2], "-k", "2"])
+        table = runner.invoke(app, ["search", captions[2], "-k", "2"], env={"COLUMNS": "160"})
         assert table.exit_code == 0 and "clip2.avi" in table.output and "0:05.0" in table.output
+        # The table says what its scores are, as the JSON does, with the cosine beside them.
+        assert hits[0]["score_kind"] == "rank fusion" and hits[0]["vector_score"] > 0.99
+        row = next(line for line in table.stdout.splitlines() if "clip2.avi" in line)
+        assert f"{hits[0]['score']:.4f}" in row and "rank fusion" in row and "1.000" in row
+        assert f"score (rank fusion): {hits[0]['score_meaning']}" in " ".join(table.stdout.split())
         assert runner.invoke(app, ["search", "x", "--since", "yesterday"]).exit_code != 0
 
         victim = hits[0]["video_id"]

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 VIDEO_ID = r"^[0-9a-f]{64}$"
 JOB_ID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+# What a search hit's score is, and the signals behind it (see video_mm.search).
+HIT_SCORES = ("score_kind", "score_meaning", "vector_score", "vector_rank", "text_score",
+              "text_rank", "first_stage_score")
 
 VideoId = Annotated[str, PathParam(pattern=VIDEO_ID, description="sha256 of the video's bytes")]
 JobId = Annotated[str, PathParam(pattern=JOB_ID, description="uuid of the job")]
@@ -513,6 +516,7 @@ def search(
                 video_url=video_url(h.video_id), file_url=file_url(h.video_id),
                 play_url=plays[h.video_id], stage=str(h.extra.get("stage", "")),
                 score_model=str(h.extra.get("score_model") or ""),
+                **{key: h.extra.get(key) for key in HIT_SCORES if key in h.extra},
                 caption_model=h.extra.get("caption_model"),
                 embedding_model=h.extra.get("embedding_model"),
                 notes=h.extra.get("notes", []),

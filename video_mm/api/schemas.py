@@ -136,6 +136,20 @@ class HitOut(BaseModel):
     play_url: str
     stage: str = ""  # what produced the score: rerank | hybrid | vector | text
     score_model: str = ""  # the model (or models) behind that score
+    score_kind: str = Field(
+        "", description="what the score is, for people: cosine | caption match | rank fusion | "
+        "re-ranker")
+    score_meaning: str = Field(
+        "", description="one sentence on that kind of score and its scale")
+    vector_score: float | None = Field(
+        None, description="cosine similarity of the query and the clip in the search model's "
+        "space (None: the vector ranking did not find the clip)")
+    vector_rank: int | None = Field(None, description="the clip's place in the vector ranking")
+    text_score: float | None = Field(
+        None, description="the caption's text match score (BM25 or ts_rank_cd; None: no match)")
+    text_rank: int | None = Field(None, description="the clip's place in the caption ranking")
+    first_stage_score: float | None = Field(
+        None, description="a re-ranked hit's score before re-ranking")
     caption_model: str | None = Field(None, description="the captioner that wrote the caption")
     embedding_model: str | None = Field(
         None, description="the retrieval model whose vectors matched (None: captions only)")

@@ -13,6 +13,7 @@ from rich.table import Table
 from video_mm.settings import get_settings
 
 out = Console(highlight=False, soft_wrap=True)
+NUMBERS = ("#", "score", "cosine", "from", "to")  # right-aligned columns
 
 
 def _date(value: str | None) -> datetime | None:
@@ -57,7 +58,8 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Search indexed videos by text: the best-matching clips with times and captions; each
-    score says which stage produced it (re-ranker or the first stage)."""
+    score says what it is (cosine, caption match, rank fusion or re-ranker), with the cosine
+    beside a score of another kind."""
     from video_mm.search import hits_to_json
     from video_mm.search import search as run_search
 
@@ -78,18 +80,32 @@ def search(
         out.print("no matching clips (only videos whose processing finished are searched)")
         return
     table = Table(title=f"{query!r}: top {len(hits)} ({hits[0].extra.get('mode', '')})")
-    for col in ("#", "score", "by", "video", "from", "to", "caption", "captioner"):
+    # The cosine beside a score of another kind: a number that says how close query and clip are.
+    cosine = any(h.extra.get("score_kind") != "cosine" and "vector_score" in h.extra for h in hits)
+    columns = ("#", "score", "score is", *(("cosine",) if cosine else ()), "video", "from", "to",
+               "caption", "captioner")
+    for col in columns:
         # In a narrow terminal the file name is cut short, not the caption (one word a line).
-        table.add_column(col, justify="right" if col in ("#", "score", "from", "to") else "left",
+        table.add_column(col, justify="right" if col in NUMBERS else "left",
                          min_width=24 if col == "caption" else None,
                          max_width=18 if col == "video" and out.width < 120 else None,
-                         no_wrap=col == "video", overflow="ellipsis" if col == "video" else "fold")
+                         no_wrap=col in ("video", "score is"),
+                         overflow="ellipsis" if col == "video" else "fold")
     for i, h in enumerate(hits, start=1):
         name = h.extra.get("filename") or h.video_id[:12]
-        table.add_row(str(i), f"{h.score:.4f}", str(h.extra.get("stage", "")), name,
+        near = h.extra.get("vector_score")
+        table.add_row(str(i), f"{h.score:.4f}", str(h.extra.get("score_kind", "")),
+                      *((f"{near:.3f}" if near is not None else "-",) if cosine else ()), name,
                       _clock(h.start), _clock(h.end), h.caption,
                       h.extra.get("caption_model") or "")
     out.print(table, markup=False)
+    for kind, meaning in dict.fromkeys((h.extra.get("score_kind"), h.extra.get("score_meaning"))
+                                       for h in hits):  # fmt: skip
+        if kind:
+            out.print(f"score ({kind}): {meaning}", markup=False)
+    if cosine:
+        out.print("cosine: the query's similarity to the clip in the search model's space "
+                  "(-: not among the vector ranking's candidates)", markup=False)
     embedding = hits[0].extra.get("embedding_model")
     out.print(f"search model: {embedding or 'none (caption text only)'}", markup=False)
     for note in dict.fromkeys(n for h in hits for n in h.extra.get("notes", [])):

@@ -245,15 +245,22 @@ async function runSearch(q, k) {
   $("#search-status").textContent = `${body.hits.length} clips for “${body.query}”`;
   // A note every hit carries (the models' provenance, usually) is said once above the results.
   const shared = body.hits.length ? body.hits[0].notes.filter((n) => body.hits.every((h) => h.notes.includes(n))) : [];
-  $("#search-notes").replaceChildren(...shared.map((n) => el("div", { class: "note small", role: "note" }, `⚠ every result: ${n}`)));
+  // What the scores are (a rank-fusion score of ~0.03 means nothing without its scale), once.
+  const kinds = new Map(body.hits.filter((h) => h.score_kind).map((h) => [h.score_kind, h.score_meaning]));
+  const cosine = body.hits.some((h) => h.vector_score != null && h.score_kind !== "cosine");
+  $("#search-notes").replaceChildren(
+    ...shared.map((n) => el("div", { class: "note small", role: "note" }, `⚠ every result: ${n}`)),
+    ...[...kinds].map(([kind, meaning]) => el("div", { class: "legend small muted" }, `score (${kind}): ${meaning}`)),
+    ...(cosine ? [el("div", { class: "legend small muted" }, "cosine: the query's similarity to the clip in the search model's space")] : []));
   $("#results").replaceChildren(...body.hits.map((h) => el("li", { class: "result" },
     el("button", { type: "button", class: "thumb", title: `play from ${clock(h.start)}`, onclick: () => playClip(h) },
       el("img", { src: h.thumbnail_url, alt: h.caption, loading: "lazy" }),
       el("span", { class: "time" }, `${clock(h.start)}–${clock(h.end)}`)),
     el("div", { class: "caption" }, h.caption || "(no caption)"),
     el("div", { class: "muted small" },
-      el("a", { href: `#/videos/${h.video_id}` }, h.filename || h.video_id.slice(0, 12)), ` · score ${h.score.toFixed(3)}`,
-      h.stage ? el("span", { class: "stage", title: h.score_model }, h.stage === "rerank" ? " (re-ranked)" : ` (${h.stage})`) : ""),
+      el("a", { href: `#/videos/${h.video_id}` }, h.filename || h.video_id.slice(0, 12)), " · ",
+      el("span", { class: "score", title: [h.score_meaning, h.score_model].filter(Boolean).join(" · ") }, `${h.score_kind || "score"} ${h.score.toFixed(4)}`),
+      h.vector_score != null && h.score_kind !== "cosine" ? el("span", { class: "cosine" }, ` · cosine ${h.vector_score.toFixed(3)}`) : ""),
     // Which models made this hit, and what their output is worth.
     el("div", { class: "models small" },
       ...(h.caption_model ? [el("span", { class: "model", title: "captioner" }, `caption: ${h.caption_model}`), " "] : []),
