@@ -1,17 +1,23 @@
 """Every job ends, with real worker processes that really hang (native code, see
 ``hang/sitecustomize.py``) or are killed with SIGKILL: Celery's hard time limit fails the job
-through the failure hook, and the reaper of a surviving worker finishes a killed worker's job."""
+through the failure hook, the reaper of a surviving worker finishes a killed worker's job, and
+the reaper of `vmm serve` fails the job of a killed worker that has no runs left, with the
+reason."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from tests.workers.conftest import REPO, free_port, settings_env
 from video_mm.pipeline import enqueue, submit_video
 from video_mm.pipeline.runner import context
 from video_mm.settings import Settings
@@ -105,3 +111,49 @@ def test_kill_9_in_each_step_the_reaper_finishes_the_job_once(
     assert job.attempts >= 2
     results_once(worker_settings, [job_id], tiny_models)
     fault_row(f"kill -9 of the worker in {step} (redis)", worker_settings, [job_id])
+
+
+@pytest.mark.parametrize("worker_settings", ["redis"], indirect=True)
+def test_the_reaper_of_vmm_serve_fails_a_killed_workers_job_with_the_reason(
+    worker_settings: Settings, workers: Any, tmp_path: Path
+) -> None:
+    workers.settings = _with_broker(worker_settings, max_retries=0)  # one run: then it fails
+    doomed = workers.start(hang="prepare")
+    port, token = free_port(), "reaper-token"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VMM_")}
+    env |= settings_env(workers.settings) | {"VMM_API_TOKEN": token}
+    log = (workers.logs / "serve.log").open("wb")  # in workers.log_tail() with the worker's
+    serve = subprocess.Popen([sys.executable, "-m", "video_mm", "serve", "--port", str(port)],
+                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
+            def answers() -> bool:
+                assert serve.poll() is None, workers.log_tail()
+                try:
+                    return c.get("/healthz").status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            _wait_for(answers, workers, "vmm serve did not answer /healthz")
+            video = _testsrc(tmp_path / "hang-me.mp4")
+            r = c.post("/v1/videos", files={"file": (video.name, video.read_bytes())},
+                       headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 202, r.text
+            job_url, video_url = r.json()["job_url"], r.json()["video_url"]
+            _wait_for(workers.hang_flag.exists, workers, "the worker never reached prepare")
+            assert c.get(job_url).json()["state"] == "running"
+            workers.kill(doomed, signal.SIGKILL)  # no worker is left: only the server's reaper
+
+            _wait_for(lambda: c.get(job_url).json()["state"] != "running", workers,
+                      "the server's reaper never ended the job")
+            job = c.get(job_url).json()
+            assert job["state"] == "failed", job
+            assert job["error"].startswith("worker_lost: the ")
+            assert "stopped reporting" in job["error"]
+            assert "its worker died or was killed, 1 run(s) of 1 allowed" in job["error"]
+            assert c.get(video_url).json()["state"] == "failed"  # the video says so too
+    finally:
+        serve.send_signal(signal.SIGINT)
+        serve.wait(timeout=60)
+        log.close()
+    assert f"job {job['id']} failed: worker_lost" in workers.log_tail(20_000)
