@@ -330,9 +330,10 @@ def _last_frame_cut(
     group of pictures is decoded: a seek near the end, forward to a keyframe, on to the end."""
     if not container.duration:
         return False
+    start = container.start_time or 0  # a broadcast capture's clock may start hours in
     span = 1.0
     while True:
-        at = max(container.duration - round(span * av.time_base), 0)
+        at = start + max(container.duration - round(span * av.time_base), 0)
         container.seek(at, backward=True, any_frame=False)
         stream.codec_context.flush_buffers()
         keyed = failed = False
@@ -353,7 +354,7 @@ def _last_frame_cut(
             for frame in frames:
                 if last is None or (frame.pts or 0) >= (last.pts or 0):
                     last = frame
-        if keyed or at == 0:
+        if keyed or at == start:
             return failed or (last is not None and last.is_corrupt)
         span *= 4
 
