@@ -326,8 +326,9 @@ def _last_frame_cut(
     deadline: Deadline,
 ) -> bool:
     """Whether a transport stream ends inside its last frame, which then decodes damaged or not
-    at all (a file cut on a packet boundary; a TS has no index that says it is whole). The last
-    group of pictures is decoded: a seek near the end, forward to a keyframe, on to the end."""
+    at all (a file cut on a packet boundary; a TS has no index that says it is whole). Its last
+    group of pictures is decoded: from a seek near the end (further back until a keyframe is
+    met), packets are demuxed, and those from the last keyframe on are decoded."""
     if not container.duration:
         return False
     start = container.start_time or 0  # a broadcast capture's clock may start hours in
@@ -335,28 +336,33 @@ def _last_frame_cut(
     while True:
         at = start + max(container.duration - round(span * av.time_base), 0)
         container.seek(at, backward=True, any_frame=False)
-        stream.codec_context.flush_buffers()
-        keyed = failed = False
-        last: av.VideoFrame | None = None
+        tail: list[av.Packet] = []  # from the last keyframe seen to the end
         for packet in demux(container, stream):
             deadline.check()
-            keyed |= packet.is_keyframe
-            if not keyed:
-                continue
-            try:
-                frames = stream.decode(packet)
-            except av.error.ExitError:
-                raise
-            except (av.error.FFmpegError, EOFError):
-                failed = failed or bool(packet.size)
-                continue
-            failed = failed and not packet.size  # the last packet with data did not decode
-            for frame in frames:
-                if last is None or (frame.pts or 0) >= (last.pts or 0):
-                    last = frame
-        if keyed or at == start:
-            return failed or (last is not None and last.is_corrupt)
+            if packet.is_keyframe:
+                tail = []
+            if tail or packet.is_keyframe:
+                tail.append(packet)
+        if tail or at == start:
+            break
         span *= 4
+    stream.codec_context.flush_buffers()
+    failed = False
+    last: av.VideoFrame | None = None
+    for packet in tail:
+        deadline.check()
+        try:
+            frames = stream.decode(packet)
+        except av.error.ExitError:
+            raise
+        except (av.error.FFmpegError, EOFError):
+            failed = failed or bool(packet.size)
+            continue
+        failed = failed and not packet.size  # the last packet with data did not decode
+        for frame in frames:
+            if last is None or (frame.pts or 0) >= (last.pts or 0):
+                last = frame
+    return failed or (last is not None and last.is_corrupt)
 
 
 def _scan(
