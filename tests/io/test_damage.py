@@ -58,3 +58,10 @@ def test_lost_fragments_are_gaps_in_the_moof_sequence() -> None:
     assert lost_fragments(io.BytesIO(head + frags[1] + frags[5])) == 3
     assert lost_fragments(io.BytesIO(head + box(b"mdat", b"\0" * 100))) == 0  # not fragmented
     assert lost_fragments(io.BytesIO(whole[:-30])) == 0  # cut: that is said elsewhere
+
+
+def test_the_box_walk_keeps_to_the_time_limit() -> None:
+    calls = []
+    many = box(b"ftyp", b"isom") + box(b"free", b"") * 2500
+    assert lost_fragments(io.BytesIO(many), lambda: calls.append(1)) == 0
+    assert len(calls) == 2  # every 1000 boxes: a DecodeTimeout would stop it there

@@ -9,6 +9,7 @@ of its frames is left does the file fail, with a :class:`CorruptVideo` that says
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import BinaryIO
 
 from video_mm.errors import CorruptVideo
@@ -89,12 +90,16 @@ def nal_lengths_fit(data: memoryview, length_size: int) -> bool:
     return at == end
 
 
-def lost_fragments(source: BinaryIO) -> int:
+def lost_fragments(source: BinaryIO, check: Callable[[], None] = lambda: None) -> int:
     """How many fragments of a fragmented MP4 are gone: gaps in the sequence numbers of its
-    ``moof`` boxes (``mfhd``, which counts up by one). Only box headers are read."""
+    ``moof`` boxes (``mfhd``, which counts up by one). Only box headers are read; ``check`` is
+    called every 1000 boxes (a time limit: a hostile file may hold millions of tiny boxes)."""
     source.seek(0)
-    at, last, lost = 0, None, 0
+    at, last, lost, boxes = 0, None, 0, 0
     while header := source.read(16):
+        boxes += 1
+        if not boxes % 1000:
+            check()
         if len(header) < 8:
             break
         size, kind = struct.unpack(">I4s", header[:8])

@@ -18,7 +18,11 @@ A damaged file makes FFmpeg's decoders talk ("[h264 @ 0x...] error while decodin
   sound file makes no line at all and costs nothing; :func:`native_errors` counts the FFmpeg and
   Decord lines seen, which the Decord reader compares across each batch (``io/decode.py``).
 
-The pipe's write end does not block: if nobody reads it (after the thread is gone at interpreter
+The count is the process's: a reader takes it before and after its own Decord calls (after the
+previous reader's decoder threads are joined, when it was closed), so only readers decoding in
+several threads at the same moment can be blamed for each other's lines; the file blamed is then
+read by PyAV, which finds it sound (a little slower, no warning). The pipe's write end does not
+block: if nobody reads it (after the thread is gone at interpreter
 exit), lines are dropped rather than stalling a decoder thread. In a forked child the capture is
 made again with a pipe of its own. The redirect needs glibc (it sets the descriptor of the
 ``stderr`` FILE, checked against ``fileno``); elsewhere Decord's FFmpeg is set to quiet and Decord

@@ -215,7 +215,7 @@ def _info(
     if complete and stamps.size:  # the scan saw every packet: the count is exact
         frame_count = int(stamps.size)
     present, expected, cut_at = _cut(container, stream, size, stamps, complete, fps, deadline)
-    fragments = _lost_fragments(checked) if "mp4" in container.format.name else 0
+    fragments = _lost_fragments(checked, deadline) if "mp4" in container.format.name else 0
     gaps = np.diff(stamps) * float(stream.time_base or Fraction(1))
     gaps = gaps[gaps > 0]
     if fragments and gaps.size:  # the jumps over lost fragments are not a variable frame rate
@@ -309,13 +309,13 @@ def _kept(stream: av.video.stream.VideoStream) -> list:
     return [e for e in stream.index_entries if not e.is_discard]
 
 
-def _lost_fragments(checked: Path | BinaryIO) -> int:
+def _lost_fragments(checked: Path | BinaryIO, deadline: Deadline) -> int:
     if isinstance(checked, Path):
         with checked.open("rb") as f:
-            return lost_fragments(f)
+            return lost_fragments(f, deadline.check)
     here = checked.tell()
     try:
-        return lost_fragments(checked)
+        return lost_fragments(checked, deadline.check)
     finally:
         checked.seek(here)
 
