@@ -22,12 +22,12 @@ The count is the process's: a reader takes it before and after its own Decord ca
 previous reader's decoder threads are joined, when it was closed), so only readers decoding in
 several threads at the same moment can be blamed for each other's lines; the file blamed is then
 read by PyAV, which finds it sound (a little slower, no warning). The pipe's write end does not
-block: if nobody reads it (after the thread is gone at interpreter
-exit), lines are dropped rather than stalling a decoder thread. In a forked child the capture is
-made again with a pipe of its own. The redirect needs glibc (it sets the descriptor of the
-``stderr`` FILE, checked against ``fileno``); elsewhere Decord's FFmpeg is set to quiet and Decord
-reads are not checked for concealed damage. One cost: a "Fatal Python error" message, which
-CPython writes to C's ``stderr``, goes to the pipe and is lost with the dying process.
+block: if nobody reads it (after the thread is gone at interpreter exit), lines are dropped rather
+than stalling a decoder thread. In a forked child the capture is made again with a pipe of its own.
+The redirect needs glibc (it sets the descriptor of the ``stderr`` FILE, checked against
+``fileno``); elsewhere Decord's FFmpeg is set to quiet and Decord reads are not checked for
+concealed damage. One cost: a "Fatal Python error" message, which CPython writes to C's ``stderr``,
+goes to the pipe and is lost with the dying process.
 """
 
 from __future__ import annotations
