@@ -7,12 +7,13 @@ import io
 import sys
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
 from tests.io.conftest import CASES, Case, reference_frames
 from video_mm.errors import UnsupportedCodec
-from video_mm.io import open_video
+from video_mm.io import decode, open_video
 from video_mm.io.decode import output_size
 from video_mm.settings import IOSettings
 
@@ -154,3 +155,85 @@ def test_without_decord_auto_reads_through_pyav(
         assert reader.get_frames([0, 5]).shape[0] == 2
     with pytest.raises(UnsupportedCodec, match="Decord is not installed"):
         open_video(clip, backend="decord")
+
+
+def test_one_open_per_file(
+    msvd14_videos: list[Path], corpus: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Probe, index and decode share one FFmpeg open on the PyAV path (the probe is the only one
+    on Decord's), also when frames are read backwards (a seek to the start, not a reopen)."""
+    opened: list[str] = []
+    real_open = av.open
+
+    def counting_open(target: object, *args: object, **kwargs: object) -> object:
+        opened.append(str(target))
+        return real_open(target, *args, **kwargs)
+
+    monkeypatch.setattr(av, "open", counting_open)
+    avi = next(p for p in msvd14_videos if p.suffix == ".avi")
+    h264 = corpus["h264.mp4"]
+    for path, backend in ((avi, "pyav"), (h264, "pyav"), (h264, "decord")):
+        opened.clear()
+        with open_video(path, backend=backend) as reader:
+            last = len(reader) - 1
+            frames = reader.get_frames([last, 0, last // 2, 0])
+        assert opened == [str(path)], (path.name, backend)
+        ref = reference_frames(path, sorted({0, last // 2, last}))
+        want = ref[[2, 0, 1, 0]]
+        assert np.abs(frames.astype(float) - want).mean() < PIXEL_TOLERANCE
+
+
+def test_a_seek_to_the_start_that_lands_elsewhere_reopens(
+    corpus: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container whose seek to the first frame lands on a later keyframe: the reader opens the
+    file again and decodes from its start, with no frame counted lost."""
+    path = corpus["h264.mp4"]
+    with open_video(path, backend="pyav") as reader:
+        real_seek = type(reader._container).seek
+        late = int(reader._pts[reader.keyframe_indices()[-1]])
+
+        def inexact(container: av.container.InputContainer, offset: int, **kwargs: object) -> None:
+            real_seek(container, max(offset, late), **kwargs)
+
+        monkeypatch.setattr(type(reader._container), "seek", inexact)
+        frames = reader.get_frames([0, 1])
+        assert reader.warning == "" and not reader.lost_frames()
+    assert np.abs(frames.astype(float) - reference_frames(path, [0, 1])).mean() < PIXEL_TOLERANCE
+
+
+def test_files_decord_misreads_are_remembered(msvd14_videos: list[Path]) -> None:
+    """The MSVD AVIs: Decord's timestamps are unusable, and later opens do not ask it again."""
+    avi = next(p for p in msvd14_videos if p.suffix == ".avi")
+    with open_video(avi) as reader:
+        assert reader.backend == "pyav"
+        assert not decode._decord_may_read(avi, reader.info)
+        assert "timestamps" in decode._pyav_files[decode._file_key(avi)]
+
+
+class MisShaped:
+    """A Decord reader's stand-in that returns frames one row short."""
+
+    def __init__(self, vr: object) -> None:
+        self.vr = vr
+
+    def get_batch(self, indices: list[int]) -> object:
+        frames = self.vr.get_batch(indices).asnumpy()[:, 1:]
+        return type("Batch", (), {"asnumpy": lambda _: frames})()
+
+
+def test_decord_frame_shape_is_checked_on_the_first_batch(corpus: dict[str, Path]) -> None:
+    """Mis-shaped frames from Decord: auto reads them again through PyAV (and remembers the
+    file), asking for Decord says why; nothing is decoded on opening just to check."""
+    path = corpus["h264.mp4"]
+    decode._pyav_files.pop(decode._file_key(path), None)
+    with open_video(path) as reader:
+        assert reader.backend == "decord"
+        reader._vr = MisShaped(reader._vr)
+        frames = reader.get_frames([0, 24])
+        assert reader.backend == "pyav" and frames.shape == (2, 72, 128, 3)
+    assert "shape" in decode._pyav_files.pop(decode._file_key(path))
+    with open_video(path, backend="decord") as reader:
+        reader._vr = MisShaped(reader._vr)
+        with pytest.raises(UnsupportedCodec, match="shape"):
+            reader.get_frames([0])

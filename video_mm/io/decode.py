@@ -3,14 +3,16 @@
 Decord (decord2) is fast at random access, but measured on real files it returns the wrong frames
 after a seek in AVIs without timestamps, returns mis-shaped arrays at some frame sizes (96 px wide,
 1x1, rotated and resized), and cannot open variable-frame-rate Matroska. So Decord is used only
-when its own index checks out (finite, ordered timestamps; no rotation; a first frame of the
-expected shape); everything else, and every file object, goes through PyAV, which decodes forward
-from the nearest keyframe. Both resize on decode (short side = ``size``) and return RGB uint8
-``[T, H, W, 3]`` in display orientation.
+when its own index checks out (finite, ordered timestamps; no rotation; frames of the expected
+shape, checked on the first batch, not by decoding a frame on opening); everything else, and every
+file object, goes through PyAV, which decodes forward from the nearest keyframe. PyAV reads a file
+on one open: the probe's, indexed from where the probe's scan stopped, then decoded on. Both
+resize on decode (short side = ``size``) and return RGB uint8 ``[T, H, W, 3]`` in display
+orientation.
 
 Damaged files are read for what is there, as a player does. A file the probe finds cut goes to
-PyAV, which indexes the frames that exist. When Decord fails on a file (opening it or mid-file),
-the file is read again through PyAV, and that choice is remembered for the file in this
+PyAV, which indexes the frames that exist. When Decord fails on or mis-reads a file (on opening
+or mid-file), the file is read through PyAV, and that choice is remembered for the file in this
 process. Decord conceals damage without saying so (or repeats a cached frame for one that does
 not decode), but its FFmpeg logs errors, which :mod:`video_mm.io.native_logs` counts: a batch
 during which the count grows is decoded again by PyAV, and the file goes the same way. PyAV skips
@@ -34,15 +36,18 @@ import av
 import numpy as np
 
 from video_mm.errors import CorruptVideo, UnsupportedCodec, VideoError
-from video_mm.io.damage import damage_warning, nal_length_size, nal_lengths_fit, require_share
+from video_mm.io.damage import damage_warning, nal_length_size, require_share
 from video_mm.io.guard import Source, check_input, describe
 from video_mm.io.native_logs import native_errors, route_decord_logs
 from video_mm.io.probe import (
     Deadline,
+    Packet,
+    Scan,
     demux,
     ffmpeg_reason,
     open_container,
     probe,
+    probed,
     read_timeout,
     video_stream,
 )
@@ -52,7 +57,8 @@ from video_mm.settings import IOSettings, get_settings
 Backend = Literal["auto", "decord", "pyav"]
 # Decord batches are this many frames, so the decode-time limit is checked between them.
 DECORD_CHUNK = 16
-# Files Decord failed on (path, size, mtime) are read with PyAV from then on; this many are kept.
+# Files Decord fails on or mis-reads (path, size, mtime) are read with PyAV from then on; this many
+# are kept.
 PYAV_MEMORY = 4096
 
 log = logging.getLogger(__name__)
@@ -168,18 +174,71 @@ def open_video(
         from video_mm.io.isolate import IsolatedReader
 
         return IsolatedReader(checked, size=size, limits=limits, backend=backend)
-    info = probe(checked, limits)
-    if backend == "decord" or (backend == "auto" and _decord_may_read(checked, info)):
-        try:
-            return DecordReader(checked, info, size, limits, fallback=backend == "auto")
-        except _DecordUnusable as why:
-            if backend == "decord":
-                raise UnsupportedCodec(
-                    info.path, f"Decord cannot read it correctly: {why}"
-                ) from None
-            if isinstance(checked, Path) and why.failed:
-                remember_pyav(checked, str(why))
-    return PyAVReader(checked, info, size, limits)
+    if limits.isolate_probe and isinstance(checked, Path):  # probed in a child process
+        info = probe(checked, limits)
+        return _decord_reader(checked, info, size, limits, backend) or PyAVReader(
+            checked, info, size, limits
+        )
+    # One open for the probe, the index and the decoding: the index carries on from the packets
+    # the probe read, and PyAV decodes on the same container.
+    with ExitStack() as stack:
+        info, scan, container, stream = stack.enter_context(probed(checked, limits, threads=True))
+        reader = _decord_reader(checked, info, size, limits, backend)
+        if reader is not None:
+            return reader
+        index = None  # a TS whose end the probe read: indexed on an open of its own
+        if scan.complete or scan.stopped or not scan.moved:
+            packets = _packets(container, stream, scan, describe(checked), limits)
+            index = (packets, float(stream.time_base), stream.frames)
+        opened = (stack.pop_all(), container, stream)
+    return PyAVReader(checked, info, size, limits, index=index, opened=opened)
+
+
+def _decord_reader(
+    checked: Path | BinaryIO, info: VideoInfo, size: int | None, limits: IOSettings, backend: str
+) -> DecordReader | None:
+    """A Decord reader where it is asked for or reads the file correctly; None: read with PyAV."""
+    if backend == "pyav" or (backend == "auto" and not _decord_may_read(checked, info)):
+        return None
+    try:
+        return DecordReader(checked, info, size, limits, fallback=backend == "auto")
+    except _DecordUnusable as why:
+        if backend == "decord":
+            raise UnsupportedCodec(info.path, f"Decord cannot read it correctly: {why}") from None
+        if isinstance(checked, Path) and why.of_file:
+            remember_pyav(checked, str(why))
+    return None
+
+
+# A file's packets with data, its stream's time base, and the frames its header promises.
+Index = tuple[list[Packet], float, int]
+
+
+def _packets(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    scan: Scan | None,
+    name: str,
+    limits: IOSettings,
+) -> list[Packet]:
+    """Every packet with data, in file order: those the probe's scan read (``scan``), then the rest
+    of the file from where the scan stopped (from the start without one). A read error ends it:
+    a damaged tail is indexed for what is there."""
+    packets = list(scan.packets) if scan is not None else []
+    if scan is not None and (scan.complete or scan.stopped):
+        return packets
+    nal = nal_length_size(stream.codec_context.name, stream.codec_context.extradata)
+    deadline = Deadline(name, limits.decode_timeout_s)
+    try:
+        for packet in demux(container, stream):
+            deadline.check()
+            if packet.size:
+                packets.append(Packet.of(packet, nal))
+    except av.error.ExitError as exc:
+        raise read_timeout(name, limits.decode_timeout_s) from exc
+    except av.error.FFmpegError as exc:
+        log.debug("%s: demuxing stopped early: %s", name, exc)
+    return packets
 
 
 def _decord_may_read(checked: Path | BinaryIO, info: VideoInfo) -> bool:
@@ -245,11 +304,12 @@ def _import_decord() -> ModuleType:
 
 
 class _DecordUnusable(Exception):
-    """Decord opened the file but would return wrong frames or times, or it failed on it."""
+    """Decord is not to read this source: it would return wrong frames or times, it failed on it,
+    or it cannot be used at all (not installed, a file object)."""
 
-    def __init__(self, why: str, *, failed: bool = False) -> None:
+    def __init__(self, why: str, *, of_file: bool = True) -> None:
         super().__init__(why)
-        self.failed = failed  # Decord failed on the file (not a form it is known to mis-read)
+        self.of_file = of_file  # about the file's content: read it with PyAV from now on
 
 
 class DecordReader(Reader):
@@ -269,7 +329,7 @@ class DecordReader(Reader):
     ) -> None:
         super().__init__(info, size, limits)
         if not isinstance(checked, Path):
-            raise _DecordUnusable("file objects are read with PyAV")
+            raise _DecordUnusable("file objects are read with PyAV", of_file=False)
         if info.rotation:
             raise _DecordUnusable(
                 f"rotated video ({info.rotation} degrees): Decord mis-shapes rotated frames"
@@ -281,19 +341,17 @@ class DecordReader(Reader):
         try:
             decord = _import_decord()
         except ImportError:  # an optional decoder: a machine without it reads through PyAV
-            raise _DecordUnusable("Decord is not installed") from None
+            raise _DecordUnusable("Decord is not installed", of_file=False) from None
         kwargs = {"width": self.out_width, "height": self.out_height} if size is not None else {}
         seen = native_errors()
         try:
             self._vr = decord.VideoReader(str(checked), ctx=decord.cpu(0), **kwargs)
             stamps = self._vr.get_frame_timestamp(range(len(self._vr)))[:, 0].astype(np.float64)
-            first = self._vr[0].asnumpy()
-            self._vr.seek(0)
         except (RuntimeError, decord.DECORDError) as exc:
             log.debug("Decord cannot open %s: %s", checked, exc)
-            raise _DecordUnusable("it fails to open or decode", failed=True) from None
+            raise _DecordUnusable("it fails to open it") from None
         if native_errors() > seen:
-            raise _DecordUnusable("its decoder reports damage", failed=True)
+            raise _DecordUnusable("its decoder reports damage")
         if (
             not len(stamps)
             or not np.isfinite(stamps).all()
@@ -302,11 +360,6 @@ class DecordReader(Reader):
         ):
             raise _DecordUnusable(
                 "its frames carry no usable timestamps, so its seeks land on wrong frames"
-            )
-        if first.shape != (self.out_height, self.out_width, 3):
-            raise _DecordUnusable(
-                f"it returns frames of shape {first.shape}, "
-                f"expected {(self.out_height, self.out_width, 3)}"
             )
         self._times = np.round(stamps - stamps[0], 6)  # Decord keeps float32 seconds
 
@@ -336,12 +389,13 @@ class DecordReader(Reader):
             return self._pyav._decode(self._to_pyav(unique), deadline)
         decord = _import_decord()
         chunks = []
+        shape = (self.out_height, self.out_width, 3)
         for start in range(0, len(unique), DECORD_CHUNK):
             deadline.check()
             batch = unique[start : start + DECORD_CHUNK]
             seen = native_errors()
             try:
-                chunks.append(self._vr.get_batch(batch.tolist()).asnumpy())
+                frames = self._vr.get_batch(batch.tolist()).asnumpy()
             except (RuntimeError, decord.DECORDError) as exc:
                 log.debug("Decord failed on %s: %s", self.info.path, exc)
                 if not self._fallback_allowed:
@@ -350,18 +404,24 @@ class DecordReader(Reader):
                         f"Decord failed to decode frames {batch[0]} to {batch[-1]}: the data is "
                         "damaged or in a form Decord cannot read",
                     ) from None
-                self._switch_to_pyav("Decord failed to decode it")
+                why = "Decord failed to decode it"
             else:
-                if native_errors() == seen:
-                    continue
                 # Its decoder logged errors: it concealed damage, or a cached frame stood in for
                 # one that did not decode; Decord does not say which frames.
-                if not self._fallback_allowed:
-                    first = self._reported[0] if self._reported else int(batch[0])
-                    self._reported = (first, int(batch[-1]))
+                damaged = native_errors() > seen
+                if frames.shape[1:] != shape:  # checked here, not by decoding a frame on opening
+                    why = f"Decord returns frames of shape {frames.shape[1:]}, expected {shape}"
+                    if not self._fallback_allowed:
+                        raise UnsupportedCodec(self.info.path, f"{why}: read it with PyAV")
+                elif damaged and self._fallback_allowed:
+                    why = "Decord's decoder reported damage"  # PyAV decodes the batch again
+                else:
+                    if damaged:
+                        first = self._reported[0] if self._reported else int(batch[0])
+                        self._reported = (first, int(batch[-1]))
+                    chunks.append(frames)
                     continue
-                chunks.pop()  # PyAV decodes the batch again and counts what it meets
-                self._switch_to_pyav("Decord's decoder reported damage")
+            self._switch_to_pyav(why)
             chunks.append(self._pyav._decode(self._to_pyav(unique[start:]), deadline))
             break
         return np.concatenate(chunks)
@@ -397,69 +457,76 @@ class PyAVReader(Reader):
     backend = "pyav"
 
     def __init__(
-        self, checked: Path | BinaryIO, info: VideoInfo, size: int | None, limits: IOSettings
+        self,
+        checked: Path | BinaryIO,
+        info: VideoInfo,
+        size: int | None,
+        limits: IOSettings,
+        *,
+        index: Index | None = None,
+        opened: tuple[ExitStack, av.container.InputContainer, av.video.stream.VideoStream]
+        | None = None,
     ) -> None:
+        """``index``: the file's packets as :func:`open_video` demuxed them (None: demux here);
+        ``opened``: the container they came from, to decode on (the reader closes it)."""
         super().__init__(info, size, limits)
         self._checked = checked
         self._name = describe(checked)
         self._coded_w, self._coded_h = _coded(self.out_width, self.out_height, info.rotation)
         self._turns = -info.rotation // 90  # np.rot90 turns counter-clockwise
-        self._stack: ExitStack | None = None
-        self._index(Deadline(self._name, limits.decode_timeout_s))
-        self._open()
+        self._stack: ExitStack | None = None  # the decoding container (else opened on a seek)
+        self._frames: Iterator[av.VideoFrame] | None = None  # None before the first frame
+        self._pos = -1  # index of the last frame decoded
+        self._held: av.VideoFrame | None = None  # that frame, to stand in for a lost one
+        self._fresh = self._check_start = False  # see _open and _seek
+        if opened is not None:  # at the end of the file, where indexing left it
+            self._stack, self._container, self._stream = opened
+        try:
+            self._index(index)
+        except BaseException:
+            self.close()
+            raise
 
     def _open(self) -> None:
         self._drop_frames()
         if self._stack is not None:
             self._stack.close()
-        self._stack = ExitStack()
-        self._container, _ = self._stack.enter_context(open_container(self._checked, self.limits))
+            self._stack = None
+        stack = ExitStack()
+        self._container, _ = stack.enter_context(open_container(self._checked, self.limits))
+        self._stack = stack
         self._stream = video_stream(self._container, self._checked, [])
         self._stream.codec_context.thread_type = "AUTO"
-        self._frames: Iterator[av.VideoFrame] | None = None  # None before the first frame
-        self._pos = -1  # index of the last frame decoded
-        self._held: av.VideoFrame | None = None  # that frame, to stand in for a lost one
+        self._pos = -1
+        self._fresh = True  # nothing read since opening: positioned at the very start
+        self._check_start = False
 
-    def _index(self, deadline: Deadline) -> None:
+    def _index(self, index: Index | None) -> None:
         """Timestamps and keyframe flags of every frame, from demuxing (no decoding)."""
-        stamps: list[int] = []
-        keys: list[bool] = []
-        broken: list[bool] = []
-        missing = partial = False
-        with open_container(self._checked, self.limits) as (container, logs):
-            stream = video_stream(container, self._checked, logs)
-            nal = nal_length_size(stream.codec_context.name, stream.codec_context.extradata)
-            try:
-                for packet in demux(container, stream):
-                    deadline.check()
-                    if not packet.size:
-                        continue
-                    stamp = packet.pts if packet.pts is not None else packet.dts
-                    missing |= stamp is None
-                    stamps.append(stamp if stamp is not None else len(stamps))
-                    keys.append(packet.is_keyframe)
-                    broken.append(bool(nal) and not nal_lengths_fit(memoryview(packet), nal))
-                    partial = packet.is_corrupt  # the last one is cut off when the file is
-            except av.error.ExitError as exc:
-                raise read_timeout(self._name, self.limits.decode_timeout_s) from exc
-            except av.error.FFmpegError as exc:  # a damaged tail: index what is there
-                log.debug("%s: demuxing stopped early: %s", self._name, exc)
-            time_base = float(stream.time_base)
-            promised = stream.frames
-        if stamps and partial and self._cut_at is not None:
-            stamps.pop()
-            keys.pop()
-            broken.pop()
-        if not stamps:
+        if index is None:
+            with open_container(self._checked, self.limits) as (container, logs):
+                stream = video_stream(container, self._checked, logs)
+                packets = _packets(container, stream, None, self._name, self.limits)
+                index = (packets, float(stream.time_base), stream.frames)
+        packets, time_base, promised = index
+        if packets and packets[-1].corrupt and self._cut_at is not None:
+            packets = packets[:-1]  # the last one is cut off when the file is
+        if not packets:
             raise CorruptVideo(self._name, "no video packets: the stream is empty")
+        stamps = [p.pts if p.pts is not None else p.dts for p in packets]
+        missing = None in stamps
+        if missing:
+            stamps = [i if stamp is None else stamp for i, stamp in enumerate(stamps)]
         order = np.argsort(np.asarray(stamps), kind="stable")
         self._pts = np.asarray(stamps, dtype=np.int64)[order]
         if missing:  # no timestamps: frames are numbered in decode order, paced by the frame rate
             self._times = np.arange(len(stamps)) / (self.info.fps or 25.0)
         else:
             self._times = (self._pts - self._pts[0]) * time_base
-        self._keys = np.flatnonzero(np.asarray(keys)[order]).astype(np.int64)
-        self._broken = set(np.flatnonzero(np.asarray(broken)[order]).tolist())
+        keys = np.asarray([p.key for p in packets])
+        broken = np.asarray([p.broken for p in packets])
+        self._keys = np.flatnonzero(keys[order]).astype(np.int64)
+        self._broken = set(np.flatnonzero(broken[order]).tolist())
         self._seekable = not missing and len(self._keys) > 0
         if not len(self._keys) or self._keys[0] != 0:
             self._keys = np.union1d([0], self._keys)
@@ -504,8 +571,12 @@ class PyAVReader(Reader):
         for frame in self._frames:
             deadline.check()
             index = self._index_of(frame)
+            if self._check_start and index != 0:  # a seek to the start landed elsewhere
+                self._restart()
+                return self._decode_forward(target, deadline)
+            self._check_start = False
             if index > target and self._held is None and start >= 0:
-                self._seek(0)  # a seek overshot (an inexact index, or a lost keyframe): from 0
+                self._restart()  # a seek overshot (an inexact index, or a lost keyframe): from 0
                 return self._decode_forward(target, deadline)
             if index > self._pos + 1 and (self._held is not None or self._pos < 0):
                 self._lost.update(range(self._pos + 1, index))  # they never came out
@@ -518,8 +589,8 @@ class PyAVReader(Reader):
             self._pos, self._held = index, frame
             if index == target:
                 return self._rgb(frame)
-        if self._held is None and start >= 0:
-            self._seek(0)  # a seek landed past every frame (transport streams, near the end)
+        if self._held is None and (start >= 0 or self._check_start):
+            self._restart()  # a seek landed past every frame (transport streams, near the end)
             return self._decode_forward(target, deadline)
         if self._held is None:
             raise CorruptVideo(
@@ -531,11 +602,15 @@ class PyAVReader(Reader):
         return self._rgb(self._held)
 
     def _seek(self, key: int) -> None:
-        """Position the decoder just before frame ``key`` (0, or a keyframe)."""
-        if key == 0 or not self._seekable:
+        """Position the decoder just before frame ``key`` (0, or a keyframe).
+
+        A seek to the start is checked: unless the first frame out is frame 0, the file is opened
+        again (:meth:`_restart`), so lost frames at the start are counted as on a fresh open."""
+        if not self._seekable or self._stack is None:
             self._open()
+        if not self._seekable:
             key = 0
-        else:
+        elif key or not self._fresh:
             try:
                 self._container.seek(
                     int(self._pts[key]), stream=self._stream, backward=True, any_frame=False
@@ -543,8 +618,15 @@ class PyAVReader(Reader):
             except av.error.FFmpegError:
                 self._open()
                 key = 0
+            else:
+                self._fresh, self._check_start = False, key == 0
         self._pos = key - 1
         self._drop_frames()
+        self._frames = self._decoded()
+
+    def _restart(self) -> None:
+        """Decode from the start of a fresh open: exact where seeking is not."""
+        self._open()
         self._frames = self._decoded()
 
     def _decoded(self) -> Iterator[av.VideoFrame]:
@@ -552,6 +634,7 @@ class PyAVReader(Reader):
         is skipped, and a read error ends the stream (what decoded before it is kept)."""
         stream = self._stream
         flushed = False
+        self._fresh = False
         try:
             for packet in demux(self._container, stream):
                 flushed = not packet.size

@@ -11,9 +11,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import av
 import av.logging
@@ -27,7 +28,14 @@ from video_mm.errors import (
     VideoError,
     VideoTooLarge,
 )
-from video_mm.io.damage import TS_PACKET_SIZES, damage_warning, lost_fragments, require_share
+from video_mm.io.damage import (
+    TS_PACKET_SIZES,
+    damage_warning,
+    lost_fragments,
+    nal_length_size,
+    nal_lengths_fit,
+    require_share,
+)
 from video_mm.io.guard import Source, check_input, describe
 from video_mm.io.native_logs import route_ffmpeg_logs
 from video_mm.records import VideoInfo
@@ -64,10 +72,55 @@ def probe(
             timeout=limits.decode_timeout_s,
             source=str(checked),
         )
-    deadline = Deadline(checked, limits.decode_timeout_s)
+    with probed(checked, limits) as (info, _, _, _):
+        return info
+
+
+class Packet(NamedTuple):
+    """A demuxed packet with data, as an index needs it (read without decoding)."""
+
+    pts: int | None
+    dts: int | None
+    key: bool
+    corrupt: bool  # the demuxer marks it damaged (or cut off, at the end of a cut file)
+    broken: bool  # its NAL lengths do not fill it (H.264/HEVC as in MP4): FFmpeg drops it
+
+    @classmethod
+    def of(cls, packet: av.Packet, nal: int) -> Packet:
+        """``nal``: :func:`nal_length_size` of the stream (0: not checked)."""
+        broken = bool(nal) and not nal_lengths_fit(memoryview(packet), nal)
+        return cls(packet.pts, packet.dts, packet.is_keyframe, packet.is_corrupt, broken)
+
+
+@dataclass
+class Scan:
+    """What the probe's scan demuxed: every packet with data until ``VFR_SCAN_PACKETS`` of them had
+    timestamps (in file order), and how it ended. A reader that indexes the file carries on from
+    there on the same container, not from the start."""
+
+    packets: list[Packet] = field(default_factory=list)
+    complete: bool = True  # the demuxer reached the end: these are all the packets
+    stopped: bool = False  # a read error ended it (a damaged file): what follows is not read
+    moved: bool = False  # the probe read elsewhere after it (a TS's last frame): not where it was
+
+
+@contextmanager
+def probed(
+    checked: Path | BinaryIO, limits: IOSettings, *, threads: bool = False
+) -> Iterator[
+    tuple[VideoInfo, Scan, av.container.InputContainer, av.video.stream.VideoStream]
+]:
+    """:func:`probe` (in this process) that keeps the container open: yields what the probe found,
+    the packets its scan demuxed, the container and its video stream, so a reader indexes the
+    file on the same open, from where the scan stopped. ``threads``: decode with FFmpeg's frame
+    and slice threads (set before the first decode, for a reader to go on decoding with)."""
     with open_container(checked, limits) as (container, logs):
         stream = video_stream(container, checked, logs)
-        return _info(container, stream, checked, limits, deadline)
+        if threads:
+            stream.codec_context.thread_type = "AUTO"
+        deadline = Deadline(checked, limits.decode_timeout_s)
+        info, scan = _info(container, stream, checked, limits, deadline)
+        yield info, scan, container, stream
 
 
 class Deadline:
@@ -188,7 +241,7 @@ def _info(
     checked: Path | BinaryIO,
     limits: IOSettings,
     deadline: Deadline,
-) -> VideoInfo:
+) -> tuple[VideoInfo, Scan]:
     name = describe(checked)
     check_frame_size(name, stream.width, stream.height, limits)
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
@@ -210,11 +263,15 @@ def _info(
         raise VideoTooLarge(
             name, f"has {frame_count} frames, over the limit of {limits.max_frames} (io.max_frames)"
         )
-    first, stamps, complete, corrupt = _scan(container, stream, name, deadline)
+    first, scan = _scan(container, stream, name, deadline)
+    complete = scan.complete
+    stamps = np.sort(np.asarray([p.pts for p in scan.packets if p.pts is not None], np.float64))
+    corrupt = sum(p.corrupt for p in scan.packets)
     size = checked.stat().st_size if isinstance(checked, Path) else _fileobj_size(checked)
     if complete and stamps.size:  # the scan saw every packet: the count is exact
         frame_count = int(stamps.size)
     present, expected, cut_at = _cut(container, stream, size, stamps, complete, fps, deadline)
+    scan.moved = container.format.name == "mpegts"  # _cut may have read the end of a TS
     fragments = _lost_fragments(checked, deadline) if "mp4" in container.format.name else 0
     gaps = np.diff(stamps) * float(stream.time_base or Fraction(1))
     gaps = gaps[gaps > 0]
@@ -265,7 +322,7 @@ def _info(
         expected_frames=expected if cut_at is not None or fragments else frame_count,
         cut_at=cut_at,
         lost_fragments=fragments,
-    )
+    ), scan
 
 
 def _cut(
@@ -370,25 +427,25 @@ def _scan(
     stream: av.video.stream.VideoStream,
     name: str,
     deadline: Deadline,
-) -> tuple[av.VideoFrame, np.ndarray, bool, int]:
+) -> tuple[av.VideoFrame, Scan]:
     """Decode the first frame (it carries the rotation and proves the codec decodes) and demux up
-    to ``VFR_SCAN_PACKETS`` packets for their timestamps (sorted), whether that was all, and how
-    many of them the demuxer marked corrupt."""
+    to ``VFR_SCAN_PACKETS`` timestamped packets (their timestamps tell the rate, their corrupt
+    flags damage the demuxer saw)."""
     first: av.VideoFrame | None = None
-    stamps: list[int] = []
-    complete = True
-    corrupt = 0
+    scan = Scan()
+    stamped = 0  # packets with data and a timestamp
+    nal = nal_length_size(stream.codec_context.name, stream.codec_context.extradata)
     try:
         for packet in demux(container, stream):
             deadline.check()
             if first is None:
                 frames = stream.decode(packet)
                 first = frames[0] if frames else None
-            if packet.size and packet.pts is not None:
-                stamps.append(packet.pts)
-            corrupt += bool(packet.size and packet.is_corrupt)
-            if first is not None and len(stamps) >= VFR_SCAN_PACKETS:
-                complete = False
+            if packet.size:
+                scan.packets.append(Packet.of(packet, nal))
+                stamped += packet.pts is not None
+            if first is not None and stamped >= VFR_SCAN_PACKETS:
+                scan.complete = False
                 break
         if first is None:
             frames = stream.decode(None)
@@ -396,7 +453,7 @@ def _scan(
     except av.error.ExitError as exc:
         raise read_timeout(name, deadline.seconds) from exc
     except av.error.FFmpegError as exc:
-        complete = False
+        scan.complete, scan.stopped = False, True
         if first is None:
             raise CorruptVideo(
                 name, f"the first frame does not decode: {ffmpeg_reason(exc)}"
@@ -405,7 +462,7 @@ def _scan(
         raise CorruptVideo(
             name, "no frame decodes: the stream is empty or cut before its first frame"
         )
-    return first, np.sort(np.asarray(stamps, dtype=np.float64)), complete, corrupt
+    return first, scan
 
 
 def ffmpeg_reason(exc: Exception) -> str:
