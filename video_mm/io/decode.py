@@ -5,10 +5,11 @@ after a seek in AVIs without timestamps, returns mis-shaped arrays at some frame
 1x1, rotated and resized), and cannot open variable-frame-rate Matroska. So Decord is used only
 when its own index checks out (finite, ordered timestamps; no rotation; frames of the expected
 shape, checked on the first batch, not by decoding a frame on opening); everything else, and every
-file object, goes through PyAV, which decodes forward from the nearest keyframe. PyAV reads a file
-on one open: the probe's, indexed from where the probe's scan stopped, then decoded on. Both
-resize on decode (short side = ``size``) and return RGB uint8 ``[T, H, W, 3]`` in display
-orientation.
+file object, goes through PyAV, which decodes forward from the nearest keyframe, not decoding the
+frames nothing refers to unless they are wanted. PyAV reads a file on one open: the probe's,
+indexed from where the probe's scan stopped, then decoded on; so ``auto`` also gives PyAV the
+files it reads for less (:func:`_pyav_is_cheaper`: short files, B-frames). Both resize on decode
+(short side = ``size``) and return RGB uint8 ``[T, H, W, 3]`` in display orientation.
 
 Damaged files are read for what is there, as a player does. A file the probe finds cut goes to
 PyAV, which indexes the frames that exist. When Decord fails on or mis-reads a file (on opening
@@ -183,15 +184,32 @@ def open_video(
     # the probe read, and PyAV decodes on the same container.
     with ExitStack() as stack:
         info, scan, container, stream = stack.enter_context(probed(checked, limits, threads=True))
-        reader = _decord_reader(checked, info, size, limits, backend)
-        if reader is not None:
-            return reader
+        if not (backend == "auto" and _pyav_is_cheaper(scan)):
+            reader = _decord_reader(checked, info, size, limits, backend)
+            if reader is not None:
+                return reader
         index = None  # a TS whose end the probe read: indexed on an open of its own
         if scan.complete or scan.stopped or not scan.moved:
             packets = _packets(container, stream, scan, describe(checked), limits)
             index = (packets, float(stream.time_base), stream.frames)
         opened = (stack.pop_all(), container, stream)
     return PyAVReader(checked, info, size, limits, index=index, opened=opened)
+
+
+def _pyav_is_cheaper(scan: Scan) -> bool:
+    """Whether PyAV reads the file for less than Decord, from what the probe's scan saw.
+
+    A file the scan demuxed whole (up to ``VFR_SCAN_PACKETS`` frames: a GIF, a short clip) is
+    indexed already and decoded on the probe's open; Decord would open and index it again. A file
+    with reordered frames (B-frames) and timestamps on every packet: PyAV does not decode the
+    frames nothing refers to, unless wanted; Decord decodes every frame up to each one wanted.
+    """
+    if scan.complete:
+        return True
+    stamps = [p.pts for p in scan.packets]
+    if not stamps or None in stamps:
+        return False
+    return bool((np.diff(np.asarray(stamps, dtype=np.int64)) < 0).any())
 
 
 def _decord_reader(
@@ -452,6 +470,9 @@ class PyAVReader(Reader):
 
     A packet that does not decode is skipped and its frame counted lost; a wanted frame that never
     comes out is stood in for by the frame decoded just before it (or, at the start, just after).
+    Decoding forward, frames that no other frame refers to (most B-frames) and that are not wanted
+    are not decoded at all (FFmpeg's ``skip_frame``), set packet by packet; a frame skipped so that
+    a later call wants is decoded again from its keyframe.
     """
 
     backend = "pyav"
@@ -479,6 +500,8 @@ class PyAVReader(Reader):
         self._pos = -1  # index of the last frame decoded
         self._held: av.VideoFrame | None = None  # that frame, to stand in for a lost one
         self._fresh = self._check_start = False  # see _open and _seek
+        self._wanted: set[int] = set()  # timestamps of the frames the current call decodes
+        self._skipped: set[int] = set()  # timestamps fed to the decoder as skippable, this run
         if opened is not None:  # at the end of the file, where indexing left it
             self._stack, self._container, self._stream = opened
         try:
@@ -528,6 +551,8 @@ class PyAVReader(Reader):
         self._keys = np.flatnonzero(keys[order]).astype(np.int64)
         self._broken = set(np.flatnonzero(broken[order]).tolist())
         self._seekable = not missing and len(self._keys) > 0
+        # Skipping frames leaves gaps that only timestamps tell from losses.
+        self._skippable = self._seekable and all(p.pts is not None for p in packets)
         if not len(self._keys) or self._keys[0] != 0:
             self._keys = np.union1d([0], self._keys)
         if promised > len(stamps) and self._cut_at is None:  # cut, and the probe did not see it
@@ -543,6 +568,7 @@ class PyAVReader(Reader):
 
     def _decode(self, unique: np.ndarray, deadline: Deadline) -> np.ndarray:
         out = np.empty((len(unique), self.out_height, self.out_width, 3), np.uint8)
+        self._wanted = set(self._pts[unique].tolist())
         try:
             for i, target in enumerate(unique.tolist()):
                 out[i] = self._frame(target, deadline)
@@ -561,7 +587,12 @@ class PyAVReader(Reader):
 
     def _frame(self, target: int, deadline: Deadline) -> np.ndarray:
         key = int(self._keys[np.searchsorted(self._keys, target, side="right") - 1])
-        if target <= self._pos or (self._seekable and key > self._pos + 1) or self._frames is None:
+        if (
+            target <= self._pos
+            or (self._seekable and key > self._pos + 1)
+            or self._frames is None
+            or int(self._pts[target]) in self._skipped  # fed as skippable for an earlier call
+        ):
             self._seek(key if self._seekable else 0)
         return self._decode_forward(target, deadline)
 
@@ -571,7 +602,7 @@ class PyAVReader(Reader):
         for frame in self._frames:
             deadline.check()
             index = self._index_of(frame)
-            if self._check_start and index != 0:  # a seek to the start landed elsewhere
+            if self._check_start and self._unskipped(0, index):  # a seek to the start landed late
                 self._restart()
                 return self._decode_forward(target, deadline)
             self._check_start = False
@@ -579,7 +610,7 @@ class PyAVReader(Reader):
                 self._restart()  # a seek overshot (an inexact index, or a lost keyframe): from 0
                 return self._decode_forward(target, deadline)
             if index > self._pos + 1 and (self._held is not None or self._pos < 0):
-                self._lost.update(range(self._pos + 1, index))  # they never came out
+                self._lost.update(self._unskipped(self._pos + 1, index))  # they never came out
             if frame.is_corrupt:
                 self._concealed.add(index)
             if index > target:  # the wanted frame did not decode: a neighbour stands in
@@ -629,15 +660,29 @@ class PyAVReader(Reader):
         self._open()
         self._frames = self._decoded()
 
+    def _unskipped(self, start: int, end: int) -> list[int]:
+        """Frames in ``[start, end)`` that were not fed to the decoder as skippable."""
+        return [i for i in range(start, end) if int(self._pts[i]) not in self._skipped]
+
     def _decoded(self) -> Iterator[av.VideoFrame]:
         """Frames from the current position, as a player shows them: a packet that does not decode
-        is skipped, and a read error ends the stream (what decoded before it is kept)."""
+        is skipped, and a read error ends the stream (what decoded before it is kept). A packet of
+        a frame not wanted is decoded only if other frames refer to it."""
         stream = self._stream
+        context = stream.codec_context
         flushed = False
         self._fresh = False
+        skipping: bool | None = None  # as the codec context was left: set on the first packet
         try:
             for packet in demux(self._container, stream):
                 flushed = not packet.size
+                if self._skippable and packet.size:
+                    skip = packet.pts not in self._wanted
+                    if skip != skipping:
+                        context.skip_frame = "NONREF" if skip else "DEFAULT"
+                        skipping = skip
+                    if skip:
+                        self._skipped.add(packet.pts)
                 try:
                     frames = stream.decode(packet)
                 except av.error.ExitError:
@@ -672,6 +717,7 @@ class PyAVReader(Reader):
         if getattr(self, "_frames", None) is not None:
             self._frames.close()
         self._frames, self._held = None, None
+        self._skipped = set()  # a new run of the decoder follows
 
     def close(self) -> None:
         self._drop_frames()
