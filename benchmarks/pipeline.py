@@ -93,7 +93,7 @@ def make_models(folder: Path) -> dict:
 
 
 def bench_settings(data_dir: Path, models: dict, broker: str = "", prefix: str = "",
-                   isolate: bool = False, precision: str = "float32"):
+                   isolate: bool = False, precision: str = "float32", decode_ahead: int = 1):
     from video_mm.settings import Settings
 
     return Settings(
@@ -102,7 +102,7 @@ def bench_settings(data_dir: Path, models: dict, broker: str = "", prefix: str =
         sampling={"sampler": "fps", "fps": 1.0, "size": 224},
         segment={"method": "fixed", "window_s": 10.0, "stride_s": 10.0},
         features={"backbone": "resnet18", "weights": "none", "batch_size": 32,
-                  "precision": precision},
+                  "precision": precision, "decode_ahead": decode_ahead},
         models=models,
         broker={"url": broker, "queue_prefix": prefix},
     )
@@ -115,18 +115,21 @@ def duration_of(paths: list[Path]) -> float:
 
 
 def run_in_process(paths: list[Path], warm: Path, models: dict, folder: Path,
-                   isolate: bool = False, precision: str = "float32") -> dict:
+                   isolate: bool = False, precision: str = "float32",
+                   decode_ahead: int = 1) -> dict:
     from video_mm.pipeline.dispatch import index_paths
     from video_mm.pipeline.runner import STAGE_SECONDS
 
-    settings = bench_settings(folder, models, isolate=isolate, precision=precision)
+    settings = bench_settings(folder, models, isolate=isolate, precision=precision,
+                              decode_ahead=decode_ahead)
     index_paths([warm], settings, queue=False, progress=False)  # open the catalog, warm caches
     STAGE_SECONDS.clear()
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu, main = time.perf_counter(), time.process_time(), time.thread_time()
     rows = index_paths(paths, settings, queue=False, progress=False)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     assert all(r["state"] == "done" for r in rows), rows
-    return {"wall": wall, "cpu": cpu, "stages": dict(STAGE_SECONDS)}
+    return {"wall": wall, "cpu": cpu, "main_cpu": time.thread_time() - main,
+            "stages": dict(STAGE_SECONDS)}
 
 
 def settings_env(settings) -> dict[str, str]:
@@ -212,7 +215,8 @@ def run_celery(paths: list[Path], warm: Path, models: dict, folder: Path, broker
 
 RUNS = ("in-process", "in-process, decode isolated", "celery, 1 worker process",
         "celery, 2 worker processes", "in-process, int8 features",
-        "celery, 2 worker processes, int8 features")
+        "celery, 2 worker processes, int8 features", "in-process, no decode ahead",
+        "in-process, int8 features, no decode ahead")
 
 
 def run(name: str, args: argparse.Namespace, root: Path, models: dict, folder: Path) -> dict:
@@ -229,6 +233,7 @@ def run(name: str, args: argparse.Namespace, root: Path, models: dict, folder: P
         [sys.executable, __file__, "--workdir", str(root), "--n-synth", str(args.n_synth),
          "--seconds", str(args.seconds), "--in-process-run", str(folder),
          "--models", json.dumps(models), "--precision", precision,
+         "--decode-ahead", "0" if "no decode ahead" in name else "1",
          *(["--isolated"] if "isolated" in name else [])],
         check=True, capture_output=True, text=True, start_new_session=True,
     )
@@ -293,6 +298,7 @@ def main() -> None:
     parser.add_argument("--models", type=json.loads, help=argparse.SUPPRESS)
     parser.add_argument("--isolated", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
+    parser.add_argument("--decode-ahead", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--kinds", nargs="+", type=int, default=list(range(len(RUNS))),
                         help="which runs, by number: " + "; ".join(
                             f"{i} {name}" for i, name in enumerate(RUNS)) + " (0 always runs)")
@@ -300,7 +306,7 @@ def main() -> None:
     if args.in_process_run:
         paths, warm = archive(args.workdir, args)
         print(json.dumps(run_in_process(paths, warm, args.models, args.in_process_run,
-                                        args.isolated, args.precision)))
+                                        args.isolated, args.precision, args.decode_ahead)))
         return
 
     import torch

@@ -66,6 +66,9 @@ class FeatureSettings(BaseModel):
     device: str = "auto"
     batch_size: int = Field(32, ge=1)  # frames per forward pass, packed across clips
     queue_size: int = Field(4, ge=1)  # clips decoded ahead of inference
+    # in-process runs of several videos: this many videos are prepared and decode in a background
+    # thread while the current one is analysed (pipeline/prefetch.py); 0: each in its own turn
+    decode_ahead: int = Field(1, ge=0)
     grid: bool = False  # also keep the last spatial grid [T, C, h, w]
     compile: bool = False
     amp: bool = True  # CUDA only; CPU follows `precision`

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tests.pipeline.conftest import CUT_WARNING
-from video_mm.errors import StorageError
+from video_mm.errors import CorruptVideo, StorageError
 from video_mm.pipeline import run_job, submit_video
 from video_mm.pipeline import runner as runner_mod
 from video_mm.pipeline.runner import JobProgress, context
@@ -192,3 +192,73 @@ def test_damaged_video_is_done_with_its_warning(
     error = cat.get_job(sub.job_id).error
     assert error.startswith("corrupt_video: stub.mp4: decoded "), error
     assert "io.min_decoded_share" in error and "@" not in error
+
+
+def _ahead(settings: Settings, n: int) -> Settings:
+    return settings.model_copy(
+        update={"features": settings.features.model_copy(update={"decode_ahead": n})})
+
+
+def _captions(settings: Settings, video_id: str) -> list[tuple[int, str, str]]:
+    cat = context(settings).catalog
+    index = {c.id: c.index for c in cat.get_clips(video_id)}
+    return sorted((index[c.clip_id], c.model, c.text) for c in cat.get_captions(video_id=video_id))
+
+
+def test_decoding_ahead_runs_jobs_in_order_with_the_same_results(
+    pipeline_settings, three_clips: list[Path], cut_mp4: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """features.decode_ahead = 1: each next video is prepared and decodes in the prefetch thread
+    while one is analysed. Jobs end in order, as without it, with the same captions; a file that
+    fails in the probe, one whose decoding fails (in the prefetch thread: the same typed reason as
+    when decoded in the step) and a damaged one (done, with its warning) change nothing for the
+    others."""
+    import video_mm.io.sampling as sampling
+
+    (text := tmp_path / "notes.mp4").write_text("this is not a video\n" * 50)
+    # a copy of a clip (other bytes: another video) whose frames fail to decode
+    (broken := tmp_path / "broken.avi").write_bytes(three_clips[1].read_bytes() + bytes(64))
+    real = sampling.sample_frames
+
+    def sample_frames(reader, **kwargs):  # type: ignore[no-untyped-def]
+        if reader.info.size_bytes == broken.stat().st_size:
+            raise CorruptVideo(reader.info.path, "decoding failed: invalid data in a packet")
+        return real(reader, **kwargs)
+
+    monkeypatch.setattr(sampling, "sample_frames", sample_frames)
+    videos = [three_clips[0], text, three_clips[1], broken, cut_mp4, three_clips[2]]
+    results = {}
+    for ahead in (0, 1):
+        settings = _ahead(pipeline_settings(tmp_path / f"ahead{ahead}"), ahead)
+        subs = [submit_video(v, settings=settings) for v in videos]
+        ran = list(runner_mod.run_jobs([s.job_id for s in subs], settings))
+        assert ran == list(zip([s.job_id for s in subs],
+                               ["done", "failed", "done", "failed", "done", "done"], strict=True))
+        cat = context(settings).catalog
+        jobs = [cat.get_job(s.job_id) for s in subs]
+        assert jobs[1].stage == "probe" and jobs[1].error.startswith(
+            ("not_a_video:", "corrupt_video:"))
+        assert jobs[3].stage == "features"
+        assert jobs[3].error == (
+            "corrupt_video: broken.avi: decoding failed: invalid data in a packet")
+        assert cat.get_video(subs[4].video_id).info["warning"] == CUT_WARNING
+        results[ahead] = [(j.state, j.error, _captions(settings, s.video_id))
+                          for s, j in zip(subs, jobs, strict=True)]
+    assert results[1] == results[0]
+
+
+def test_index_paths_with_decoding_ahead_reports_every_file_in_order(
+    pipeline_settings, three_clips: list[Path], tmp_path: Path
+) -> None:
+    from video_mm.pipeline.dispatch import index_paths
+
+    (text := tmp_path / "notes.mp4").write_text("this is not a video\n" * 50)
+    settings = _ahead(pipeline_settings(tmp_path / "vmm"), 2)
+    files = [three_clips[0], text, three_clips[1], three_clips[0]]
+    rows = index_paths(files, settings, queue=False, progress=False)
+    assert [(r["path"], r["state"]) for r in rows] == [
+        (str(files[0]), "done"), (str(text), "failed"), (str(files[2]), "done"),
+        (str(files[0]), "done"),  # submitted again: the finished job, not run again
+    ]
+    assert rows[3]["job_id"] == rows[0]["job_id"]

@@ -11,6 +11,7 @@ through the ``video_mm.senders`` entry point, so the library never imports a sur
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -141,24 +142,44 @@ def index_paths(
     do for lack of a model; ``warning``: what of a damaged file was lost), with a progress bar."""
     from tqdm.auto import tqdm
 
-    from video_mm.pipeline.runner import context
+    from video_mm.pipeline.runner import context, run_jobs
     from video_mm.pipeline.submit import submit_video
 
     files = expand_paths(paths)
     queue = uses_workers(settings) if queue is None else queue
     catalog = context(settings).catalog
+    bar = tqdm(total=len(files), desc="queue" if queue else "index", unit="video",
+               disable=not progress)
+    submitted: list[tuple[Path, Any, str]] = []  # file, submission, state when queued
+
+    def to_run() -> Iterator[str]:
+        """Submit each file; the jobs to run in this process (the rest are queued here)."""
+        for f in files:
+            bar.set_postfix_str(f.name[-40:])
+            sub = submit_video(f, settings=settings)
+            state = catalog.get_job(sub.job_id).state
+            # A new job runs; an old one only if it never finished here, or if its message never
+            # reached the broker (queued jobs already sent to workers are theirs). Done and
+            # failed jobs are results: submitting again changes nothing.
+            unsent = queue and state == "queued" and not catalog.is_sent(sub.job_id)
+            runs = sub.created or unsent or (not queue and state in ("queued", "running"))
+            submitted.append((f, sub, state))
+            if runs and queue:
+                submitted[-1] = (f, sub, enqueue(sub.job_id, settings, queue=True))
+            elif runs:
+                yield sub.job_id
+                continue
+            bar.update()
+
+    if queue:
+        for _ in to_run():
+            pass
+    else:  # in order, the next video prepared and decoding while one is analysed
+        for _ in run_jobs(to_run(), settings):
+            bar.update()
+    bar.close()
     rows = []
-    bar = tqdm(files, desc="queue" if queue else "index", unit="video", disable=not progress)
-    for f in bar:
-        bar.set_postfix_str(f.name[-40:])
-        sub = submit_video(f, settings=settings)
-        state = catalog.get_job(sub.job_id).state
-        # A new job runs; an old one only if it never finished here, or if its message never
-        # reached the broker (queued jobs already sent to workers are theirs). Done and failed
-        # jobs are results: submitting again changes nothing.
-        unsent = queue and state == "queued" and not catalog.is_sent(sub.job_id)
-        if sub.created or unsent or (not queue and state in ("queued", "running")):
-            state = enqueue(sub.job_id, settings, queue=queue)
+    for f, sub, state in submitted:
         job = catalog.get_job(sub.job_id)
         warning = (catalog.get_video(sub.video_id).info or {}).get("warning", "")
         rows.append(dict(path=str(f), video_id=sub.video_id, job_id=sub.job_id,

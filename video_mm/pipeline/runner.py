@@ -20,11 +20,11 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections import Counter
-from collections.abc import Callable
-from contextlib import contextmanager
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +32,7 @@ from sqlalchemy.exc import OperationalError
 
 from video_mm.errors import VideoError, VideoMMError
 from video_mm.pipeline import stages
+from video_mm.pipeline.prefetch import Prefetched, Prefetcher
 from video_mm.records import Clip, clip_id
 from video_mm.settings import Settings
 
@@ -185,17 +186,24 @@ def decoding(settings: Settings) -> Any:
     return Decoding.from_settings(settings.models)
 
 
-def analyse(ctx: Context, job_id: str) -> str | None:
+def analyse(ctx: Context, job_id: str, ahead: DecodingAhead | None = None) -> str | None:
     """features (and thumbnails, from the same decode) -> caption -> embed -> write; returns the
-    key of the clip-vectors blob (or None when no retrieval model is configured)."""
+    key of the clip-vectors blob (or None when no retrieval model is configured). ``ahead``: the
+    video's frames already decoding in a prefetch thread (:func:`run_jobs`); read once, so a
+    retry decodes for itself."""
     cat = ctx.catalog
     job = cat.get_job(job_id)
     report = ctx.progress(job_id)
     report.start("features")
     models = stages.load_models(ctx.settings)
     clips = _clips(ctx, job.video_id)
-    with ctx.video_file(job.video_id) as path:
-        decoded = stages.features_stage(path, clips, models.feature_specs(), ctx.settings, report)
+    specs = models.feature_specs()
+    if ahead is not None and ahead.frames.claim():
+        decoded = stages.features_stage(ahead.path, clips, specs, ctx.settings, report,
+                                        decoded=ahead.frames)
+    else:
+        with ctx.video_file(job.video_id) as path:
+            decoded = stages.features_stage(path, clips, specs, ctx.settings, report)
     if decoded.warning:  # a damaged file: what decoding found lost is kept on the video
         cat.set_video_warning(job.video_id, decoded.warning)
     thumbs = {i: ctx.blobs.put(data) for i, data in decoded.thumbnails.items()}
@@ -333,6 +341,109 @@ def guarded(
                 continue
             fail(ctx, job_id, exc)
             raise
+
+
+@dataclass
+class DecodingAhead:
+    """A prepared job's video, held open, and its frames decoding in the prefetch thread."""
+
+    path: Path
+    frames: Prefetched
+
+
+@dataclass
+class _Started:
+    """A job whose first step ran (or failed) in :func:`run_jobs`, waiting for the rest."""
+
+    job_id: str
+    held: ExitStack  # its heartbeat, its video file, its prefetch request
+    handed: tuple[Any, ...] = ()
+    ahead: DecodingAhead | None = None
+    failed: bool = False
+
+
+def _decode_ahead(
+    ctx: Context, job_id: str, prefetcher: Prefetcher, held: ExitStack
+) -> DecodingAhead | None:
+    """Start decoding the prepared job's frames in the prefetch thread (None when no model reads
+    frames: its features stage only cuts thumbnails)."""
+    job = ctx.catalog.get_job(job_id)
+    specs = stages.load_models(ctx.settings).feature_specs()
+    if not specs:
+        return None
+    clips = _clips(ctx, job.video_id)
+    path = held.enter_context(ctx.video_file(job.video_id))
+    frames = prefetcher.request(
+        partial(stages.decode_frames, path, clips, specs, ctx.settings),
+        ctx.settings.features.queue_size,
+    )
+    held.callback(frames.close)
+    return DecodingAhead(path, frames)
+
+
+def _start(ctx: Context, job_id: str, prefetcher: Prefetcher) -> _Started:
+    from video_mm.pipeline.lifecycle import heartbeat
+
+    ctx.catalog.update_job(job_id, add_attempt=True)
+    held = ExitStack()
+    held.enter_context(heartbeat(ctx.catalog, job_id, ctx.settings.reaper.heartbeat_s))
+    started = _Started(job_id, held)
+    try:
+        first = STEPS[0]
+        started.handed = first.handed(guarded(ctx, job_id, first.run))
+        started.ahead = guarded(ctx, job_id, _decode_ahead, prefetcher, held)
+    except Exception:  # the reason is in the job
+        log.debug("job %s failed", job_id, exc_info=True)
+        held.close()
+        started.failed = True
+    return started
+
+
+def _finish(ctx: Context, started: _Started) -> tuple[str, str]:
+    job_id = started.job_id
+    if started.failed:
+        return job_id, "failed"
+    try:
+        with started.held:
+            handed = started.handed
+            for s in STEPS[1:]:
+                extra = {"ahead": started.ahead} if s.run is analyse else {}
+                handed = s.handed(guarded(ctx, job_id, partial(s.run, **extra), *handed))
+    except Exception:
+        log.debug("job %s failed", job_id, exc_info=True)
+        return job_id, "failed"
+    return job_id, "done"
+
+
+def run_jobs(job_ids: Iterable[str], settings: Settings) -> Iterator[tuple[str, str]]:
+    """Run jobs one after another in this process, each as :func:`run_job` does; yields
+    ``(job id, final state)`` in order. With ``features.decode_ahead = n > 0``, the next ``n``
+    jobs are prepared (probe, segment) and their frames decode in a background thread
+    (:class:`~video_mm.pipeline.prefetch.Prefetcher`) while the current one is analysed and
+    published, so decoding runs beside inference, captioning and catalog writes."""
+    n = settings.features.decode_ahead
+    if n == 0:
+        for job_id in job_ids:
+            yield job_id, run_job(job_id, settings)
+        return
+    ctx = context(settings)
+    pending: deque[_Started] = deque()
+    with Prefetcher() as prefetcher:
+        try:
+            try:
+                for job_id in job_ids:
+                    pending.append(_start(ctx, job_id, prefetcher))
+                    while len(pending) > n:
+                        yield _finish(ctx, pending.popleft())
+            except Exception:  # the job ids' source failed: the jobs started still finish
+                while pending:
+                    yield _finish(ctx, pending.popleft())
+                raise
+            while pending:
+                yield _finish(ctx, pending.popleft())
+        finally:
+            for started in pending:  # interrupted: release what the waiting jobs hold
+                started.held.close()
 
 
 def run_job(job_id: str, settings: Settings) -> str:

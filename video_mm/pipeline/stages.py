@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -255,21 +255,37 @@ def _thumbnail(frame: np.ndarray, width: int) -> bytes:
     return jpeg_bytes(frame, min(width, frame.shape[1]))
 
 
-def _clip_batches(
-    reader: Any, clips: Sequence[Clip], s: SamplingSettings, thumbs: dict[int, bytes] | None,
-    width: int,
-) -> Iterator[FrameBatch]:
-    """Each clip's sampled frames; with ``thumbs``, also the clip's thumbnail from the sampled
-    frame nearest its middle (this runs in the extractor's decoding thread)."""
+# What :func:`decode_frames` yields, in order: for each spec, ``("frames", FrameBatch)`` a clip
+# (with ``("thumbnail", clip index, JPEG)`` after it when the spec is the one thumbnails are cut
+# from), then ``("read", warning)`` once its reader is closed.
+DecodedItem = tuple[str, Any] | tuple[str, int, bytes]
+
+
+def decode_frames(
+    video: Path, clips: Sequence[Clip], specs: Sequence[FeatureSpec], settings: Settings,
+    *, thumbnail_width: int = 320,
+) -> Iterator[DecodedItem]:
+    """The decoding half of :func:`features_stage`: each spec's reader opened in turn, each clip's
+    sampled frames, and each clip's thumbnail from the spec decoded at the largest size (the
+    sampled frame nearest the clip's middle). Lazy: whoever iterates it does the decoding (the
+    extractor's producer thread, or a :class:`~video_mm.pipeline.prefetch.Prefetcher` thread
+    ahead of time). Typed errors (:class:`~video_mm.errors.VideoError`) propagate."""
+    from video_mm.io.decode import open_video
     from video_mm.io.sampling import sample_frames
 
-    for c in clips:
-        batch = sample_frames(reader, sampler=s.sampler, n=s.n_frames, fps=s.fps,
-                              start=c.start, end=c.end)
-        if thumbs is not None:
-            middle = int(np.argmin(np.abs(batch.times - (c.start + c.end) / 2)))
-            thumbs[c.index] = _thumbnail(batch.frames[middle], width)
-        yield batch
+    largest = max(specs, key=lambda sp: sp.sampling.size or float("inf"))
+    for spec in specs:
+        s = spec.sampling
+        with open_video(video, size=s.size, limits=settings.io) as reader:
+            for c in clips:
+                batch = sample_frames(reader, sampler=s.sampler, n=s.n_frames, fps=s.fps,
+                                      start=c.start, end=c.end)
+                yield "frames", batch
+                if spec is largest:
+                    middle = int(np.argmin(np.abs(batch.times - (c.start + c.end) / 2)))
+                    yield "thumbnail", c.index, _thumbnail(batch.frames[middle], thumbnail_width)
+            warning = reader.warning
+        yield "read", warning
 
 
 def features_stage(
@@ -280,14 +296,17 @@ def features_stage(
     progress: Progress = _no_progress,
     *,
     thumbnail_width: int = 320,
+    decoded: Iterable[DecodedItem] | None = None,
 ) -> Decoded:
     """Per-frame CNN features of every clip for each spec, and one thumbnail a clip, from one
     decoding pass per spec.
 
-    Frames are sampled per clip from one open reader per spec; the extractor decodes the next clip
-    in a producer thread while it runs inference on the current one. Thumbnails are cut from the
-    frames of the spec decoded at the largest size, in that producer thread, so they cost a JPEG
-    encode, not a second decode of the video (seeking to each clip's middle at full size).
+    Frames are sampled per clip from one open reader per spec (:func:`decode_frames`); the
+    extractor decodes the next clip in a producer thread while it runs inference on the current
+    one. ``decoded``: that decoding already under way elsewhere (a prefetch thread, started while
+    the previous video was captioned); it must be :func:`decode_frames` of the same arguments.
+    Thumbnails are cut from the frames of the spec decoded at the largest size, where they are
+    decoded, so they cost a JPEG encode, not a second decode of the video.
     """
     from video_mm.io.decode import open_video
     from video_mm.io.thumbnail import frame_at
@@ -301,22 +320,35 @@ def features_stage(
         for clip, frame in zip(clips, frames, strict=True):
             thumbs[clip.index] = _thumbnail(frame, thumbnail_width)
         return Decoded({}, thumbs, warning)
-    largest = max(specs, key=lambda sp: sp.sampling.size or float("inf"))
+    items = iter(decoded if decoded is not None else decode_frames(
+        video, clips, specs, settings, thumbnail_width=thumbnail_width))
+    warnings: list[str] = []
+
+    def batches() -> Iterator[FrameBatch]:
+        """One spec's clips, from the shared stream (iterated in the extractor's thread)."""
+        for item in items:
+            if item[0] == "read":
+                warnings.append(item[1])
+                return
+            if item[0] == "thumbnail":
+                thumbs[item[1]] = item[2]
+            else:
+                yield item[1]
+
     out: dict[str, list[ClipFeatures]] = {}
     total = len(clips) * len(specs)
     done = 0
-    warnings = []
-    for spec in specs:
-        with open_video(video, size=spec.sampling.size, limits=settings.io) as reader:
-            batches = _clip_batches(reader, clips, spec.sampling,
-                                    thumbs if spec is largest else None, thumbnail_width)
+    try:
+        for spec in specs:
             feats = []
-            for f in _extractor(spec.features).extract(batches):
+            for f in _extractor(spec.features).extract(batches()):
                 feats.append(f)
                 done += 1
                 progress("features", done / total)
-            warnings.append(reader.warning)
-        out[spec.key] = feats
+            out[spec.key] = feats
+    finally:
+        if isinstance(items, Generator):  # decoding here: close the open reader now
+            items.close()
     return Decoded(out, thumbs, max(warnings, key=len, default=""))
 
 
