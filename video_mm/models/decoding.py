@@ -169,7 +169,7 @@ def _hypothesis(tokens: list[int], attn: Tensor | None, logprob: float, penalize
                       attention)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def greedy(
     model: CaptionModel, feats: Tensor, mask: Tensor, *, grid: Tensor | None = None,
     max_len: int = 20, min_len: int = 1, no_repeat_ngram: int = 0,
@@ -208,7 +208,7 @@ def greedy(
             for i in range(B)]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def beam_search(
     model: CaptionModel, feats: Tensor, mask: Tensor, *, grid: Tensor | None = None,
     beam_size: int = 3, max_len: int = 20, min_len: int = 1, length_penalty_alpha: float = 0.0,
