@@ -7,14 +7,18 @@ frames, two captioners (LRCN and temporal attention, beam 3), retrieval embeddin
 FAISS index. Models are randomly initialised at the demo's sizes: their cost does not depend on
 their weights.
 
-Six kinds of run (``--kinds`` picks some; the first is the baseline), each on a fresh data folder
+Eight kinds of run (``--kinds`` picks some; the first is the baseline), each on a fresh data folder
 and in processes of its own (in a new session, so each gets the same share of a contended CPU):
 in-process (the baseline), in-process with every probe and decode in a child process
 (``io.isolate_decode``, ``io.isolate_probe``: the cost of isolation), Celery on Redis with one
 worker process and with two (workers started and warmed up, models loaded and one job run, before
-the clock starts; the clock stops at the last job's final catalog write); and in-process and Celery
+the clock starts; the clock stops at the last job's final catalog write); in-process and Celery
 with two processes again with int8 features (``features.precision = "int8"``,
-benchmarks/features.py has its drift). The machine may be shared, so the kinds are interleaved:
+benchmarks/features.py has its drift); and in-process in float32 and in int8 without decoding
+ahead (``features.decode_ahead = 0``: each video decodes in its own features stage; the other
+in-process kinds decode the next video in a thread while one is analysed). In-process runs also
+report the CPU time of the main thread (the part that does not overlap the decoding thread).
+The machine may be shared, so the kinds are interleaved:
 ``--repeats`` rounds, every other round in reverse order, and every ratio is taken within a round
 (neighbouring runs) and reported as the median over rounds.
 Queue overhead = (Celery 1-process time - in-process time) / Celery time, of wall time and of CPU
@@ -250,14 +254,18 @@ def report(results: dict[str, list[dict]], video_s: float, loads: list[float]) -
     base = results[RUNS[0]]
     print(f"\nload average (1 min) at the start of each run: "
           f"{', '.join(f'{x:.1f}' for x in loads)}")
+    cores = os.cpu_count() or 1
     print("\n| run | wall s (median, min-max) | video s / wall s | vs in-process (median ratio) "
-          "| CPU s (median) |\n|---|---:|---:|---:|---:|")
+          "| CPU s (median) | video s / (CPU s / cores) | main-thread CPU s |"
+          "\n|---|---:|---:|---:|---:|---:|---:|")
     for name, rs in results.items():
         walls = [r["wall"] for r in rs]
         ratio = median([b["wall"] / r["wall"] for b, r in zip(base, rs, strict=True)])
         cpu = median([r["cpu"] for r in rs])
+        main = median([r["main_cpu"] for r in rs]) if "main_cpu" in rs[0] else None
         print(f"| {name} | {median(walls):.1f} ({min(walls):.1f}-{max(walls):.1f}) | "
-              f"{video_s / median(walls):.1f}x | {ratio:.2f} | {cpu:.1f} |")
+              f"{video_s / median(walls):.1f}x | {ratio:.2f} | {cpu:.1f} | "
+              f"{video_s / cpu * cores:.1f}x | {'-' if main is None else f'{main:.1f}'} |")
     if RUNS[1] in results:
         isolated = results[RUNS[1]]
         shares = [(c["wall"] - b["wall"]) / b["wall"] for b, c in zip(base, isolated, strict=True)]
@@ -270,7 +278,6 @@ def report(results: dict[str, list[dict]], video_s: float, loads: list[float]) -
         print(f"\nqueue overhead, {what} time (Celery 1 process vs in-process, share of the Celery "
               f"time): median {median(shares):+.1%} (rounds: "
               f"{', '.join(f'{x:+.1%}' for x in shares)})")
-    cores = os.cpu_count() or 1
     cpu = median([r["cpu"] for r in base])
     print(f"\nin-process CPU time: {cpu:.1f} s on {cores} cores: {video_s / cpu * cores:.1f}x real "
           f"time if the run had the cores to itself (video s / (CPU s / cores))")
