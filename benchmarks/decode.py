@@ -11,9 +11,12 @@ Each number is the best of ``--repeats`` runs, in one process, on this machine.
 
 ``--peers`` prints instead the table of issue 17: 16 uniform frames at the native size, the best of
 ``--repeats``, by the decoders a user would pick instead (Decord alone, PyAV seeking to each frame,
-torchcodec with exact and approximate seek when it is installed and loads) next to ours
-(``sample_frames(path, n=16)``: probe, guard, limits, rotation, damaged-input handling included),
-on the two clips above and on every clip in ``--real``; ``ours / best`` is the parity column.
+torchcodec with exact and approximate seek when it is installed and loads: it needs the system's
+FFmpeg shared libraries) next to ours (``sample_frames(path, n=16)``: probe, guard, limits,
+rotation, damaged-input handling included), on the two clips above and on every clip in
+``--real``. Every method reads the same frames (those ``sample_frames`` picks, first and last
+included), and its frames are checked against a plain PyAV decode of every frame: one that returns
+other frames is marked and not counted. ``ours / best`` (over the right ones) is the parity column.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import av
+import numpy as np
 
 from video_mm.io import open_video, sample_frames
 from video_mm.io.ffmpeg import ffmpeg_exe, run_ffmpeg
@@ -40,6 +44,11 @@ CLIPS = {
     ),
     "30s 360p h264, default GOP": ("clip_360p.mp4", "640x360", 30, 30, []),
 }
+
+
+# A frame further than this from the reference (mean absolute difference, 0-255) is another frame;
+# the same frame converted to RGB by another FFmpeg differs by about 1.
+WRONG_DIFF = 3.0
 
 
 def make_clip(path: Path, size: str, rate: int, seconds: int, gop: list[str]) -> None:
@@ -86,62 +95,80 @@ def ffmpeg_null(path: Path) -> int:
 
 
 def uniform(total: int, n: int = 16) -> list[int]:
-    return [min(total - 1, int((i + 0.5) * total / n)) for i in range(n)]
+    """The frames ``sample_frames(path, n=n)`` picks (first and last included): every method reads
+    the same frames."""
+    return np.linspace(0, total - 1, n).round().astype(int).tolist()
 
 
-def decord_alone(path: Path) -> int:
+def decord_alone(path: Path) -> np.ndarray:
     import decord
 
     vr = decord.VideoReader(str(path), num_threads=0)
-    return len(vr.get_batch(uniform(len(vr))).asnumpy())
+    return vr.get_batch(uniform(len(vr))).asnumpy()
 
 
-def pyav_seek(path: Path) -> int:
+def pyav_seek(path: Path) -> np.ndarray:
     """PyAV the way a user writes it: seek to the keyframe before each target, decode up to it."""
     with av.open(str(path)) as c:
         stream = c.streams.video[0]
         stream.codec_context.thread_type = "AUTO"
         total = stream.frames or sum(1 for _ in c.demux(stream) if _.pts is not None)
         rate = float(stream.average_rate)
-        got = 0
+        got = []
         for index in uniform(total):
             target = index / rate
             c.seek(int(target / stream.time_base), stream=stream, backward=True)
             for frame in c.decode(stream):
                 if frame.time is not None and frame.time >= target - 0.5 / rate:
-                    frame.to_ndarray(format="rgb24")
-                    got += 1
+                    got.append(frame.to_ndarray(format="rgb24"))
                     break
-        return got
+        return np.stack(got)
 
 
-def torchcodec_decoder(mode: str) -> Callable[[Path], int] | None:
+def torchcodec_decoder(mode: str) -> Callable[[Path], np.ndarray] | None:
     try:
         from torchcodec.decoders import VideoDecoder
     except Exception:  # not installed, or no FFmpeg shared libraries for it to load
         return None
 
-    def run(path: Path) -> int:
+    def run(path: Path) -> np.ndarray:
         d = VideoDecoder(str(path), seek_mode=mode)
-        return len(d.get_frames_at(uniform(d.metadata.num_frames)).data)
+        return d.get_frames_at(uniform(d.metadata.num_frames)).data.permute(0, 2, 3, 1).numpy()
 
     return run
 
 
-def ours_uniform(path: Path) -> int:
-    return len(sample_frames(path, n=16))
+def ours_uniform(path: Path) -> np.ndarray:
+    return sample_frames(path, n=16).frames
 
 
-def attempt(fn: Callable[[Path], int], path: Path, repeats: int) -> float:
-    """Best time of a peer, NaN where it cannot read the file (Decord and GIF, say)."""
+def reference(path: Path) -> np.ndarray:
+    """The 16 frames from a plain PyAV decode of every frame, in order."""
+    with av.open(str(path)) as c:
+        frames = list(c.decode(c.streams.video[0]))
+    return np.stack([frames[i].to_ndarray(format="rgb24") for i in uniform(len(frames))])
+
+
+def wrong(frames: np.ndarray, ref: np.ndarray) -> bool:
+    """Other frames than the reference's (mean pixel difference over WRONG_DIFF)."""
+    if frames.shape != ref.shape:
+        return True
+    return bool(np.abs(frames.astype(np.float32) - ref).mean(axis=(1, 2, 3)).max() > WRONG_DIFF)
+
+
+def attempt(fn: Callable[[Path], np.ndarray], path: Path, repeats: int, ref: np.ndarray) -> str:
+    """A peer's best time, marked when its frames are wrong; "fails" where it cannot read the
+    file."""
     try:
-        return best(lambda: fn(path), repeats)[0]
+        if wrong(fn(path), ref):
+            return f"{best(lambda: len(fn(path)), repeats)[0]:.3f}\u2020"
+        return f"{best(lambda: len(fn(path)), repeats)[0]:.3f}"
     except Exception:
-        return float("nan")
+        return "fails"
 
 
 def peers(paths: list[tuple[str, Path]], repeats: int) -> None:
-    methods: list[tuple[str, Callable[[Path], int] | None]] = [
+    methods: list[tuple[str, Callable[[Path], np.ndarray] | None]] = [
         ("decord2 alone", decord_alone),
         ("PyAV seek", pyav_seek),
         ("torchcodec exact", torchcodec_decoder("exact")),
@@ -152,13 +179,16 @@ def peers(paths: list[tuple[str, Path]], repeats: int) -> None:
     print("| clip | " + " | ".join(name for name, _ in live) + " | ours | ours / best |")
     print("|---|" + "---:|" * (len(live) + 2))
     for label, path in paths:
-        times = [attempt(fn, path, repeats) for _, fn in live]
-        mine = best(lambda p=path: ours_uniform(p), repeats)[0]
-        fastest = min((t for t in times if t == t), default=float("nan"))  # NaN: that peer failed
-        print(f"| {label} | " + " | ".join("fails" if t != t else f"{t:.3f}" for t in times)
-              + f" | {mine:.3f} | {mine / fastest:.2f}x |", flush=True)
+        ref = reference(path)
+        cells = [attempt(fn, path, repeats, ref) for _, fn in live]
+        mine = attempt(ours_uniform, path, repeats, ref)
+        right = [float(c) for c in cells if c[-1].isdigit()]  # timed, with the right frames
+        ratio = f"{float(mine) / min(right):.2f}x" if right and mine[-1].isdigit() else "-"
+        print(f"| {label} | " + " | ".join(cells) + f" | {mine} | {ratio} |", flush=True)
+    print(f"\n\u2020 wrong frames (mean pixel difference from a full decode over {WRONG_DIFF:g}): "
+          "not counted in best")
     if missing:
-        print(f"\nnot measured (not installed, or cannot load here): {', '.join(missing)}")
+        print(f"not measured (not installed, or cannot load here): {', '.join(missing)}")
 
 
 def main() -> None:
