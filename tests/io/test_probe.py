@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import av
 import pytest
 
 from tests.io.conftest import CASES, Case
 from video_mm.io import open_video, probe
+from video_mm.io.probe import GIF_PROBE_BYTES
 
 CODECS = {
     "libx264": "h264",
@@ -66,3 +68,28 @@ def test_file_object(corpus: dict[str, Path]) -> None:
     info = probe(io.BytesIO(data))
     assert (info.width, info.height, info.frame_count) == (128, 72, 25)
     assert info.size_bytes == len(data)
+
+
+def test_a_gif_is_probed_on_its_first_bytes(
+    msvd14_videos: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FFmpeg's stream probe would read a GIF whole: it reads GIF_PROBE_BYTES, other files are
+    probed as FFmpeg chooses, and the GIF's rate and length come out as its frames say."""
+    seen: dict[str, dict[str, str]] = {}
+    real_open = av.open
+
+    def recording_open(target: object, *args: object, **kwargs: object) -> object:
+        seen[Path(str(target)).suffix] = dict(kwargs["options"])  # type: ignore[arg-type]
+        return real_open(target, *args, **kwargs)
+
+    monkeypatch.setattr(av, "open", recording_open)
+    gif = next(p for p in msvd14_videos if p.suffix == ".gif")
+    avi = next(p for p in msvd14_videos if p.suffix == ".avi")
+    info = probe(gif)
+    probe(avi)
+    assert seen[".gif"]["probesize"] == str(GIF_PROBE_BYTES)
+    assert "probesize" not in seen[".avi"]
+    with open_video(gif) as reader:
+        times = reader.frame_times()
+    assert info.frame_count == len(times)
+    assert info.fps == pytest.approx((len(times) - 1) / times[-1], rel=0.02)

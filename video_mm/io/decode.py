@@ -127,6 +127,8 @@ class Reader:
                 self.info.path, present - len(lost), max(self._expected, present), self.warning,
                 self.limits,
             )
+        if len(unique) == len(idx) and (unique == idx).all():
+            return frames  # asked in order without repeats: no copy
         return frames[inverse]
 
     def iter_frames(self, chunk: int = 32) -> Iterator[tuple[int, np.ndarray]]:
@@ -493,6 +495,7 @@ class PyAVReader(Reader):
         super().__init__(info, size, limits)
         self._checked = checked
         self._name = describe(checked)
+        self._gif = info.container == "gif"
         self._coded_w, self._coded_h = _coded(self.out_width, self.out_height, info.rotation)
         self._turns = -info.rotation // 90  # np.rot90 turns counter-clockwise
         self._stack: ExitStack | None = None  # the decoding container (else opened on a seek)
@@ -637,7 +640,8 @@ class PyAVReader(Reader):
 
         A seek to the start is checked: unless the first frame out is frame 0, the file is opened
         again (:meth:`_restart`), so lost frames at the start are counted as on a fresh open."""
-        if not self._seekable or self._stack is None:
+        reopen = key == 0 and self._gif and not self._fresh  # faster than a GIF seeks back
+        if not self._seekable or self._stack is None or reopen:
             self._open()
         if not self._seekable:
             key = 0
@@ -707,7 +711,12 @@ class PyAVReader(Reader):
         return max(int(np.searchsorted(self._pts, frame.pts, side="right")) - 1, 0)
 
     def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
-        rgb = frame.reformat(width=self._coded_w, height=self._coded_h, format="rgb24").to_ndarray()
+        if (frame.width, frame.height) == (self._coded_w, self._coded_h):  # no resizing
+            rgb = frame.to_ndarray(format="rgb24")
+        else:
+            rgb = frame.reformat(
+                width=self._coded_w, height=self._coded_h, format="rgb24"
+            ).to_ndarray()
         return np.rot90(rgb, self._turns) if self._turns % 4 else rgb
 
     def _drop_frames(self) -> None:

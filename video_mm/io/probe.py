@@ -46,6 +46,9 @@ VFR_SCAN_PACKETS = 300
 # Frame-to-frame gaps may spread this much around the median before the rate counts as variable.
 VFR_TOLERANCE = 0.1
 
+# FFmpeg's stream probe reads a GIF whole (up to its 5 MB probesize) to guess a frame rate; the
+# header has the rest, and the probe's scan times every frame. So a GIF is probed on this much.
+GIF_PROBE_BYTES = 32768
 _BAD_SIZE = re.compile(r"Picture size (\d+)x(\d+) is invalid")
 _LOG_LOCK = threading.Lock()
 route_ffmpeg_logs()
@@ -147,6 +150,9 @@ def open_container(
     """
     name = describe(checked)
     target = str(checked) if isinstance(checked, Path) else checked
+    options = {"protocol_whitelist": "file"}
+    if is_gif(checked):
+        options["probesize"] = str(GIF_PROBE_BYTES)
     if not isinstance(checked, Path):
         checked.seek(0)
     with _LOG_LOCK:
@@ -156,7 +162,7 @@ def open_container(
             with av.logging.Capture() as logs:
                 container = av.open(
                     target,
-                    options={"protocol_whitelist": "file"},
+                    options=options,
                     timeout=(limits.decode_timeout_s, limits.decode_timeout_s),
                 )
         except av.error.ExitError as exc:
@@ -178,6 +184,18 @@ def open_container(
         raise CorruptVideo(name, f"ffmpeg could not read it: {ffmpeg_reason(exc)}") from exc
     finally:
         container.close()
+
+
+def is_gif(checked: Path | BinaryIO) -> bool:
+    """Whether the file starts as a GIF does (``GIF87a``, ``GIF89a``)."""
+    if isinstance(checked, Path):
+        with checked.open("rb") as f:
+            head = f.read(6)
+    else:
+        checked.seek(0)
+        head = checked.read(6)
+        checked.seek(0)
+    return head in (b"GIF87a", b"GIF89a")
 
 
 def video_stream(
