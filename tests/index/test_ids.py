@@ -35,11 +35,23 @@ def test_round_trip_through_arrays():
     probe = [f"v{i}:0" for i in range(100)]
     assert again.labels_of(probe).tolist() == m.labels_of(probe).tolist()
     assert again.add(["new:0"]).tolist() == [100]
+    assert again.name(99) == "v99:0" and again.names([1, 2]) == ["v1:0", "v2:0"]
+    assert blob.tobytes() == b"\n".join(n.encode() for n in again.names(labels.tolist()))
+
+
+def test_file_form_of_non_ascii_empty_and_one_name():
+    """Names are gathered by byte (multi-byte UTF-8 kept whole); an empty map round-trips."""
+    for names in ([], ["vidéo-ü:0"], ["a:0", "日本:1", "b:2"]):
+        m = IdMap()
+        m.add(names)
+        labels, blob = m.to_arrays()
+        again = IdMap.from_arrays(labels, blob, m.next_label)
+        assert again.names(again.live_labels().tolist()) == names and len(again) == len(names)
 
 
 def test_hash_collisions_are_resolved_by_name(monkeypatch):
     """Every name hashing alike (forced): lookups still tell them apart."""
-    monkeypatch.setattr(ids_module, "_hashes", lambda enc: np.zeros(len(enc), np.uint64))
+    monkeypatch.setattr(ids_module, "_hashes", lambda enc, count: np.zeros(count, np.uint64))
     m = IdMap()
     m.add(["a:0", "b:0", "c:0"])
     assert m.labels_of(["c:0", "a:0", "d:0"]).tolist() == [2, 0, -1]

@@ -10,8 +10,14 @@ never reused, so a replaced vector gets a fresh label.
 - Deletes: flat and the IVF kinds remove in place; HNSW cannot, so deleted labels become
   tombstones that a search selector skips, and the graph is rebuilt once ``compact_fraction`` of
   it is dead.
+- Memory: FAISS grows an inverted list by doubling it, so an index built by many adds holds
+  ~1.4x its codes. Adds to an IVF index whose lists are plain arrays are therefore staged as codes
+  (at most 1/16 of the index, or until the next search, delete or flush) and merged into lists
+  allocated at their exact size, each old list handed back before the next new one is made
+  (:func:`merge_exact`): a 10M streamed build peaks near its final size.
 - Durability: :meth:`flush` writes the whole index to a temporary file, fsyncs it and renames it
-  over the old one, so a crash leaves either the old or the new index, never half of one.
+  over the old one, so a crash leaves either the old or the new index, never half of one. The
+  FAISS data streams into (and out of) that file: no second copy of the index is ever held.
 - Several processes: writes are applied in memory and logged; :meth:`flush` takes an exclusive
   file lock, reloads the file if another process flushed since, replays the log and writes. A
   reader notices another process's flush on its next search and reloads.
@@ -20,11 +26,11 @@ never reused, so a replaced vector gets a fresh label.
 from __future__ import annotations
 
 import fcntl
-import io
 import json
 import os
 import tempfile
 import threading
+import zipfile
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,7 +47,10 @@ from video_mm.settings import IndexSettings
 Kind = Literal["flat", "hnsw", "ivf", "ivfpq", "ivfsq8", "factory"]
 IVF_KINDS = ("ivf", "ivfpq", "ivfsq8", "factory")
 REBUILD_CHUNK = 100_000  # vectors moved at a time when rebuilding: bounded memory at any size
-FORMAT_VERSION = 1
+STAGE_FRACTION = 16  # staged codes are merged once they reach 1/16 of the index
+FORMAT_VERSION = 2  # 1: the FAISS bytes as an .npy member; 2: streamed as a raw member
+INDEX_MEMBER = "index.faiss"
+IO_BLOCK = 1 << 22  # bytes a streamed read or write of the FAISS data moves at a time
 
 
 class FaissIndex:
@@ -91,6 +100,8 @@ class FaissIndex:
         self._ids = IdMap()
         self._tombstones: set[int] = set()
         self._trained_on = 0  # live vectors when the IVF quantizer was trained
+        self._staged: list[tuple[np.ndarray, np.ndarray]] = []  # (labels, sa_encode codes)
+        self._n_staged = 0
 
     @property
     def dim(self) -> int | None:
@@ -148,7 +159,10 @@ class FaissIndex:
         if self._index is None:
             self._index = self._empty("flat", None)
         labels = self._ids.add(ids)
-        self._index.add_with_ids(vectors, labels)
+        if self._kind in IVF_KINDS and array_lists(self._index) is not None:
+            self._stage(vectors, labels)
+        else:
+            self._index.add_with_ids(vectors, labels)
         self._maybe_rebuild()
 
     def _apply_delete(self, ids: list[str]) -> None:
@@ -160,8 +174,45 @@ class FaissIndex:
         if self._kind == "hnsw":
             self._tombstones.update(labels.tolist())
         else:
+            self._unstage(labels)
             self._index.remove_ids(faiss.IDSelectorArray(labels))
         self._maybe_rebuild()
+
+    # -- staged adds ---------------------------------------------------------------------------
+
+    def _stage(self, vectors: np.ndarray, labels: np.ndarray) -> None:
+        """Encode an add for the IVF index and keep it until enough is staged to merge."""
+        self._staged.append((labels, self._index.sa_encode(vectors)))
+        self._n_staged += len(labels)
+        nlist = faiss.extract_index_ivf(self._index).nlist
+        if self._n_staged >= max(self._index.ntotal // STAGE_FRACTION, nlist):
+            self._settle()
+
+    def _unstage(self, labels: np.ndarray) -> None:
+        """Drop staged vectors of removed labels."""
+        kept = []
+        for staged, codes in self._staged:
+            keep = ~np.isin(staged, labels)
+            if keep.any():
+                kept.append((staged[keep], codes[keep]))
+        self._staged = kept
+        self._n_staged = sum(len(staged) for staged, _ in kept)
+
+    def _settle(self) -> None:
+        """Move staged vectors into the index (before it is read, written or rebuilt).
+
+        A few vectors, touching under an eighth of the lists, are added the ordinary way (only
+        those lists grow); more are merged into exactly sized lists."""
+        if not self._staged:
+            return
+        labels = np.concatenate([staged for staged, _ in self._staged])
+        codes = np.concatenate([c for _, c in self._staged])
+        self._staged, self._n_staged = [], 0
+        ivf = faiss.extract_index_ivf(self._index)
+        if 8 * len(labels) < ivf.nlist:
+            ivf.add_sa_codes(codes, labels)
+        else:
+            merge_exact(ivf, codes, labels)
 
     # -- structure -----------------------------------------------------------------------------
 
@@ -194,6 +245,7 @@ class FaissIndex:
     def _rebuilt(self, kind: Kind) -> Any:
         """A new ``kind`` index holding the live vectors of the current one, moved in chunks so
         that no full float copy of a large index is ever held (IVF-PQ at 10M would need 10 GB)."""
+        self._settle()
         old = self._index
         labels = self._ids.live_labels()
         if self._kind in IVF_KINDS and len(labels):
@@ -209,6 +261,8 @@ class FaissIndex:
         for start in range(0, len(labels), REBUILD_CHUNK):
             chunk = labels[start : start + REBUILD_CHUNK]
             index.add_with_ids(old.reconstruct_batch(chunk), chunk)
+        if array_lists(index) is not None:  # the adds grew lists by doubling: trim them
+            merge_exact(faiss.extract_index_ivf(index))
         return index
 
     def _empty(self, kind: Kind, train: np.ndarray | None) -> Any:
@@ -238,6 +292,7 @@ class FaissIndex:
             if not len(self):
                 return [[] for _ in range(len(array))]
             k = min(k, len(self))
+            self._settle()
             scores, labels = self._index.search(array, k, params=self._search_params())
             return [
                 [
@@ -291,6 +346,7 @@ class FaissIndex:
 
     def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._settle()
         labels, names = self._ids.to_arrays()
         meta = {
             "format": FORMAT_VERSION,
@@ -299,20 +355,23 @@ class FaissIndex:
             "next_label": self._ids.next_label,
             "trained_on": self._trained_on,
         }
-        index_bytes = (
-            faiss.serialize_index(self._index) if self._index is not None else np.empty(0, np.uint8)
-        )
         arrays = {
             "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
-            "index": index_bytes,
             "labels": labels,
-            "names": np.frombuffer(names, np.uint8),
+            "names": names,
             "tombstones": np.fromiter(self._tombstones, dtype=np.int64),
         }
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
+                with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+                    for name, array in arrays.items():
+                        with z.open(f"{name}.npy", "w", force_zip64=True) as member:
+                            np.lib.format.write_array(member, array, allow_pickle=False)
+                    if self._index is not None:
+                        with z.open(INDEX_MEMBER, "w", force_zip64=True) as member:
+                            writer = faiss.PyCallbackIOWriter(member.write, IO_BLOCK)
+                            faiss.write_index(self._index, writer)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
@@ -323,26 +382,29 @@ class FaissIndex:
         self._stamp = self._on_disk_stamp()
 
     def _load(self) -> None:
+        """Read the file; the FAISS data streams from it into the index (no copy of the file is
+        held), after the index held so far is let go."""
         try:
-            data = self.path.read_bytes()
-            stamp = self._on_disk_stamp()
-            with np.load(io.BytesIO(data)) as arrays:
-                meta = json.loads(arrays["meta"].tobytes())
-                index_bytes = arrays["index"]
-                labels = arrays["labels"]
-                names = arrays["names"].tobytes()
-                tombstones = arrays["tombstones"]
-        except (OSError, ValueError, KeyError) as exc:
+            with open(self.path, "rb") as f, zipfile.ZipFile(f) as z:
+                st = os.fstat(f.fileno())
+                meta = json.loads(_read_npy(z, "meta").tobytes())
+                if meta.get("format") not in (1, FORMAT_VERSION):
+                    raise IndexError_(f"{self.path}: unknown index format {meta.get('format')}")
+                ids = IdMap.from_arrays(
+                    _read_npy(z, "labels"), _read_npy(z, "names"), meta["next_label"]
+                )
+                tombstones = _read_npy(z, "tombstones")
+                self._reset(meta["dim"])
+                self._stamp = None  # until the whole file is in
+                index = _read_faiss(z, meta["format"])
+        except (OSError, ValueError, KeyError, RuntimeError, zipfile.BadZipFile) as exc:
             raise IndexError_(f"cannot read index file {self.path}: {exc}") from exc
-        if meta.get("format") != FORMAT_VERSION:
-            raise IndexError_(f"{self.path}: unknown index format {meta.get('format')}")
-        self._reset(meta["dim"])
         self._kind = meta["kind"]
         self._trained_on = meta["trained_on"]
-        self._index = faiss.deserialize_index(index_bytes) if len(index_bytes) else None
-        self._ids = IdMap.from_arrays(labels, names, meta["next_label"])
+        self._index = index
+        self._ids = ids
         self._tombstones = set(tombstones.tolist())
-        self._stamp = stamp
+        self._stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         self._pending = []
         self._dirty = False
 
@@ -393,6 +455,73 @@ def ivf_from_factory(recipe: str, dim: int) -> Any:
     except RuntimeError as exc:
         raise ConfigError(f"index.factory {recipe!r} is not an IVF index: {exc}") from exc
     return index
+
+
+def array_lists(index: Any) -> Any | None:
+    """The inverted lists of ``index`` when it is an IVF index itself (no wrapper that keeps data
+    of its own) whose lists are plain arrays, which :func:`merge_exact` can rebuild; else None."""
+    if not isinstance(index, faiss.IndexIVF):
+        return None
+    lists = faiss.downcast_InvertedLists(index.invlists)
+    return lists if type(lists) is faiss.ArrayInvertedLists else None
+
+
+def merge_exact(
+    ivf: Any, codes: np.ndarray | None = None, labels: np.ndarray | None = None
+) -> None:
+    """Rebuild the lists of ``ivf`` at their exact sizes, adding ``codes`` (rows of ``sa_encode``:
+    list number, then the code) under ``labels``; with none, only trims spare capacity.
+
+    Lists are made from the last to the first, and each old list's codes are freed (by shortening
+    the old table past it) as soon as they are copied, so memory never holds both tables' codes
+    (the old ids, 8 bytes a vector, which the bindings cannot shorten, go with the old table)."""
+    old = array_lists(ivf)
+    nlist, size = ivf.nlist, old.code_size
+    if codes is None or labels is None or not len(labels):
+        codes, labels = np.empty((0, ivf.sa_code_size()), np.uint8), np.empty(0, np.int64)
+    coarse = ivf.coarse_code_size()
+    list_nos = np.zeros(len(codes), np.int64)
+    for byte in range(coarse):  # little-endian list number ahead of each code
+        list_nos |= codes[:, byte].astype(np.int64) << (8 * byte)
+    order = np.argsort(list_nos, kind="stable")
+    bounds = np.searchsorted(list_nos[order], np.arange(nlist + 1))
+    codes = np.ascontiguousarray(codes[order, coarse:])
+    labels = np.ascontiguousarray(labels[order], dtype=np.int64)
+    new = faiss.ArrayInvertedLists(nlist, size)
+    for i in reversed(range(nlist)):
+        have, start, stop = old.list_size(i), int(bounds[i]), int(bounds[i + 1])
+        if have + stop - start:
+            new.resize(i, have + stop - start)  # from empty: allocated at exactly this size
+            if have:
+                new.update_entries(i, 0, have, old.get_ids(i), old.get_codes(i))
+            if stop > start:
+                new.update_entries(i, have, stop - start, faiss.swig_ptr(labels[start:stop]),
+                                   faiss.swig_ptr(codes[start:stop]))  # fmt: skip
+        old.codes.resize(i)  # frees the codes of list i of the old table
+    new.this.disown()  # the index owns it now, and deletes the old table
+    ivf.replace_invlists(new, True)
+    ivf.ntotal += len(labels)
+
+
+def _read_npy(z: zipfile.ZipFile, name: str) -> np.ndarray:
+    with z.open(f"{name}.npy") as member:
+        return np.lib.format.read_array(member, allow_pickle=False)
+
+
+def _read_faiss(z: zipfile.ZipFile, version: int) -> Any:
+    """The FAISS index of a file (None for one saved before its first vector), read through a
+    stream. Format 1 kept it as a byte array member: its .npy header is skipped."""
+    name = INDEX_MEMBER if version >= 2 else "index.npy"
+    if name not in z.namelist():
+        return None
+    with z.open(name) as member:
+        if version == 1:
+            major, _ = np.lib.format.read_magic(member)
+            header = (np.lib.format.read_array_header_1_0 if major == 1
+                      else np.lib.format.read_array_header_2_0)  # fmt: skip
+            if header(member)[0] == (0,):
+                return None
+        return faiss.read_index(faiss.PyCallbackIOReader(member.read, IO_BLOCK))
 
 
 def _fsync_dir(directory: Path) -> None:

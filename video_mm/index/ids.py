@@ -15,13 +15,15 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 _DEAD = -1  # length of a label whose id was removed
+_NEWLINE = 10
+_GATHER = 1 << 18  # names copied at a time when the file form is made (bounded temporaries)
 
 
-def _hashes(encoded: Sequence[bytes]) -> np.ndarray:
+def _hashes(encoded: Iterable[bytes], count: int) -> np.ndarray:
     return np.fromiter(
         (int.from_bytes(hashlib.blake2b(b, digest_size=8).digest(), "little") for b in encoded),
         dtype=np.uint64,
-        count=len(encoded),
+        count=count,
     )
 
 
@@ -84,7 +86,7 @@ class IdMap:
         if not len(names) or not len(self._keys):
             return out, where
         encoded = [n.encode() for n in names]
-        h = _hashes(encoded)
+        h = _hashes(encoded, len(encoded))
         pos = np.searchsorted(self._keys, h)
         inside = pos < len(self._keys)
         hit = np.zeros(len(names), bool)
@@ -130,7 +132,7 @@ class IdMap:
         self._off[self.next_label : end] = offsets
         self._len[self.next_label : end] = lengths
         self.next_label = end
-        self._insert(_hashes(encoded), labels)
+        self._insert(_hashes(encoded, len(encoded)), labels)
         self._live += len(names)
         return labels
 
@@ -157,24 +159,37 @@ class IdMap:
 
     # -- persistence ---------------------------------------------------------------------------
 
-    def to_arrays(self) -> tuple[np.ndarray, bytes]:
-        """``(labels, names)``: live labels and their ids joined by newlines (the file format)."""
+    def to_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(labels, names)``: live labels and their ids joined by newlines, as UTF-8 bytes (the
+        file form), gathered with numpy a slice at a time: no Python object per id."""
         labels = self.live_labels()
-        return labels, b"\n".join(self._name_bytes(label) for label in labels.tolist())
+        lengths = self._len[labels].astype(np.int64)
+        out = np.full(max(int(lengths.sum()) + len(labels) - 1, 0), _NEWLINE, np.uint8)
+        starts = np.cumsum(lengths + 1) - lengths - 1  # where each name goes in ``out``
+        for a in range(0, len(labels), _GATHER):
+            n, start = lengths[a : a + _GATHER], starts[a : a + _GATHER]
+            within = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+            out[np.repeat(start, n) + within] = self._buf[
+                np.repeat(self._off[labels[a : a + _GATHER]], n) + within
+            ]
+        return labels, out
 
     @classmethod
-    def from_arrays(cls, labels: np.ndarray, names: bytes, next_label: int) -> IdMap:
+    def from_arrays(cls, labels: np.ndarray, names: np.ndarray, next_label: int) -> IdMap:
+        """The map from its file form; the names buffer is kept as it is (newlines and all)."""
         ids = cls(next_label)
-        encoded = names.split(b"\n") if names else []
-        if len(encoded) != len(labels):
-            raise ValueError(f"{len(labels)} labels for {len(encoded)} names")
-        lengths = np.fromiter(map(len, encoded), np.int32, count=len(encoded))
-        ids._buf = _grown(np.frombuffer(b"".join(encoded), np.uint8).copy(), 1)
-        ids._used = int(lengths.sum())
-        ids._off[labels] = np.concatenate(([0], np.cumsum(lengths[:-1], dtype=np.int64)))[
-            : len(labels)
-        ]
-        ids._len[labels] = lengths
+        names = np.ascontiguousarray(names, np.uint8)
+        ends = np.flatnonzero(names == _NEWLINE)
+        starts = np.concatenate(([0], ends + 1)) if len(names) else np.zeros(0, np.int64)
+        ends = np.concatenate((ends, [len(names)])) if len(names) else starts
+        if len(starts) != len(labels):
+            raise ValueError(f"{len(labels)} labels for {len(starts)} names")
+        ids._buf = _grown(names.copy(), 1)
+        ids._used = len(names)
+        ids._off[labels] = starts
+        ids._len[labels] = ends - starts
         ids._live = len(labels)
-        ids._insert(_hashes(encoded), labels.astype(np.int64))
+        raw = ids._buf
+        encoded = (raw[a:b].tobytes() for a, b in zip(starts.tolist(), ends.tolist(), strict=True))
+        ids._insert(_hashes(encoded, len(starts)), labels.astype(np.int64))
         return ids
