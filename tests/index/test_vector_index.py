@@ -276,3 +276,27 @@ def test_fixed_list_count_is_not_retrained_past_train_max(tmp_path):
     assert rebuilds == 2, rebuilds  # flat until PQ can train (256), ivfpq at 400, never again
     hits = index.search(vectors[::100], k=1)
     assert np.mean([h[0][0] == i for h, i in zip(hits, ids[::100], strict=True)]) >= 0.9
+
+
+def test_milvus_ivf_takes_faiss_list_count_and_grows_with_the_collection(milvus_server):
+    """nlist reaches the server (milvus-lite reads only the JSON ``params`` form), is 4 * sqrt(N)
+    when the index is built, and is built again at 4x the vectors; a fixed ivf_nlist stays."""
+    x = clustered(9000, seed=3)
+    index = MilvusIndex.open(milvus_server.uri, "grows", IndexSettings(exact_max=0, ann="ivfsq8"))
+    index.add(clip_ids(2000), x[:2000])
+    assert (index.kind, index.nlist) == ("ivfsq8", 178)
+    index.add(clip_ids(7000)[2000:], x[2000:7000])
+    assert index.nlist == 178  # under 4x the 2,000 it was built for
+    index.add(clip_ids(9000)[7000:], x[7000:])
+    assert index.nlist == 379
+    index.close()
+    again = MilvusIndex.open(milvus_server.uri, "grows", IndexSettings(exact_max=0, ann="ivfsq8"))
+    assert (again.kind, again.nlist) == ("ivfsq8", 379)
+    again.drop()
+    fixed = MilvusIndex.open(
+        milvus_server.uri, "fixed", IndexSettings(exact_max=0, ann="ivf", ivf_nlist=50)
+    )
+    fixed.add(clip_ids(300), x[:300])
+    fixed.add(clip_ids(2000)[300:], x[300:2000])
+    assert (fixed.kind, fixed.nlist) == ("ivf", 50)
+    fixed.drop()

@@ -7,11 +7,16 @@ path, which pymilvus serves through ``milvus-lite`` (the same gRPC protocol, a l
 One collection per embedding space: a VARCHAR primary key (the clip id) and a FLOAT_VECTOR field.
 The vector index is FLAT (exact inner product) while the collection holds at most ``exact_max``
 vectors and is rebuilt as HNSW, IVF_FLAT, IVF_PQ or IVF_SQ8 (``settings.ann``) past that, like the
-FAISS backend (``ann = "factory"`` is FAISS's own and is refused here).
+FAISS backend (``ann = "factory"`` is FAISS's own and is refused here). The IVF kinds take the same
+list count as FAISS: ``ivf_nlist``, or 4 * sqrt(N) for the N vectors held when the index is built,
+built again once the collection holds 4x that (as FAISS retrains); Milvus applies it to each
+segment. Build parameters go both as flat keys (Milvus servers) and as one JSON ``params`` key,
+the older form, which milvus-lite reads and servers still accept.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,9 +55,10 @@ class MilvusIndex:
             raise IndexError_(f"cannot connect to Milvus at {uri}: {exc}") from exc
         self._dim: int | None = None
         self._index_kind = ""
+        self._nlist = 0  # lists of the IVF index now built (0: not an IVF kind)
         if self._client.has_collection(collection):
             self._dim = self._read_dim()
-            self._index_kind = self._read_index_kind()
+            self._index_kind, self._nlist = self._read_index()
             # A restarted server keeps collections released until asked.
             self._call(self._client.load_collection, collection)
         elif dim is not None:
@@ -90,33 +96,31 @@ class MilvusIndex:
         self._dim = dim
         self._index_kind = "flat"
 
-    def _index_params(self, kind: str) -> Any:
+    def _index_params(self, kind: str, nlist: int = 0) -> Any:
+        """Index parameters of ``kind``; the IVF kinds take ``nlist`` lists."""
         s = self.settings
         params = self._client.prepare_index_params()
         if kind == "flat":
-            params.add_index(VECTOR_FIELD, index_type="FLAT", metric_type="IP")
+            index_type, build = "FLAT", {}
         elif kind == "hnsw":
-            params.add_index(
-                VECTOR_FIELD,
-                index_type="HNSW",
-                metric_type="IP",
-                params={"M": s.hnsw_m, "efConstruction": s.ef_construction},
-            )
-        elif kind in ("ivf", "ivfpq", "ivfsq8"):
-            nlist = s.ivf_nlist or max(1, int(4 * np.sqrt(max(len(self), 1))))
-            if kind == "ivf":
-                index_type, extra = "IVF_FLAT", {}
-            elif kind == "ivfsq8":
-                index_type, extra = "IVF_SQ8", {}
-            else:
-                index_type, extra = "IVF_PQ", {"m": s.pq_m, "nbits": s.pq_nbits}
-            params.add_index(
-                VECTOR_FIELD, index_type=index_type, metric_type="IP",
-                params={"nlist": nlist, **extra},
-            )  # fmt: skip
+            index_type, build = "HNSW", {"M": s.hnsw_m, "efConstruction": s.ef_construction}
+        elif kind == "ivf":
+            index_type, build = "IVF_FLAT", {"nlist": nlist}
+        elif kind == "ivfsq8":
+            index_type, build = "IVF_SQ8", {"nlist": nlist}
+        elif kind == "ivfpq":
+            index_type, build = "IVF_PQ", {"nlist": nlist, "m": s.pq_m, "nbits": s.pq_nbits}
         else:
             raise ConfigError(f"index.ann {kind!r} is FAISS-only; Milvus takes {MILVUS_ANN}")
+        params.add_index(
+            VECTOR_FIELD, index_type=index_type, metric_type="IP",
+            params={**build, "params": build} if build else {},
+        )  # fmt: skip
         return params
+
+    def _wanted_nlist(self) -> int:
+        """FAISS's list count for the vectors held now (see the module's docstring)."""
+        return self.settings.ivf_nlist or max(1, int(4 * np.sqrt(max(len(self), 1))))
 
     def _read_dim(self) -> int:
         info = self._client.describe_collection(self.collection)
@@ -125,26 +129,36 @@ class MilvusIndex:
                 return int(field["params"]["dim"])
         raise IndexError_(f"collection {self.collection} has no field {VECTOR_FIELD!r}")
 
-    def _read_index_kind(self) -> str:
+    def _read_index(self) -> tuple[str, int]:
+        """``(kind, nlist)`` of the index built on the vector field (nlist 0 if not IVF)."""
         names = self._client.list_indexes(self.collection, field_name=VECTOR_FIELD)
         if not names:
-            return ""
+            return "", 0
         info = self._client.describe_index(self.collection, names[0])
         kinds = {"HNSW": "hnsw", "IVF_FLAT": "ivf", "IVF_PQ": "ivfpq", "IVF_SQ8": "ivfsq8"}
-        return kinds.get(str(info.get("index_type")), "flat")
+        kind = kinds.get(str(info.get("index_type")), "flat")
+        nested = info.get("params")
+        if isinstance(nested, str):  # milvus-lite describes the older JSON form
+            nested = json.loads(nested)
+        nlist = info.get("nlist") or (nested or {}).get("nlist") or 0
+        return kind, int(nlist) if kind in ("ivf", "ivfpq", "ivfsq8") else 0
 
     def _maybe_reindex(self) -> None:
-        """Swap FLAT for the approximate index (or back) when the size crosses ``exact_max``."""
+        """Swap FLAT for the approximate index (or back) when the size crosses ``exact_max``;
+        build an IVF index again with more lists once it holds 4x the vectors it was built for."""
         wanted = "flat" if len(self) <= self.settings.exact_max else self.settings.ann
-        if wanted == self._index_kind:
+        nlist = self._wanted_nlist() if wanted in ("ivf", "ivfpq", "ivfsq8") else 0
+        if wanted == self._index_kind and (
+            not nlist or self.settings.ivf_nlist or nlist < 2 * self._nlist
+        ):
             return
         client = self._client
         client.release_collection(self.collection)
         for name in client.list_indexes(self.collection, field_name=VECTOR_FIELD):
             client.drop_index(self.collection, name)
-        self._call(client.create_index, self.collection, self._index_params(wanted))
+        self._call(client.create_index, self.collection, self._index_params(wanted, nlist))
         client.load_collection(self.collection)
-        self._index_kind = wanted
+        self._index_kind, self._nlist = wanted, nlist
 
     @property
     def dim(self) -> int | None:
@@ -153,6 +167,11 @@ class MilvusIndex:
     @property
     def kind(self) -> str:
         return self._index_kind
+
+    @property
+    def nlist(self) -> int:
+        """Lists of the IVF index now built (0 for the other kinds)."""
+        return self._nlist
 
     def __len__(self) -> int:
         if self._dim is None:
