@@ -205,9 +205,10 @@ class FaissIndex:
         those lists grow); more are merged into exactly sized lists."""
         if not self._staged:
             return
-        labels = np.concatenate([staged for staged, _ in self._staged])
-        codes = np.concatenate([c for _, c in self._staged])
-        self._staged, self._n_staged = [], 0
+        staged, self._staged, self._n_staged = self._staged, [], 0
+        labels = np.concatenate([s for s, _ in staged])
+        codes = np.concatenate([c for _, c in staged])
+        del staged  # one copy of the staged codes during the merge
         ivf = faiss.extract_index_ivf(self._index)
         if 8 * len(labels) < ivf.nlist:
             ivf.add_sa_codes(codes, labels)
@@ -483,20 +484,19 @@ def merge_exact(
     list_nos = np.zeros(len(codes), np.int64)
     for byte in range(coarse):  # little-endian list number ahead of each code
         list_nos |= codes[:, byte].astype(np.int64) << (8 * byte)
-    order = np.argsort(list_nos, kind="stable")
-    bounds = np.searchsorted(list_nos[order], np.arange(nlist + 1))
-    codes = np.ascontiguousarray(codes[order, coarse:])
-    labels = np.ascontiguousarray(labels[order], dtype=np.int64)
+    order = np.argsort(list_nos, kind="stable")  # rows of each list, gathered list by list:
+    bounds = np.searchsorted(list_nos[order], np.arange(nlist + 1))  # no sorted copy of codes
     new = faiss.ArrayInvertedLists(nlist, size)
     for i in reversed(range(nlist)):
-        have, start, stop = old.list_size(i), int(bounds[i]), int(bounds[i + 1])
-        if have + stop - start:
-            new.resize(i, have + stop - start)  # from empty: allocated at exactly this size
+        have, rows = old.list_size(i), order[bounds[i] : bounds[i + 1]]
+        if have + len(rows):
+            new.resize(i, have + len(rows))  # from empty: allocated at exactly this size
             if have:
                 new.update_entries(i, 0, have, old.get_ids(i), old.get_codes(i))
-            if stop > start:
-                new.update_entries(i, have, stop - start, faiss.swig_ptr(labels[start:stop]),
-                                   faiss.swig_ptr(codes[start:stop]))  # fmt: skip
+            if len(rows):
+                ids = np.ascontiguousarray(labels[rows], dtype=np.int64)
+                add = np.ascontiguousarray(codes[rows, coarse:])
+                new.update_entries(i, have, len(rows), faiss.swig_ptr(ids), faiss.swig_ptr(add))
         old.codes.resize(i)  # frees the codes of list i of the old table
     new.this.disown()  # the index owns it now, and deletes the old table
     ivf.replace_invlists(new, True)

@@ -28,11 +28,14 @@ def _hashes(encoded: Iterable[bytes], count: int) -> np.ndarray:
 
 
 def _grown(array: np.ndarray, need: int, fill: int = 0) -> np.ndarray:
-    """``array`` with room for ``need`` items (capacity doubles: amortised O(1) appends)."""
+    """``array`` with room for ``need`` items, set to ``fill`` past the old ones up to ``need``
+    (capacity doubles: amortised O(1) appends). The spare capacity is left untouched, so the
+    system does not back it with memory until it is used."""
     if need <= len(array):
         return array
-    out = np.full(max(need, 2 * len(array), 1024), fill, array.dtype)
+    out = np.empty(max(need, 2 * len(array), 1024), array.dtype)
     out[: len(array)] = array
+    out[len(array) : need] = fill
     return out
 
 
