@@ -1,13 +1,17 @@
 """What the features of the synthetic benchmark's order clips say about order: linear probes.
 
     VMM_DATA_DIR=/tmp/vmmdata .venv/bin/python benchmarks/order_probe.py --data /tmp/bench
+    # the features the retrieval model and its re-ranker read (globally pooled frames)
+    .venv/bin/python benchmarks/order_probe.py --data /tmp/bench \
+        --config configs/train/retrieval.toml
 
 For every "A and then B" clip, a logistic regression (fit on the train split, scored on the rest)
 predicts the first actor's side, its colour and its action from three summaries of the clip's
-per-frame features (``configs/train/synth.toml``'s recipe): the mean over all frames (what
-mean-pooling keeps), the means of the two halves, and the per-half sums of ``|v_i - v_{i-1}|``
-(the motion the temporal-attention captioner sees). The majority class, measured on the same
-clips, is the baseline. It tells a captioner's failure apart from the information not being there.
+per-frame features (the ``[features]`` recipe of ``--config``, default
+``configs/train/synth.toml``): the mean over all frames (what mean-pooling keeps), the means
+of the two halves, and the per-half sums of ``|v_i - v_{i-1}|`` (the motion the
+temporal-attention captioner sees). The majority class, measured on the same clips, is the
+baseline. It tells a model's failure apart from the information not being there.
 """
 
 from __future__ import annotations
@@ -47,9 +51,11 @@ def summaries(frames: np.ndarray) -> dict[str, np.ndarray]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("/tmp/bench"))
+    parser.add_argument("--config", type=Path, default=CONFIG,
+                        help="training TOML whose [features] recipe is probed")  # fmt: skip
     args = parser.parse_args()
     settings = get_settings()
-    recipe = FeatureRecipe(**tomllib.loads(CONFIG.read_text())["features"])
+    recipe = FeatureRecipe(**tomllib.loads(args.config.read_text())["features"])
     records = [r for r in load_dataset(args.data) if r.extra["synth"]["kind"] == "order"]
     feats = extract_features(records, recipe, settings=settings.features,
                              cache_dir=settings.data_dir / "features", progress=False)

@@ -110,3 +110,72 @@ def test_first_stage_prior_is_added_with_its_saved_weight(trained, tiny_test: Cl
     assert loaded.prior_weight == 0.5
     np.testing.assert_allclose(loaded.score(query, feats, prior=prior),
                                model.score(query, feats) + 0.5 * prior, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("motion", ["deviation", "delta", "abs_delta"])
+def test_motion_and_word_places_ignore_padding(tiny_train: ClipSet, motion: str) -> None:
+    """A clip scores the same alone and padded in a batch beside a longer one; a query the same
+    alone and padded beside a longer one (the places are among its own tokens)."""
+    torch.manual_seed(0)
+    model = Reranker(load_config({**TINY, "motion": motion, "word_places": True}),
+                     tiny_train.features[0].shape[1]).eval()  # fmt: skip
+    model.fit_feature_stats(tiny_train.features)
+    short, long_ = tiny_train.features[0][:6], tiny_train.features[1][:10]
+    query, longer = "a red circle rises", "first a red circle rises then a blue square falls"
+    alone = model.score(query, [short])[0]
+    assert np.isclose(model.score(query, [short, long_])[0], alone, atol=1e-5)
+    tokens = model.text.tokenize([query, longer])
+    with torch.no_grad():
+        words = model.text.words(**tokens)
+        feats, times, mask = pad_clips([short, short])
+        batch = model(words, tokens["attention_mask"], feats, times, mask).logits
+    assert np.isclose(float(batch[0]), alone, atol=1e-5)
+
+
+def test_motion_statistics_scale_the_changes_within_clips(tiny_train: ClipSet) -> None:
+    model = Reranker(load_config({**TINY, "motion": "deviation"}), tiny_train.features[0].shape[1])
+    model.fit_feature_stats(tiny_train.features)
+    video = model.video
+    x = (torch.as_tensor(tiny_train.features[0]) - video.feat_mean) / video.feat_std
+    changes = video.changes(x[None], torch.ones(1, len(x), dtype=torch.bool))[0]
+    assert torch.allclose(changes.sum(0), torch.zeros(x.shape[1]), atol=1e-4)  # about the mean
+    # within-clip changes are a fraction of each dimension's spread over the training set
+    assert bool((video.motion_std < 1.0).all()) and float(video.motion_std.min()) > 0.0
+    with pytest.raises(ConfigError, match="motion"):
+        load_config({"motion": "optical_flow"})
+
+
+def test_reads_the_retrieval_models_frame_states(tiny_train: ClipSet, tiny_val: ClipSet,
+                                                 tmp_path: Path) -> None:  # fmt: skip
+    """frames = "retrieval": the retrieval model's frame transformer is copied in, stays frozen
+    while the rest learns, and is saved with the re-ranker (same scores after loading)."""
+    from video_mm.data.vocab import Vocabulary
+    from video_mm.rerank.training import train_reranker
+    from video_mm.retrieval.model import RetrievalModel
+    from video_mm.retrieval.model import load_config as retrieval_config
+    from video_mm.train.loop import TrainConfig
+
+    torch.manual_seed(0)
+    vocab = Vocabulary.build([c for caps in tiny_train.captions for c in caps], min_count=1)
+    dual = RetrievalModel(retrieval_config({"embed_dim": 32, "video": {
+        "pooling": "transformer", "hidden": 32, "layers": 1, "heads": 2}}),
+        tiny_train.features[0].shape[1], vocab).eval()  # fmt: skip
+    run = RerankTrainConfig(
+        train=TrainConfig(epochs=3, lr=2e-3, warmup_steps=5, progress=False, device="cpu"),
+        negatives=["in_batch", "hard", "swapped"], batch_size=32, pairs_per_clip=2,
+        prior_weights=[0.0, 1.0],
+    )  # fmt: skip
+    config = {**TINY, "name": "on-states", "frames": "retrieval", "motion": "delta"}
+    model, result = train_reranker(config, tiny_train, tiny_val, dual, out_dir=tmp_path / "run",
+                                   run=run)  # fmt: skip
+    losses = [row["train_loss"] for row in result.history]
+    assert losses[-1] < losses[0]
+    assert model.frames is not None and model.video.feat_mean.shape == (32,)
+    for key, value in dual.video.pool.state_dict().items():
+        assert torch.equal(model.frames.pool.state_dict()[key], value), key
+    loaded = from_pretrained(result.best_dir, device="cpu")
+    query = tiny_val.captions[0][0]
+    assert np.array_equal(loaded.score(query, tiny_val.features),
+                          model.score(query, tiny_val.features))  # fmt: skip
+    with pytest.raises(ConfigError, match="retrieval"):
+        train_reranker(config, tiny_train, tiny_val, None, out_dir=tmp_path / "none", run=run)

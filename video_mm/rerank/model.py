@@ -13,6 +13,20 @@ projected to ``hidden`` dimensions and added to an embedding of each frame's tim
 the clip, 0..1, through Fourier features and a linear map); a learned ``[VID]`` token is prepended:
 the video stream.
 
+**What changes when.** Once standardised, the frames of one clip are nearly the same vector (what
+the clip is, its background and objects, is most of every dimension), and what happens in it is in
+the small changes between frames: on the synthetic benchmark a linear probe names the action of an
+order clip's first half from the change within that half far better than from its frames (see
+BENCHMARKS.md, Re-ranking). ``motion`` adds each frame's change to the frame term, standardised
+with the training set's statistics of changes and projected: ``delta``, the change from the frame
+before; ``abs_delta``, its size dimension by dimension (which sums to "how much changed" where a
+signed difference cancels); ``deviation``, the difference from the clip's mean frame.
+``word_places`` adds each word's place in the query (0..1, the same Fourier embedding) to the text
+stream, so attention can match early words with early frames. ``frames = "retrieval"`` makes the
+video stream read the retrieval model's per-frame states (its video tower's frame transformer,
+copied in frozen when training starts and saved with the re-ranker) instead of the raw features:
+what that model learned to see in a frame, in context.
+
 **Two streams (ViLBERT, Lu et al. 2019).** Each layer is a co-attention block per stream: the
 stream's queries attend over the *other* stream's keys and values (cross-attention), then over
 its own (self-attention), then a feed-forward network; both streams are updated from the previous
@@ -73,12 +87,14 @@ from video_mm.artifacts import (
 )
 from video_mm.errors import ConfigError, ModelError
 from video_mm.models.factory import read_config_json
-from video_mm.retrieval.towers import load_minilm
+from video_mm.retrieval.towers import TransformerPool, VideoTower, VideoTowerConfig, load_minilm
 from video_mm.settings import CONFIG_DIR
 
 FORMAT = "video-mm-reranker/1"
 MODEL_CONFIGS = CONFIG_DIR / "models"
 VARIANTS = ("two_stream", "single_stream")
+MOTIONS = ("none", "deviation", "delta", "abs_delta")
+FRAMES = ("features", "retrieval")
 
 
 @dataclass
@@ -93,6 +109,16 @@ class RerankerConfig:
     intermediate: int = 512
     dropout: float = 0.1
     time_freqs: int = 6  # Fourier frequencies of the frame-time embedding
+    # What each frame adds besides itself: "deviation" (its difference from the clip's mean
+    # frame), "delta" (from the frame before), "abs_delta" (how much each dimension changed
+    # since the frame before) or "none"; standardised, projected and added
+    motion: Literal["none", "deviation", "delta", "abs_delta"] = "none"
+    # Each word's place in the query (0..1) embedded like a frame's time and added to the text
+    # stream, so that attention can match early words with early frames
+    word_places: bool = False
+    # What the video stream reads: the clip's "features" as stored, or the "retrieval" model's
+    # per-frame states (its frame transformer, copied in frozen when training starts)
+    frames: Literal["features", "retrieval"] = "features"
     tune_layers: int = 0  # MiniLM's top layers trained (0: frozen)
     max_len: int = 32  # query tokens kept
 
@@ -122,6 +148,10 @@ def load_config(config: str | Path | dict[str, Any]) -> RerankerConfig:
     cfg = RerankerConfig(**data)
     if cfg.variant not in VARIANTS:
         raise ConfigError(f"variant must be one of {VARIANTS}, got {cfg.variant!r}")
+    if cfg.motion not in MOTIONS:
+        raise ConfigError(f"motion must be one of {MOTIONS}, got {cfg.motion!r}")
+    if cfg.frames not in FRAMES:
+        raise ConfigError(f"frames must be one of {FRAMES}, got {cfg.frames!r}")
     if cfg.hidden % cfg.heads:
         raise ConfigError(f"hidden ({cfg.hidden}) must be a multiple of heads ({cfg.heads})")
     return cfg
@@ -130,6 +160,16 @@ def load_config(config: str | Path | dict[str, Any]) -> RerankerConfig:
 def additive_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
     """``[B, K]`` bool (True: attend) -> ``[B, 1, 1, K]`` added to attention scores."""
     return (~mask)[:, None, None, :].to(dtype) * torch.finfo(dtype).min
+
+
+def fourier(places: Tensor, freqs: Tensor) -> Tensor:
+    """Places in ``[0, 1]`` ``[B, N]`` -> ``[B, N, 2 * len(freqs)]`` sines and cosines."""
+    angles = places.unsqueeze(-1) * freqs
+    return torch.cat([angles.sin(), angles.cos()], -1)
+
+
+def time_freqs(n: int) -> Tensor:
+    return math.pi * 2.0 ** torch.arange(n, dtype=torch.float32)
 
 
 def uniform_times(n_frames: int) -> np.ndarray:
@@ -149,6 +189,19 @@ class TextStream(nn.Module):
         self.tokenizer, self.encoder = load_minilm(cfg.tune_layers)
         self.width = self.encoder.config.hidden_size
         self.proj = nn.Sequential(nn.Linear(self.width, cfg.hidden), nn.LayerNorm(cfg.hidden))
+        if cfg.word_places:
+            self.register_buffer("freqs", time_freqs(cfg.time_freqs), persistent=False)
+            self.place = nn.Linear(2 * cfg.time_freqs, cfg.hidden)
+
+    def forward(self, words: Tensor, word_mask: Tensor) -> Tensor:
+        """MiniLM states ``[B, L, 384]`` -> the stream's ``[B, L, hidden]`` (with each word's
+        place among the query's tokens, ``[CLS]`` at 0 and ``[SEP]`` at 1, when configured)."""
+        t = self.proj(words)
+        if not self.cfg.word_places:
+            return t
+        m = word_mask.to(t.dtype)
+        places = (m.cumsum(1) - 1) / (m.sum(1, keepdim=True) - 1).clamp_min(1.0)
+        return t + self.place(fourier(places.clamp(0.0, 1.0), self.freqs)) * m.unsqueeze(-1)
 
     def train(self, mode: bool = True) -> TextStream:
         super().train(mode)
@@ -176,7 +229,7 @@ class VideoStream(nn.Module):
 
     def __init__(self, feat_dim: int, cfg: RerankerConfig) -> None:
         super().__init__()
-        self.feat_dim = feat_dim
+        self.feat_dim, self.motion = feat_dim, cfg.motion
         # Per-dimension standardisation with the training set's statistics (set by training,
         # saved with the weights): CNN features of similar frames differ from each other by far
         # less than each dimension's offset, and without it the model does not start to learn.
@@ -184,26 +237,78 @@ class VideoStream(nn.Module):
         self.register_buffer("feat_std", torch.ones(feat_dim))
         self.norm = nn.LayerNorm(feat_dim)
         self.proj = nn.Linear(feat_dim, cfg.hidden)
-        self.register_buffer(
-            "freqs", math.pi * 2.0 ** torch.arange(cfg.time_freqs, dtype=torch.float32),
-            persistent=False,
-        )  # fmt: skip
+        if cfg.motion != "none":
+            # What changes within the clip, on its own scale: the frames of one clip are nearly
+            # the same vector once standardised (what the clip shows dominates every dimension),
+            # so the frame term alone gives attention nothing to tell the frames apart by.
+            self.register_buffer("motion_std", torch.ones(feat_dim))
+            self.motion_proj = nn.Linear(feat_dim, cfg.hidden)
+        self.register_buffer("freqs", time_freqs(cfg.time_freqs), persistent=False)
         self.time = nn.Linear(2 * cfg.time_freqs, cfg.hidden)
         self.vid = nn.Parameter(torch.zeros(1, 1, cfg.hidden))
         nn.init.normal_(self.vid, std=0.02)
         self.out = nn.Sequential(nn.LayerNorm(cfg.hidden), nn.Dropout(cfg.dropout))
+
+    def changes(self, feats: Tensor, mask: Tensor) -> Tensor:
+        """What each frame adds to its clip (``motion``), ``[B, T, D]``, before scaling: its
+        difference from the clip's mean frame, or from the frame before, signed or its size
+        (zero for the first frame and for padding)."""
+        m = mask.unsqueeze(-1).to(feats.dtype)
+        if self.motion == "deviation":
+            mean = (feats * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp_min(1.0)
+            return (feats - mean) * m
+        step = torch.zeros_like(feats)
+        step[:, 1:] = (feats[:, 1:] - feats[:, :-1]) * m[:, 1:] * m[:, :-1]
+        return step.abs() if self.motion == "abs_delta" else step
 
     def forward(self, feats: Tensor, times: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         if feats.dim() != 3 or feats.shape[-1] != self.feat_dim:
             raise ModelError(f"feats must be [B, T, {self.feat_dim}], got {tuple(feats.shape)}")
         if mask.shape != feats.shape[:2] or times.shape != feats.shape[:2]:
             raise ModelError("times and mask must be [B, T] like the features")
-        angles = times.unsqueeze(-1) * self.freqs
-        when = self.time(torch.cat([angles.sin(), angles.cos()], -1))
-        frames = self.proj(self.norm((feats - self.feat_mean) / self.feat_std)) + when
+        when = self.time(fourier(times, self.freqs))
+        x = (feats - self.feat_mean) / self.feat_std
+        frames = self.proj(self.norm(x)) + when
+        if self.motion != "none":
+            frames = frames + self.motion_proj(self.changes(x, mask) / self.motion_std)
         states = torch.cat([self.vid.expand(len(feats), -1, -1), frames], 1)
         full = torch.cat([mask.new_ones(len(mask), 1), mask], 1)
         return self.out(states), full
+
+
+class FrameEncoder(nn.Module):
+    """The retrieval model's per-frame states (``frames = "retrieval"``): its video tower's input
+    norm and frame transformer, frozen. What that model learned to see in a frame, read beside
+    the clip's other frames in time order, rather than the raw CNN features."""
+
+    def __init__(self, feat_dim: int, tower: VideoTowerConfig) -> None:
+        super().__init__()
+        if tower.pooling != "transformer" or tower.norm != "layer":
+            raise ConfigError(
+                "frames = 'retrieval' needs a retrieval model whose video tower is a transformer "
+                f"over layer-normed features (this one: pooling {tower.pooling!r}, "
+                f"norm {tower.norm!r})"
+            )
+        self.feat_dim, self.tower, self.dim = feat_dim, tower, tower.hidden
+        self.norm = nn.LayerNorm(feat_dim)
+        self.pool = TransformerPool(feat_dim, tower)
+        self.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> FrameEncoder:
+        return super().train(False)  # frozen: no dropout inside it
+
+    def copy_from(self, video: VideoTower) -> None:
+        """Take the weights of a retrieval model's video tower (same config)."""
+        if video.norm is None or not isinstance(video.pool, TransformerPool):
+            raise ConfigError("the retrieval model's video tower has no frame transformer")
+        self.norm.load_state_dict(video.norm.state_dict())
+        self.pool.load_state_dict(video.pool.state_dict())
+
+    def forward(self, feats: Tensor, mask: Tensor) -> Tensor:
+        if feats.dim() != 3 or feats.shape[-1] != self.feat_dim:
+            raise ModelError(f"feats must be [B, T, {self.feat_dim}], got {tuple(feats.shape)}")
+        with torch.no_grad():
+            return self.pool.states(self.norm(feats), mask)
 
 
 # -- the layers ---------------------------------------------------------------------------------
@@ -278,12 +383,21 @@ class Match:
 class Reranker(nn.Module):
     """``(query, clip) -> logit``: high when the sentence describes the clip."""
 
-    def __init__(self, config: RerankerConfig, feat_dim: int) -> None:
+    def __init__(
+        self, config: RerankerConfig, feat_dim: int, frame_tower: VideoTowerConfig | None = None
+    ) -> None:
+        """``frame_tower``: the retrieval model's video tower config, for ``frames =
+        "retrieval"`` (its weights come with :meth:`FrameEncoder.copy_from` or the saved ones)."""
         super().__init__()
         self.config, self.feat_dim = config, feat_dim
         bert = config.bert()
         self.text = TextStream(config)
-        self.video = VideoStream(feat_dim, config)
+        self.frames: FrameEncoder | None = None
+        if config.frames == "retrieval":
+            if frame_tower is None:
+                raise ConfigError("frames = 'retrieval' needs the retrieval model's video tower")
+            self.frames = FrameEncoder(feat_dim, frame_tower)
+        self.video = VideoStream(self.frames.dim if self.frames else feat_dim, config)
         if config.variant == "two_stream":
             self.layers = nn.ModuleList([CoAttentionLayer(bert) for _ in range(config.layers)])
         else:
@@ -317,7 +431,9 @@ class Reranker(nn.Module):
         """``words [B, L, 384]`` (MiniLM states, :meth:`TextStream.words`), ``word_mask [B, L]``,
         ``feats [B, T, D]``, ``times [B, T]`` (0..1 in the clip), ``frame_mask [B, T]``."""
         word_mask, frame_mask = word_mask.bool(), frame_mask.bool()
-        t = self.text.proj(words)
+        if self.frames is not None:
+            feats = self.frames(feats, frame_mask)
+        t = self.text(words, word_mask)
         v, v_mask = self.video(feats, times, frame_mask)
         dtype = t.dtype
         attention = []
@@ -340,10 +456,38 @@ class Reranker(nn.Module):
         return Match(self.head(pooled).squeeze(-1), t, word_to_frame)
 
     def fit_feature_stats(self, features: list[np.ndarray]) -> None:
-        """Standardise the video input with these (training) clips' per-dimension statistics."""
+        """Standardise the video input with these (training) clips' per-dimension statistics
+        (and, with ``motion``, the within-clip changes with theirs); with ``frames =
+        "retrieval"`` the statistics are those of the frame states it reads."""
+        if self.frames is not None:
+            features = self.frame_states(features)
         frames = torch.as_tensor(np.concatenate(features).astype(np.float64))
-        self.video.feat_mean.copy_(frames.mean(0).float())
-        self.video.feat_std.copy_((frames.std(0) + 1e-4).float())
+        mean, std = frames.mean(0), frames.std(0) + 1e-4
+        self.video.feat_mean.copy_(mean.float())
+        self.video.feat_std.copy_(std.float())
+        if self.config.motion != "none":
+            changes = []
+            for f in features:
+                x = (torch.as_tensor(f, dtype=torch.float64) - mean) / std
+                every = torch.ones(1, len(f), dtype=torch.bool)
+                changes.append(self.video.changes(x[None], every)[0])
+            moved = torch.cat(changes)
+            if self.config.motion != "deviation":  # first frames have no change: not counted
+                moved = torch.cat([c[1:] for c in changes])
+            self.video.motion_std.copy_((moved.pow(2).mean(0).sqrt() + 1e-4).float())
+
+    @torch.no_grad()
+    def frame_states(self, features: list[np.ndarray], batch_size: int = 64) -> list[np.ndarray]:
+        """What the video stream reads of each clip (``frames = "retrieval"``): ``[T, hidden]``."""
+        if self.frames is None:
+            return features
+        out = []
+        for i in range(0, len(features), batch_size):
+            chunk = features[i : i + batch_size]
+            feats, _, mask = pad_clips(chunk)
+            states = self.frames(feats.to(self.device), mask.to(self.device)).float().cpu()
+            out += [states[j, : len(f)].numpy() for j, f in enumerate(chunk)]
+        return out
 
     def masked_word_logits(self, text_states: Tensor) -> Tensor:
         """Text-stream states ``[..., hidden]`` -> scores over MiniLM's vocabulary."""
@@ -457,6 +601,7 @@ def save_pretrained(
         "format": FORMAT,
         "model": model.config.to_dict(),
         "feat_dim": model.feat_dim,
+        "frame_tower": asdict(model.frames.tower) if model.frames else None,
         "backbone": asdict(model.backbone) if model.backbone else None,
         "retrieval": model.retrieval,
         "prior_weight": model.prior_weight,
@@ -470,6 +615,8 @@ def save_pretrained(
         "Load with `video_mm.rerank.from_pretrained(<this folder>)`.", "",
         f"- {model.config.layers} layers, {model.config.hidden} hidden, {model.config.heads} heads;"
         f" text: all-MiniLM-L6-v2 (top {model.config.tune_layers} layers tuned)",
+        f"- Video stream reads: {model.config.frames} (motion: {model.config.motion}); words"
+        f" placed in the query: {model.config.word_places}",
         f"- Re-ranks the top-k of the retrieval model `{model.retrieval or '?'}`; expects features"
         f" of dim {model.feat_dim}",
         f"- Final score: match logit + {model.prior_weight:g} x the retrieval model's logit",
@@ -496,7 +643,9 @@ def from_pretrained(directory: str | Path, device: str | None = None) -> Reranke
     """Load a folder written by :func:`save_pretrained` (or a training run's ``best/``); nothing
     is downloaded."""
     saved = read_saved(directory, kind="re-ranker", fmt=FORMAT)
-    model = Reranker(load_config(saved.config["model"]), saved.config["feat_dim"])
+    tower = saved.config.get("frame_tower")
+    model = Reranker(load_config(saved.config["model"]), saved.config["feat_dim"],
+                     VideoTowerConfig(**tower) if tower else None)  # fmt: skip
     state = load_file(str(saved.weights))
     expected = set(model.state_dict()) - _frozen_keys(model)
     if set(state) != expected:

@@ -359,7 +359,13 @@ def train_reranker(
     if len(train) < 2 or len(val) < 2:
         raise ConfigError("the re-ranker needs at least two training and two validation clips")
     torch.manual_seed(run.train.seed)
-    model = Reranker(load_config(config), train.features[0].shape[1])
+    cfg = load_config(config)
+    if cfg.frames == "retrieval" and dual is None:
+        raise ConfigError("frames = 'retrieval' needs the retrieval model it re-ranks")
+    tower = dual.video.cfg if cfg.frames == "retrieval" and dual is not None else None
+    model = Reranker(cfg, train.features[0].shape[1], tower)
+    if model.frames is not None and dual is not None:
+        model.frames.copy_from(dual.video)
     model.backbone, model.retrieval, model.trained_on = backbone, retrieval_name, trained_on
     model.fit_feature_stats(train.features)
     hard = mine_hard(dual, train, run.hard_k) if dual and "hard" in run.negatives else None

@@ -109,11 +109,15 @@ class TransformerPool(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.max_frames = cfg.max_frames
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+    def states(self, x: Tensor, mask: Tensor) -> Tensor:
+        """One state a frame ``[B, T, hidden]``, each read beside the clip's other frames."""
         if x.shape[1] > self.max_frames:
             raise ModelError(f"{x.shape[1]} frames, the tower has positions for {self.max_frames}")
         h = self.inp(x) + self.pos[: x.shape[1]]
-        return masked_mean(self.encoder(h, src_key_padding_mask=~mask), mask)
+        return self.encoder(h, src_key_padding_mask=~mask)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return masked_mean(self.states(x, mask), mask)
 
 
 class VideoTower(nn.Module):
