@@ -118,9 +118,9 @@ class MilvusIndex:
         )  # fmt: skip
         return params
 
-    def _wanted_nlist(self) -> int:
-        """FAISS's list count for the vectors held now (see the module's docstring)."""
-        return self.settings.ivf_nlist or max(1, int(4 * np.sqrt(max(len(self), 1))))
+    def _wanted_nlist(self, n: int) -> int:
+        """FAISS's list count for ``n`` vectors (see the module's docstring)."""
+        return self.settings.ivf_nlist or max(1, int(4 * np.sqrt(max(n, 1))))
 
     def _read_dim(self) -> int:
         info = self._client.describe_collection(self.collection)
@@ -146,8 +146,9 @@ class MilvusIndex:
     def _maybe_reindex(self) -> None:
         """Swap FLAT for the approximate index (or back) when the size crosses ``exact_max``;
         build an IVF index again with more lists once it holds 4x the vectors it was built for."""
-        wanted = "flat" if len(self) <= self.settings.exact_max else self.settings.ann
-        nlist = self._wanted_nlist() if wanted in ("ivf", "ivfpq", "ivfsq8") else 0
+        n = len(self)
+        wanted = "flat" if n <= self.settings.exact_max else self.settings.ann
+        nlist = self._wanted_nlist(n) if wanted in ("ivf", "ivfpq", "ivfsq8") else 0
         if wanted == self._index_kind and (
             not nlist or self.settings.ivf_nlist or nlist < 2 * self._nlist
         ):
