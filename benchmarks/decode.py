@@ -16,7 +16,8 @@ FFmpeg shared libraries) next to ours (``sample_frames(path, n=16)``: probe, gua
 rotation, damaged-input handling included), on the two clips above and on every clip in
 ``--real``. Every method reads the same frames (those ``sample_frames`` picks, first and last
 included), and its frames are checked against a plain PyAV decode of every frame: one that returns
-other frames is marked and not counted. ``ours / best`` (over the right ones) is the parity column.
+other frames is marked and not counted. ``ours / best`` (over the right ones) is the parity column,
+in wall-clock time and in CPU time (all threads: the less noisy one on a shared machine).
 """
 
 from __future__ import annotations
@@ -156,15 +157,30 @@ def wrong(frames: np.ndarray, ref: np.ndarray) -> bool:
     return bool(np.abs(frames.astype(np.float32) - ref).mean(axis=(1, 2, 3)).max() > WRONG_DIFF)
 
 
-def attempt(fn: Callable[[Path], np.ndarray], path: Path, repeats: int, ref: np.ndarray) -> str:
-    """A peer's best time, marked when its frames are wrong; "fails" where it cannot read the
-    file."""
+def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Best wall-clock and best CPU seconds (this process, every thread) of ``repeats`` runs."""
+    walls, cpus = [], []
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return min(walls), min(cpus)
+
+
+def attempt(
+    fn: Callable[[Path], np.ndarray], path: Path, repeats: int, ref: np.ndarray
+) -> tuple[str, float, float] | None:
+    """``(cell, wall s, CPU s)`` of a method on a file; the cell is marked when its frames are
+    wrong (then the times are NaN: not counted); None where it cannot read the file."""
     try:
-        if wrong(fn(path), ref):
-            return f"{best(lambda: len(fn(path)), repeats)[0]:.3f}\u2020"
-        return f"{best(lambda: len(fn(path)), repeats)[0]:.3f}"
+        bad = wrong(fn(path), ref)
+        wall, cpu = timed(lambda: fn(path), repeats)
     except Exception:
-        return "fails"
+        return None
+    if bad:
+        return f"{wall:.3f}\u2020", float("nan"), float("nan")
+    return f"{wall:.3f}", wall, cpu
 
 
 def peers(paths: list[tuple[str, Path]], repeats: int) -> None:
@@ -176,15 +192,22 @@ def peers(paths: list[tuple[str, Path]], repeats: int) -> None:
     ]
     missing = [name for name, fn in methods if fn is None]
     live = [(name, fn) for name, fn in methods if fn is not None]
-    print("| clip | " + " | ".join(name for name, _ in live) + " | ours | ours / best |")
-    print("|---|" + "---:|" * (len(live) + 2))
+    names = " | ".join(name for name, _ in live)
+    print(f"| clip | {names} | ours | ours / best | CPU: ours / best |")
+    print("|---|" + "---:|" * (len(live) + 3))
     for label, path in paths:
         ref = reference(path)
-        cells = [attempt(fn, path, repeats, ref) for _, fn in live]
+        results = [attempt(fn, path, repeats, ref) for _, fn in live]
         mine = attempt(ours_uniform, path, repeats, ref)
-        right = [float(c) for c in cells if c[-1].isdigit()]  # timed, with the right frames
-        ratio = f"{float(mine) / min(right):.2f}x" if right and mine[-1].isdigit() else "-"
-        print(f"| {label} | " + " | ".join(cells) + f" | {mine} | {ratio} |", flush=True)
+        cells = [r[0] if r else "fails" for r in results]
+        walls = [r[1] for r in results if r and r[1] == r[1]]  # timed, with the right frames
+        cpus = [r[2] for r in results if r and r[2] == r[2]]
+        if mine is None or not walls:
+            ratios = "- | -"
+        else:
+            ratios = f"{mine[1] / min(walls):.2f}x | {mine[2] / min(cpus):.2f}x"
+        ours = mine[0] if mine else "fails"
+        print(f"| {label} | " + " | ".join(cells) + f" | {ours} | {ratios} |", flush=True)
     print(f"\n\u2020 wrong frames (mean pixel difference from a full decode over {WRONG_DIFF:g}): "
           "not counted in best")
     if missing:
