@@ -179,3 +179,17 @@ def test_reads_the_retrieval_models_frame_states(tiny_train: ClipSet, tiny_val: 
                           model.score(query, tiny_val.features))  # fmt: skip
     with pytest.raises(ConfigError, match="retrieval"):
         train_reranker(config, tiny_train, tiny_val, None, out_dir=tmp_path / "none", run=run)
+
+
+def test_reversed_negative_is_the_caption_on_its_clip_played_backwards(tiny_train: ClipSet) -> None:
+    model = Reranker(load_config(TINY), tiny_train.features[0].shape[1])
+    run = RerankTrainConfig(negatives=["reversed"], batch_size=8)
+    batch = next(iter(Epoch(model, tiny_train, run, 0, None, WordCache(model))))
+    labels = batch["labels"].tolist()
+    assert 0.0 in labels and 1.0 in labels
+    for row, label in enumerate(labels):
+        if label == 0.0:  # follows its positive: the same clip, frames in the other order
+            n = int(batch["frame_mask"][row].sum())
+            assert labels[row - 1] == 1.0 and int(batch["frame_mask"][row - 1].sum()) == n
+            assert torch.equal(batch["feats"][row, :n], batch["feats"][row - 1, :n].flip(0))
+            assert torch.equal(batch["words"][row], batch["words"][row - 1])

@@ -6,6 +6,12 @@ then a blue square appears" -> "a blue square appears and then a red circle move
 same events done by swapped objects ("a blue square moves left and then a red circle appears").
 They are built from the caption's words alone, so any dataset phrased this way gets them; the
 objects' words are those of the synthetic benchmark (:mod:`video_mm.data.synth`).
+
+The third kind changes the clip instead: played backwards, a clip keeps everything it shows (its
+background, its objects) and loses what its caption says happened when, when the caption tells two
+events in order or an action with a direction in time (moves left, grows, appears): the caption
+on its clip reversed is a mismatch only reading the frames in time order can tell
+(:func:`reversal_changes`).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import re
 
 import numpy as np
 
-from video_mm.data.synth import COLOURS, SHAPES
+from video_mm.data.synth import ACTIONS, COLOURS, SHAPES
 
 # (pattern, template) pairs; the first that matches wins. Groups are the two events.
 _ORDER = (
@@ -25,6 +31,12 @@ _ORDER = (
     (re.compile(r"^(.+?) before (.+)$"), "{1} before {0}"),
     (re.compile(r"^(.+?),? then (.+)$"), "{1} then {0}"),
 )
+# verb phrases of the synthetic benchmark's actions whose reverse is another action
+_TIMED = ("left", "right", "up", "down", "grows", "shrinks", "appears", "disappears")
+_DIRECTED = re.compile(
+    r"\b(" + "|".join(sorted({re.escape(v) for a in _TIMED for forms in ACTIONS[a] for v in forms},
+                              key=len, reverse=True)) + r")\b"
+)  # fmt: skip
 _OBJECT = re.compile(rf"\b({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})(s?)\b")
 
 
@@ -66,3 +78,11 @@ def swapped(caption: str, rng: np.random.Generator) -> str | None:
     """An order- or object-swapped version of the caption (chosen at random when both exist)."""
     options = [s for s in (order_swapped(caption), object_swapped(caption, rng)) if s]
     return str(options[int(rng.integers(len(options)))]) if options else None
+
+
+def reversal_changes(caption: str) -> bool:
+    """Whether the caption is false of its clip played backwards: it tells two events in order,
+    or an action with a direction in time (a clip of something moving left, played backwards,
+    shows it moving right)."""
+    text = " ".join(caption.strip().lower().split())
+    return order_swapped(text) is not None or _DIRECTED.search(text) is not None

@@ -9,7 +9,10 @@ three mismatched ones:
 - ``hard``: the caption with a clip the dual encoder ranks high for it (its top ``hard_k``, clips
   that have this caption excluded): the candidates re-ranking has to push down;
 - ``swapped``: the clip with its caption's events in the other order, or its objects swapped
-  (:mod:`video_mm.rerank.negatives`), where the caption allows.
+  (:mod:`video_mm.rerank.negatives`), where the caption allows;
+- ``reversed``: the caption with its own clip played backwards, where that makes it false (two
+  events in order, an action with a direction in time): the same frames, so what the clip shows
+  cannot tell them apart, only when it shows it.
 
 The loss is binary cross-entropy with positives and negatives weighted equally; with
 ``mlm_weight > 0`` the matched pairs also go through with ``mask_prob`` of their words masked and
@@ -39,7 +42,7 @@ from video_mm.data.datasets import VideoRecord, by_split, load_dataset
 from video_mm.data.features import extract_features
 from video_mm.errors import ConfigError
 from video_mm.rerank.model import Reranker, from_pretrained, load_config, pad_clips, save_pretrained
-from video_mm.rerank.negatives import order_swapped, swapped
+from video_mm.rerank.negatives import order_swapped, reversal_changes, swapped
 from video_mm.retrieval.model import RetrievalModel
 from video_mm.retrieval.model import from_pretrained as retrieval_from_pretrained
 from video_mm.retrieval.training import RECALLS, ClipSet, clip_set
@@ -47,7 +50,7 @@ from video_mm.settings import CONFIG_DIR, FeatureSettings
 from video_mm.train.loop import TrainConfig, TrainResult, fit
 
 TRAIN_CONFIGS = CONFIG_DIR / "train"
-NEGATIVES = ("in_batch", "hard", "swapped")
+NEGATIVES = ("in_batch", "hard", "swapped", "reversed")
 
 
 @dataclass
@@ -180,26 +183,31 @@ class Epoch:
         negs = set(self.opts.negatives)
         picks = [int(self.rng.integers(len(self.clips.captions[i]))) for i in rows]
         captions = [self.clips.captions[i][p] for i, p in zip(rows, picks, strict=True)]
-        pairs: list[tuple[str, int, float]] = []  # (text, clip, label)
+        pairs: list[tuple[str, int, float, bool]] = []  # (text, clip, label, played backwards)
         for r, (i, caption) in enumerate(zip(rows, captions, strict=True)):
-            pairs.append((caption, i, 1.0))
+            pairs.append((caption, i, 1.0, False))
             if "in_batch" in negs and len(rows) > 1:
                 other = captions[(r + 1 + int(self.rng.integers(len(rows) - 1))) % len(rows)]
                 if other not in self.own[i]:
-                    pairs.append((other, i, 0.0))
+                    pairs.append((other, i, 0.0, False))
             if "hard" in negs and self.hard is not None:
                 top = self.hard[i][picks[r]]
                 if len(top):
-                    pairs.append((caption, int(top[int(self.rng.integers(len(top)))]), 0.0))
+                    pairs.append((caption, int(top[int(self.rng.integers(len(top)))]), 0.0, False))
             if "swapped" in negs:
                 text = swapped(caption, self.rng)
                 if text and text not in self.own[i]:
-                    pairs.append((text, i, 0.0))
-        words, word_mask = self._read([t for t, _, _ in pairs])
-        feats, times, frame_mask = pad_clips([self.clips.features[i] for _, i, _ in pairs])
+                    pairs.append((text, i, 0.0, False))
+            if "reversed" in negs and reversal_changes(caption):
+                pairs.append((caption, i, 0.0, True))
+        words, word_mask = self._read([t for t, _, _, _ in pairs])
+        clips = [np.ascontiguousarray(self.clips.features[i][::-1]) if back
+                 else self.clips.features[i]
+                 for _, i, _, back in pairs]  # fmt: skip
+        feats, times, frame_mask = pad_clips(clips)
         batch: dict[str, Any] = {
             "words": words, "word_mask": word_mask, "feats": feats, "times": times,
-            "frame_mask": frame_mask, "labels": torch.tensor([y for _, _, y in pairs]),
+            "frame_mask": frame_mask, "labels": torch.tensor([y for _, _, y, _ in pairs]),
         }  # fmt: skip
         if self.opts.mlm_weight > 0:
             batch["mlm"] = self._masked(captions, rows)
