@@ -14,7 +14,8 @@ never reused, so a replaced vector gets a fresh label.
   ~1.4x its codes. Adds to an IVF index whose lists are plain arrays are therefore staged as codes
   (at most 1/16 of the index, or until the next search, delete or flush) and merged into lists
   allocated at their exact size, each old list handed back before the next new one is made
-  (:func:`merge_exact`): a 10M streamed build peaks near its final size.
+  (:func:`merge_exact`), and the heap trimmed after: a 10M streamed build peaks near its final
+  size.
 - Durability: :meth:`flush` writes the whole index to a temporary file, fsyncs it and renames it
   over the old one, so a crash leaves either the old or the new index, never half of one. The
   FAISS data streams into (and out of) that file: no second copy of the index is ever held.
@@ -25,6 +26,7 @@ never reused, so a replaced vector gets a fresh label.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import json
 import os
@@ -32,7 +34,7 @@ import tempfile
 import threading
 import zipfile
 from collections.abc import Iterable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -205,15 +207,20 @@ class FaissIndex:
         those lists grow); more are merged into exactly sized lists."""
         if not self._staged:
             return
-        staged, self._staged, self._n_staged = self._staged, [], 0
+        staged, self._staged = self._staged, []
         labels = np.concatenate([s for s, _ in staged])
-        codes = np.concatenate([c for _, c in staged])
-        del staged  # one copy of the staged codes during the merge
+        codes = np.empty((self._n_staged, staged[0][1].shape[1]), np.uint8)
+        self._n_staged = start = 0
+        while staged:  # each batch freed once copied: one copy of the staged codes at a time
+            batch = staged.pop(0)[1]
+            codes[start : start + len(batch)] = batch
+            start += len(batch)
         ivf = faiss.extract_index_ivf(self._index)
         if 8 * len(labels) < ivf.nlist:
             ivf.add_sa_codes(codes, labels)
         else:
             merge_exact(ivf, codes, labels)
+            _trim_heap()
 
     # -- structure -----------------------------------------------------------------------------
 
@@ -501,6 +508,13 @@ def merge_exact(
     new.this.disown()  # the index owns it now, and deletes the old table
     ivf.replace_invlists(new, True)
     ivf.ntotal += len(labels)
+
+
+def _trim_heap() -> None:
+    """Hand the memory a merge freed back to the system (glibc's ``malloc_trim``): the old lists
+    leave holes in the heap that would otherwise stay resident. A no-op without glibc."""
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _read_npy(z: zipfile.ZipFile, name: str) -> np.ndarray:
