@@ -19,23 +19,14 @@ from typing import Any
 
 import pytest
 
+from tests.workers.jobs import submit_all
 from video_mm.errors import StorageError
-from video_mm.pipeline import enqueue, submit_video
 from video_mm.pipeline.runner import context
 from video_mm.settings import Settings
 
 pytestmark = pytest.mark.integration
 WAIT_S = 300.0  # hang guard only
 PG_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
-
-
-def _submit_all(settings: Settings, paths: list[Path]) -> list[str]:
-    jobs = []
-    for p in paths:
-        sub = submit_video(p, settings=settings)
-        assert enqueue(sub.job_id, settings, queue=True) == "queued"
-        jobs.append(sub.job_id)
-    return jobs
 
 
 def _until(predicate: Any, workers: Any, what: str) -> None:
@@ -73,7 +64,7 @@ def test_redis_restart_with_jobs_queued_and_in_flight(
     try:
         settings = _with(worker_settings, broker={"url": redis.url})
         workers.settings = settings
-        job_ids = _submit_all(settings, msvd14_videos[:6])
+        job_ids = submit_all(settings, msvd14_videos[:6])
         redis.stop()  # queued: the messages are in the append-only file
         redis.start()
         workers.start()
@@ -151,7 +142,7 @@ def test_postgresql_restart_mid_job(
     settings = _with(worker_settings, catalog={"url": private_postgres.url},
                      broker={"max_retries": 6, "retry_backoff_s": 1.0})
     workers.settings = settings
-    job_ids = _submit_all(settings, msvd14_videos[:4])
+    job_ids = submit_all(settings, msvd14_videos[:4])
     workers.start()
     _until(lambda: _some(settings, job_ids, "running"), workers, "no job started")
     private_postgres.restart()
@@ -182,7 +173,7 @@ def test_blob_store_write_failure_fails_jobs_with_the_reason(
     settings = _with(worker_settings, storage={"url": str(small_tmpfs)},
                      broker={"max_retries": 2, "retry_backoff_s": 0.2})
     workers.settings = settings
-    job_ids = _submit_all(settings, msvd14_videos[:3])  # the uploads are stored...
+    job_ids = submit_all(settings, msvd14_videos[:3])  # the uploads are stored...
     subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)  # ... then no more
     proc = workers.start()
     _until(lambda: _ended(settings, job_ids), workers, "jobs unfinished")
@@ -219,7 +210,7 @@ def test_200_jobs_on_2_workers_with_one_killed_midway(
     videos = _small_videos(tmp_path / "small", 200)
     assert len({p.read_bytes() for p in videos}) == 200
     first, _second = workers.start(), workers.start()
-    job_ids = _submit_all(worker_settings, videos)
+    job_ids = submit_all(worker_settings, videos)
     cat = context(worker_settings).catalog
     _until(lambda: sum(cat.get_job(j).state == "done" for j in job_ids) >= 50, workers,
            "50 jobs never finished")

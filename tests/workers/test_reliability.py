@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from video_mm.pipeline import enqueue, submit_video
+from tests.workers.jobs import submit_all
 from video_mm.pipeline.runner import context
 from video_mm.pipeline.stages import PROGRESS
 from video_mm.settings import Settings
@@ -32,15 +32,6 @@ def _testsrc(path: Path, seconds: float, size: str = "160x120", rate: int = 5) -
     return path
 
 
-def _submit_all(settings: Settings, paths: list[Path]) -> list[str]:
-    jobs = []
-    for p in paths:
-        sub = submit_video(p, settings=settings)
-        assert enqueue(sub.job_id, settings, queue=True) == "queued"
-        jobs.append(sub.job_id)
-    return jobs
-
-
 def _tasks_run(log: Path) -> set[str]:
     """The task names a worker's log (level info) shows it received."""
     return set(re.findall(r"Task (vmm\.\w+)\[[^\]]+\] received", log.read_text(errors="replace")))
@@ -56,7 +47,7 @@ def test_end_to_end_real_and_synthetic_clips(
     generate(tmp_path / "synth", n_videos=3, seed=7, progress=False)
     synth = sorted((tmp_path / "synth" / "videos").glob("*.mp4"))
     workers.start("cpu,gpu,index", concurrency=2)
-    job_ids = _submit_all(worker_settings, [*msvd14_videos, *synth])
+    job_ids = submit_all(worker_settings, [*msvd14_videos, *synth])
     states = wait(worker_settings, job_ids, workers)
     cat = context(worker_settings).catalog
     errors = {j: cat.get_job(j).error for j, s in states.items() if s != "done"}
@@ -75,7 +66,7 @@ def test_split_workers_pass_each_step_through_its_queue(
     steps = {"cpu": "vmm.prepare", "gpu": "vmm.analyse", "index": "vmm.publish"}
     for queue in steps:
         workers.start(queue)
-    job_ids = _submit_all(worker_settings, msvd14_videos[:3])
+    job_ids = submit_all(worker_settings, msvd14_videos[:3])
     states = wait(worker_settings, job_ids, workers)
     assert set(states.values()) == {"done"}, workers.log_tail()
     results_once(worker_settings, job_ids, tiny_models)
@@ -90,7 +81,7 @@ def test_kill_9_mid_job_is_redelivered_without_duplicates(
 ) -> None:
     video = _testsrc(tmp_path / "long.mp4", seconds=160)
     first = workers.start("cpu,gpu,index")
-    (job_id,) = _submit_all(worker_settings, [video])
+    (job_id,) = submit_all(worker_settings, [video])
     cat = context(worker_settings).catalog
     # Kill once features are part way: the analyse task is running and holds its message unacked.
     deadline = time.monotonic() + 240
@@ -158,10 +149,10 @@ def test_bad_inputs_fail_with_reasons_and_the_worker_carries_on(
     proc = workers.start("cpu,gpu,index")
     names = list(bad_corpus)
     good = msvd14_videos[:2]
-    job_ids = _submit_all(worker_settings, [bad_corpus[n][0] for n in names[:4]])
-    job_ids += _submit_all(worker_settings, good[:1])
-    job_ids += _submit_all(worker_settings, [bad_corpus[n][0] for n in names[4:]])
-    job_ids += _submit_all(worker_settings, good[1:])
+    job_ids = submit_all(worker_settings, [bad_corpus[n][0] for n in names[:4]])
+    job_ids += submit_all(worker_settings, good[:1])
+    job_ids += submit_all(worker_settings, [bad_corpus[n][0] for n in names[4:]])
+    job_ids += submit_all(worker_settings, good[1:])
     states = wait(worker_settings, job_ids, workers)
     cat = context(worker_settings).catalog
     bad_jobs = job_ids[:4] + job_ids[5:-1]
@@ -187,7 +178,7 @@ def test_rabbitmq_restart_with_jobs_queued_loses_none(
     worker_settings: Settings, workers: Any, wait: Any, msvd14_videos: list[Path],
     tiny_models: dict, results_once: Any, fault_row: Any,
 ) -> None:
-    job_ids = _submit_all(worker_settings, msvd14_videos[:6])
+    job_ids = submit_all(worker_settings, msvd14_videos[:6])
     _rabbitmqctl("stop_app")
     try:
         time.sleep(1)
@@ -227,7 +218,7 @@ def test_damaged_videos_end_done_with_warnings_and_no_native_log_lines(
     names = ["cut_50.mp4", "broken_nal.mp4", "flip_middle.mp4", "flip_mpeg2.ts", "cut_h264.ts",
              "cut_packet_h264.ts", "lost_fragment.mp4", "lost_init.mp4"]  # fmt: skip
     proc = workers.start("cpu,gpu,index")
-    job_ids = _submit_all(worker_settings, [tmp_path / "corpus" / n for n in names])
+    job_ids = submit_all(worker_settings, [tmp_path / "corpus" / n for n in names])
     states = wait(worker_settings, job_ids, workers)
     cat = context(worker_settings).catalog
     for name, job_id in zip(names[:-1], job_ids, strict=False):

@@ -188,14 +188,18 @@ def open_container(
 
 def is_gif(checked: Path | BinaryIO) -> bool:
     """Whether the file starts as a GIF does (``GIF87a``, ``GIF89a``)."""
+    return _head(checked, 6) in (b"GIF87a", b"GIF89a")
+
+
+def _head(checked: Path | BinaryIO, n: int) -> bytes:
+    """The first ``n`` bytes of a file or a stream (left at its start)."""
     if isinstance(checked, Path):
         with checked.open("rb") as f:
-            head = f.read(6)
-    else:
-        checked.seek(0)
-        head = checked.read(6)
-        checked.seek(0)
-    return head in (b"GIF87a", b"GIF89a")
+            return f.read(n)
+    checked.seek(0)
+    head = checked.read(n)
+    checked.seek(0)
+    return head
 
 
 def video_stream(
@@ -532,13 +536,7 @@ _SIGNATURES: tuple[tuple[int, bytes], ...] = (
 
 def _open_error(checked: Path | BinaryIO, exc: Exception) -> VideoError:
     name = describe(checked)
-    if isinstance(checked, Path):
-        with checked.open("rb") as f:
-            head = f.read(16)
-    else:
-        checked.seek(0)
-        head = checked.read(16)
-        checked.seek(0)
+    head = _head(checked, 16)
     if any(head[at : at + len(sig)] == sig for at, sig in _SIGNATURES):
         detail = ffmpeg_reason(exc)
         return CorruptVideo(

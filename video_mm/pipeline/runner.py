@@ -381,7 +381,9 @@ def _decode_ahead(
     return DecodingAhead(path, frames)
 
 
-def _start(ctx: Context, job_id: str, prefetcher: Prefetcher) -> _Started:
+def _start(ctx: Context, job_id: str, prefetcher: Prefetcher | None) -> _Started:
+    """Count the attempt, start its heartbeat, run the first step and, with a prefetcher, start
+    decoding the video's frames ahead."""
     from video_mm.pipeline.lifecycle import heartbeat
 
     ctx.catalog.update_job(job_id, add_attempt=True)
@@ -391,8 +393,9 @@ def _start(ctx: Context, job_id: str, prefetcher: Prefetcher) -> _Started:
     try:
         first = STEPS[0]
         started.handed = first.handed(guarded(ctx, job_id, first.run))
-        started.ahead = guarded(ctx, job_id, _decode_ahead, prefetcher, held)
-    except Exception:  # the reason is in the job
+        if prefetcher is not None:
+            started.ahead = guarded(ctx, job_id, _decode_ahead, prefetcher, held)
+    except Exception:  # the reason is in the job; a folder of videos goes on with the next one
         log.debug("job %s failed", job_id, exc_info=True)
         held.close()
         started.failed = True
@@ -407,8 +410,8 @@ def _finish(ctx: Context, started: _Started) -> tuple[str, str]:
         with started.held:
             handed = started.handed
             for s in STEPS[1:]:
-                extra = {"ahead": started.ahead} if s.run is analyse else {}
-                handed = s.handed(guarded(ctx, job_id, partial(s.run, **extra), *handed))
+                run = partial(analyse, ahead=started.ahead) if s.run is analyse else s.run
+                handed = s.handed(guarded(ctx, job_id, run, *handed))
     except Exception:
         log.debug("job %s failed", job_id, exc_info=True)
         return job_id, "failed"
@@ -451,17 +454,6 @@ def run_job(job_id: str, settings: Settings) -> str:
 
     Bad input is not an exception here: the job ends ``failed`` with the reason in the catalog.
     """
-    from video_mm.pipeline.lifecycle import heartbeat
-
     ctx = context(settings)
-    ctx.catalog.update_job(job_id, add_attempt=True)
-    try:
-        handed: tuple[Any, ...] = ()
-        with heartbeat(ctx.catalog, job_id, settings.reaper.heartbeat_s):
-            for s in STEPS:
-                handed = s.handed(guarded(ctx, job_id, s.run, *handed))
-    except Exception:  # the reason is in the job; a folder of videos goes on with the next one
-        log.debug("job %s failed", job_id, exc_info=True)
-        return "failed"
-    return "done"
+    return _finish(ctx, _start(ctx, job_id, None))[1]
 
