@@ -77,8 +77,10 @@ class ClipReranker(Protocol):
     ) -> np.ndarray: ...
 
 
-# clip ids -> {clip id: (frame features [T, D], frame times in the clip [T])}, those it has
-ClipFeatures = Callable[[list[str]], dict[str, tuple[np.ndarray, np.ndarray]]]
+# clip ids -> {clip id: (the re-ranker's frame features [T, D], frame times in the clip [T], the
+# retrieval model's inputs [T, D'] for the first stage's logit)}, those it has
+StoredClip = tuple[np.ndarray, np.ndarray, np.ndarray]
+ClipFeatures = Callable[[list[str]], dict[str, StoredClip]]
 
 
 class Index(Protocol):
@@ -222,9 +224,9 @@ def rerank(
 ) -> tuple[list[tuple[str, float]], dict[str, float]]:
     """``ranking`` (clip id, score; best first) with its first ``k`` re-scored by ``reranker``
     in one batched forward and put in its order; those without features follow in their order,
-    then the rest. ``prior(features)``: the retrieval model's logits of those clips, which the
-    re-ranker adds with its ``prior_weight``. Returns the new ranking and the re-ranker's scores
-    by clip id."""
+    then the rest. ``prior(features)``: the retrieval model's logits of those clips from its
+    stored inputs, which the re-ranker adds with its ``prior_weight``. Returns the new ranking
+    and the re-ranker's scores by clip id."""
     head, tail = ranking[:k], ranking[k:]
     found = clip_features([c for c, _ in head])
     scored = [c for c, _ in head if c in found]
@@ -234,7 +236,7 @@ def rerank(
 
     feats, times = [found[c][0] for c in scored], [found[c][1] for c in scored]
     with torch.inference_mode():
-        first = prior(feats) if prior is not None else None
+        first = prior([found[c][2] for c in scored]) if prior is not None else None
         logits = reranker.score(query, feats, times, prior=first)
     new = {c: float(s) for c, s in zip(scored, np.asarray(logits, np.float64), strict=True)}
     order = sorted(scored, key=lambda c: -new[c])  # stable: ties keep the first stage's order
@@ -436,8 +438,8 @@ class StoredClipFeatures:
             lambda key: clip_features_from_bytes(blobs.get(key))
         )
 
-    def __call__(self, clip_ids: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    def __call__(self, clip_ids: list[str]) -> dict[str, StoredClip]:
+        out: dict[str, StoredClip] = {}
         for video_id in dict.fromkeys(c.rpartition(":")[0] for c in clip_ids):
             # A video analysed again with another retrieval model has one blob per feature kind.
             fitting = (self._load(k) for k in self.catalog.attached(video_id, self.kind))
@@ -451,7 +453,7 @@ class StoredClipFeatures:
         return out
 
 
-def _feature_dim(stored: dict[int, tuple[np.ndarray, np.ndarray]]) -> int:
+def _feature_dim(stored: dict[int, StoredClip]) -> int:
     return int(next(iter(stored.values()))[0].shape[-1])
 
 

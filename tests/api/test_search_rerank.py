@@ -1,5 +1,6 @@
 """Search with re-ranking through the API: a re-ranker saved where the server finds it, a real
-video processed by the pipeline (which stores its clips' features), then ``rerank_k`` per query."""
+video processed by the pipeline (which stores its clips' features as the re-ranker reads them:
+one vector a frame, or 2 x 2 cells of the backbone's grid), then ``rerank_k`` per query."""
 
 from __future__ import annotations
 
@@ -14,17 +15,23 @@ import torch
 FEAT_DIM = 576  # the tiny pipeline models' backbone (tests/pipeline/conftest.py)
 
 
-@pytest.fixture(scope="module")
-def rerank_server(tmp_path_factory: pytest.TempPathFactory, make_module_server, mp4_clip: Path
-                  ) -> Iterator[tuple[object, str]]:  # fmt: skip
+@pytest.fixture(scope="module", params=[1, 2], ids=["frames", "cells"])
+def rerank_server(tmp_path_factory: pytest.TempPathFactory, make_module_server, mp4_clip: Path,
+                  request: pytest.FixtureRequest) -> Iterator[tuple[object, str]]:  # fmt: skip
+    from video_mm.artifacts import FeatureRecipe
     from video_mm.rerank.model import Reranker, load_config, save_pretrained
 
     tmp = tmp_path_factory.mktemp("rerank-api")
     torch.manual_seed(0)
-    model = Reranker(load_config({"name": "tiny-reranker", "hidden": 32, "layers": 1,
-                                  "heads": 2, "intermediate": 64}), FEAT_DIM)  # fmt: skip
+    k = request.param
+    config = load_config({"name": "tiny-reranker", "hidden": 32, "layers": 1, "heads": 2,
+                          "intermediate": 64, "grid_pool": k})  # fmt: skip
+    model = Reranker(config, FEAT_DIM * k * k)
     model.prior_weight = 0.5  # search adds the retrieval model's logit from the stored features
-    save_pretrained(tmp / "vmm" / "models" / "reranker", model)  # data_dir/models/reranker
+    # the pipeline's sampling (tests/conftest.py); cells: the same pass keeps the grid
+    recipe = FeatureRecipe(backbone="mobilenet_v3_small", weights="none", n_frames=4, size=112,
+                           grid_pool=k, normalize=False) if k > 1 else None
+    save_pretrained(tmp / "vmm" / "models" / "reranker", model, recipe=recipe)
     with make_module_server(tmp) as server, httpx.Client(base_url=server.url, timeout=120) as c:
         with open(mp4_clip, "rb") as f:
             r = c.post("/v1/videos", files={"file": ("video8560.mp4", f, "video/mp4")},

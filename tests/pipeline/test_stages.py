@@ -16,9 +16,10 @@ from video_mm.pipeline.stages import (
     Models,
     features_stage,
     probe_stage,
+    rerank_features_stage,
     segment_stage,
 )
-from video_mm.records import ClipFeatures
+from video_mm.records import Clip, ClipFeatures
 from video_mm.settings import FeatureSettings, SamplingSettings, Settings
 
 
@@ -95,6 +96,33 @@ def test_one_extraction_serves_pooled_and_grid_models_each_by_its_recipe() -> No
     no_grid = {spec.key: [ClipFeatures(clip.features, np.zeros(2), "resnet18")]}
     with pytest.raises(ModelError, match="grid"):
         models.inputs("cells", no_grid)
+
+
+def test_stored_clip_features_are_the_rerankers_inputs_with_the_first_stages_beside() -> None:
+    """With a re-ranker that reads 2 x 2 cells, the stored blob holds each clip's cells (what
+    search re-ranks with) and the retrieval model's pooled inputs (its logit, the prior); with
+    none configured, the retrieval model's inputs alone, as before."""
+    from video_mm.rerank.stored import clip_features_from_bytes
+
+    spec = FeatureSpec(FeatureSettings(grid=True), SamplingSettings())
+    grid = np.arange(2 * 3 * 4 * 4, dtype=np.float32).reshape(2, 3, 4, 4)
+    feats = {spec.key: [ClipFeatures(grid.mean((2, 3)), np.array([0.5, 1.5]), "resnet18", grid)]}
+    clips = [Clip("v", 0, 0.0, 2.0)]
+    models = Models(retrieval=object(), retrieval_name="ret", specs={"ret": spec},
+                    dims={"ret": 3})  # fmt: skip
+    ((pooled, times, first),) = clip_features_from_bytes(
+        rerank_features_stage(models, clips, feats) or b"").values()
+    np.testing.assert_array_equal(pooled, grid.mean((2, 3)))
+    np.testing.assert_allclose(times, [0.25, 0.75])
+    assert first is not None and np.array_equal(first, pooled)
+    models.reranker_name = "reranker/rr"
+    models.specs["reranker/rr"] = spec
+    models.recipes["reranker/rr"] = FeatureRecipe(grid_pool=2, normalize=False)
+    models.dims["reranker/rr"] = 12
+    ((cells, _, first),) = clip_features_from_bytes(
+        rerank_features_stage(models, clips, feats) or b"").values()
+    assert cells.shape == (2, 12) and first.shape == (2, 3)
+    np.testing.assert_array_equal(first, grid.mean((2, 3)))
 
 
 def test_decoding_settings_change_the_job_fingerprint_and_nothing_else_of_models() -> None:

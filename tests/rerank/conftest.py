@@ -5,6 +5,10 @@ then a blue square falls"): an object is a (colour, shape) pair whose directions
 the frames of its half of the clip, an action a direction whose weight changes over that half.
 Averaging the frames cannot tell "A then B" from "B then A"; reading them in time order can.
 Held-out clips are fresh draws (new noise, new length) of new combinations.
+
+The cell version (:func:`make_cell_clips`) lays each frame out as 2 x 2 cells, the way
+``grid_pool = 2`` features are (``[C, k, k]`` flattened): each event is in a cell of its own and
+the other cells are background, so one cell token stands for one object.
 """
 
 from __future__ import annotations
@@ -56,6 +60,22 @@ def make_clips(n: int, seed: int) -> ClipSet:
     return ClipSet(ids, feats, caps)
 
 
+def make_cell_clips(n: int, seed: int, k: int = 2) -> ClipSet:
+    """:func:`make_clips` with each event in a cell of its own of a k x k grid a frame (two
+    events: two different cells), the other cells background noise; ``[T, FEAT_DIM * k * k]``
+    laid out channel-major like :func:`video_mm.artifacts.pool_grid`."""
+    base, rng = make_clips(n, seed), np.random.default_rng([seed, k])
+    feats = []
+    for x in base.features:
+        T, half = len(x), len(x) // 2
+        cells = np.abs(0.1 * rng.standard_normal((T, FEAT_DIM, k * k))).astype(np.float32)
+        a, b = rng.choice(k * k, 2, replace=False)
+        cells[:half, :, a] = x[:half]
+        cells[half:, :, b] = x[half:]
+        feats.append(cells.reshape(T, FEAT_DIM * k * k))
+    return ClipSet(base.ids, feats, base.captions)
+
+
 @pytest.fixture(scope="session")
 def tiny_train() -> ClipSet:
     return make_clips(90, seed=0)
@@ -90,3 +110,25 @@ def trained(
     out: Path = tmp_path_factory.mktemp("reranker")
     config = {"name": "tiny", **TINY}
     return train_reranker(config, tiny_train, tiny_val, None, out_dir=out, run=run)
+
+
+@pytest.fixture(scope="session")
+def cells_test() -> ClipSet:
+    return make_cell_clips(30, seed=2)
+
+
+@pytest.fixture(scope="session")
+def trained_cells(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
+    """A two-stream re-ranker over 2 x 2 cells a frame, trained like :func:`trained`."""
+    from video_mm.rerank.training import RerankTrainConfig, train_reranker
+    from video_mm.train.loop import TrainConfig
+
+    torch.manual_seed(0)
+    run = RerankTrainConfig(
+        train=TrainConfig(epochs=8, lr=2e-3, warmup_steps=10, progress=False, device="cpu"),
+        negatives=["in_batch", "swapped"], batch_size=32, pairs_per_clip=4,
+    )  # fmt: skip
+    out: Path = tmp_path_factory.mktemp("reranker_cells")
+    config = {"name": "tiny-cells", **TINY, "grid_pool": 2, "motion": "delta"}
+    return train_reranker(config, make_cell_clips(90, seed=0), make_cell_clips(12, seed=1), None,
+                          out_dir=out, run=run)  # fmt: skip

@@ -19,7 +19,8 @@ def isolated(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     get_settings.cache_clear()
 
 
-def test_train_reranker_then_eval_with_and_without(isolated, shared_data) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("grid_pool", [1, 2], ids=["frames", "cells"])
+def test_train_reranker_then_eval_with_and_without(isolated, shared_data, grid_pool) -> None:  # type: ignore[no-untyped-def]
     data, runner = shared_data / "msvd14", CliRunner()
     split = ["--train-split", "all", "--val-split", "all"]
     result = runner.invoke(app, [
@@ -30,7 +31,7 @@ def test_train_reranker_then_eval_with_and_without(isolated, shared_data) -> Non
     assert result.exit_code == 0, result.output
     tiny = isolated / "tiny.json"
     tiny.write_text(json.dumps({"arch": "reranker", "hidden": 32, "layers": 1, "heads": 2,
-                                "intermediate": 64}))  # fmt: skip
+                                "intermediate": 64, "grid_pool": grid_pool}))  # fmt: skip
     result = runner.invoke(app, [
         "train", "reranker", "--data", str(data), "--retrieval", str(isolated / "ret"),
         "--out", str(isolated / "rr"), "--model-config", str(tiny), "--epochs", "1", *split,
@@ -41,7 +42,10 @@ def test_train_reranker_then_eval_with_and_without(isolated, shared_data) -> Non
     assert summary["best_epoch"] == 1 and "val_rerank_t2v_R@1" in summary
     saved = json.loads((isolated / "rr" / "best" / "config.json").read_text())
     assert saved["retrieval"] == "ret" and saved["prior_weight"] in (0.0, 0.25, 0.5, 1.0, 2.0)
-    assert json.loads((isolated / "rr" / "best" / "features.json").read_text())["n_frames"] == 2
+    recipe = json.loads((isolated / "rr" / "best" / "features.json").read_text())
+    assert recipe["n_frames"] == 2 and recipe["grid_pool"] == grid_pool
+    # cells: the backbone's 512 channels in 2 x 2 cells, where the retrieval model reads 512
+    assert saved["feat_dim"] == 512 * grid_pool**2
 
     result = runner.invoke(app, [
         "eval", "retrieval", "--model", str(isolated / "ret"), "--data", str(data), "--split",

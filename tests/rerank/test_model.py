@@ -193,3 +193,49 @@ def test_reversed_negative_is_the_caption_on_its_clip_played_backwards(tiny_trai
             assert labels[row - 1] == 1.0 and int(batch["frame_mask"][row - 1].sum()) == n
             assert torch.equal(batch["feats"][row, :n], batch["feats"][row - 1, :n].flip(0))
             assert torch.equal(batch["words"][row], batch["words"][row - 1])
+
+
+def test_learns_over_cells_on_held_out_clips(trained_cells, cells_test: ClipSet,
+                                             tmp_path: Path) -> None:  # fmt: skip
+    """grid_pool = 2: each event is in a cell of its own and the rest is background; the model
+    reads cells as tokens, tells matched from mismatched pairs on new clips, and saving keeps
+    its scores."""
+    model, result = trained_cells
+    assert model.video.cells == 4 and model.feat_dim == cells_test.features[0].shape[1]
+    right = []
+    for i in range(len(cells_test)):
+        pos = model.score(cells_test.captions[i][0], [cells_test.features[i]])[0]
+        other = cells_test.captions[(i + 1) % len(cells_test)][0]
+        neg = model.score(other, [cells_test.features[i]])[0]
+        right += [pos > 0, neg < 0]
+    assert np.mean(right) >= 0.75  # chance: 0.5
+    loaded = from_pretrained(result.best_dir, device="cpu")
+    assert loaded.config.grid_pool == 2
+    query = cells_test.captions[0][0]
+    assert np.array_equal(model.score(query, cells_test.features),
+                          loaded.score(query, cells_test.features))  # fmt: skip
+    words, grid, _ = loaded.co_attention(query, cells_test.features[0])
+    T = len(cells_test.features[0])
+    assert grid.shape == (len(words), T)  # a frame's cells summed: word x frame
+    np.testing.assert_allclose(grid.sum(1), 1.0, atol=0.1)  # [VID] takes the rest
+
+
+def test_cells_are_tokens_with_their_place(tiny_train: ClipSet) -> None:
+    """Each cell of each frame is a token (T x k x k + [VID]); moving an object to another cell
+    changes the score, where a pooled frame could not tell; features that are not k x k cells
+    of one width are a typed error."""
+    torch.manual_seed(0)
+    D = tiny_train.features[0].shape[1]
+    model = Reranker(load_config({**TINY, "grid_pool": 2}), 4 * D).eval()
+    x = np.zeros((6, D, 4), np.float32)
+    x[:, :, 0] = tiny_train.features[0][:6]
+    moved = x[:, :, [3, 1, 2, 0]]
+    feats, times, mask = pad_clips([x.reshape(6, -1)])
+    states, full = model.video(feats, times, mask)
+    assert states.shape == (1, 1 + 6 * 4, TINY["hidden"]) and bool(full.all())
+    scores = model.score("a red circle rises", [x.reshape(6, -1), moved.reshape(6, -1)])
+    assert scores[0] != scores[1]
+    with pytest.raises(ConfigError, match="cells"):
+        Reranker(load_config({**TINY, "grid_pool": 2}), 30)
+    with pytest.raises(ConfigError, match="grid_pool"):
+        load_config({"grid_pool": 2, "frames": "retrieval"})

@@ -14,7 +14,7 @@ def _lookup(features: dict, missing: str):  # type: ignore[no-untyped-def]
 def test_rerank_reorders_the_candidates_and_loses_none(trained, tiny_test) -> None:
     model, _ = trained
     ids = [f"v{i}:0" for i in range(len(tiny_test))]
-    features = {cid: (f, np.linspace(0.05, 0.95, len(f), dtype=np.float32))
+    features = {cid: (f, np.linspace(0.05, 0.95, len(f), dtype=np.float32), f)
                 for cid, f in zip(ids, tiny_test.features, strict=True)}  # fmt: skip
     first_ranks, new_ranks = [], []
     for q in range(len(tiny_test)):
@@ -37,7 +37,7 @@ def test_rerank_reorders_the_candidates_and_loses_none(trained, tiny_test) -> No
 def test_a_heavy_first_stage_prior_keeps_its_order(trained, tiny_test) -> None:  # type: ignore[no-untyped-def]
     model, _ = trained
     ids = [f"v{i}:0" for i in range(10)]
-    features = {cid: (f, np.linspace(0.05, 0.95, len(f), dtype=np.float32))
+    features = {cid: (f, np.linspace(0.05, 0.95, len(f), dtype=np.float32), f)
                 for cid, f in zip(ids, tiny_test.features[:10], strict=True)}  # fmt: skip
     ranking = [(c, 1.0) for c in ids]
     model.prior_weight = 1000.0  # the retrieval model's logit dominates the match logit

@@ -22,7 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from video_mm.artifacts import FeatureRecipe, model_dirs, model_name, pool_grid
+from video_mm.artifacts import (
+    FeatureRecipe,
+    model_dirs,
+    model_name,
+    pool_grid,
+    read_saved,
+    reranker_dir,
+)
 from video_mm.errors import ConfigError, CorruptVideo, ModelError
 from video_mm.records import Caption, Clip, ClipFeatures, FrameBatch, VideoInfo, clip_id
 from video_mm.settings import FeatureSettings, SamplingSettings, Settings
@@ -73,6 +80,9 @@ class Models:
     captioners: dict[str, Any] = field(default_factory=dict)
     retrieval: Any | None = None
     retrieval_name: str = ""
+    # the configured re-ranker's inputs (its recipe: cells, or the retrieval model's features)
+    # are what the pipeline stores for search to re-rank with; its weights are not loaded here
+    reranker_name: str = ""
     specs: dict[str, FeatureSpec] = field(default_factory=dict)  # model name -> its features
     # model name -> the recipe saved with it: its grid_pool makes k x k cells of the grid and its
     # apply() standardises features as in training
@@ -174,9 +184,11 @@ _models_cache: dict[tuple[str, ...], Models] = {}
 def load_models(settings: Settings) -> Models:
     """Load the configured models once per process (a worker keeps them between tasks)."""
     captioners, retrieval = model_dirs(settings)
+    rerank = reranker_dir(settings)
     key = (
         *(str(p.resolve()) for p in captioners),
         str(retrieval.resolve()) if retrieval else "",
+        str(rerank.resolve()) if rerank else "",
         settings.features.model_dump_json(),
         settings.sampling.model_dump_json(),
     )
@@ -201,6 +213,13 @@ def load_models(settings: Settings) -> Models:
                 models.dims[name] = _feat_dim(models.retrieval)
                 if models.retrieval.recipe is not None:
                     models.recipes[name] = models.retrieval.recipe
+                if rerank is not None:
+                    saved = read_saved(rerank, kind="re-ranker")
+                    models.reranker_name = name = f"reranker/{model_name(rerank)}"
+                    models.specs[name] = feature_spec(saved, rerank, settings)
+                    models.dims[name] = int(saved.config.get("feat_dim", 0))
+                    if saved.recipe is not None:
+                        models.recipes[name] = saved.recipe
             _models_cache[key] = models
         return _models_cache[key]
 
@@ -381,19 +400,28 @@ def embed_stage(models: Models, features: dict[str, list[ClipFeatures]]) -> np.n
 def rerank_features_stage(
     models: Models, clips: Sequence[Clip], features: dict[str, list[ClipFeatures]]
 ) -> bytes | None:
-    """The retrieval model's input features of every clip with its frames' times in the clip,
-    as one blob (:mod:`video_mm.rerank.stored`): what search re-ranks with (None without a
-    retrieval model)."""
+    """The configured re-ranker's input features of every clip (without one, the retrieval
+    model's) with its frames' times in the clip, as one blob (:mod:`video_mm.rerank.stored`):
+    what search re-ranks with (None without a retrieval model: nothing to re-rank); the
+    retrieval model's inputs beside them when they differ (cells), for the first stage's logit."""
     if models.retrieval is None:
         return None
     from video_mm.rerank.stored import clip_features_to_bytes, relative_times
 
-    feats = features[models.specs[models.retrieval_name].key]
-    inputs = models.inputs(models.retrieval_name, features)
+    name = models.reranker_name or models.retrieval_name
+    feats = features[models.specs[name].key]
+    inputs = models.inputs(name, features)
+    first = models.inputs(models.retrieval_name, features)
     return clip_features_to_bytes({
         c.index: (x, relative_times(f.times, c.start, c.end))
         for c, f, x in zip(clips, feats, inputs, strict=True)
+    }, None if name == models.retrieval_name or _same(inputs, first) else {
+        c.index: x for c, x in zip(clips, first, strict=True)
     })  # fmt: skip
+
+
+def _same(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> bool:
+    return all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def vectors_to_bytes(vectors: np.ndarray) -> bytes:

@@ -4,7 +4,8 @@ The same figure as the captioner's attention pictures (:func:`video_mm.train.exp
 sampled frames in a strip with their times, the query as the title, and a heat map with one row
 per word and one column per frame: the re-ranker's word-to-frame co-attention (the text stream's
 cross-attention over the video stream in the two-stream model, the words' self-attention over the
-frame tokens in the single-stream one; mean over heads and layers, renormalised over the frames).
+frame tokens in the single-stream one; mean over heads and layers, renormalised over the frames;
+a re-ranker that reads k x k cells a frame has its cells' attention summed into their frame's).
 The match probability is printed under it with the model's name.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from video_mm.artifacts import load_recipe
+from video_mm.artifacts import load_recipe, pool_grid
 from video_mm.errors import ConfigError
 from video_mm.settings import FeatureSettings
 
@@ -40,10 +41,12 @@ def explain_match(
     batch = sample_frames(video, sampler=sampling.sampler, n=sampling.n_frames, size=sampling.size)
     settings = (feature_settings or FeatureSettings()).model_copy(
         update={"backbone": recipe.backbone, "weights": recipe.weights})
-    clip = next(iter(FeatureExtractor(settings).extract([batch])))
+    k = recipe.grid_pool
+    clip = next(iter(FeatureExtractor(settings, grid=k > 1).extract([batch])))
     start, end = float(batch.times[0]), float(batch.times[-1])
     times = relative_times(batch.times, start, end + (end - start) / max(len(batch.times) - 1, 1))
-    words, weights, logit = model.co_attention(query, recipe.apply(clip.features), times)
+    feats = pool_grid(clip.grid, k) if k > 1 else clip.features
+    words, weights, logit = model.co_attention(query, recipe.apply(feats), times)
     weights = weights / np.clip(weights.sum(1, keepdims=True), 1e-9, None)
     probability = 1.0 / (1.0 + math.exp(-logit))
     draw(batch, query, words, weights, None, Path(out),

@@ -13,6 +13,18 @@ projected to ``hidden`` dimensions and added to an embedding of each frame's tim
 the clip, 0..1, through Fourier features and a linear map); a learned ``[VID]`` token is prepended:
 the video stream.
 
+**Cells (``grid_pool`` k > 1).** A globally pooled frame mixes everything in it: on the synthetic
+benchmark's order clips both objects are in every frame's one vector, so no video token stands
+for one object at one place, and ViLBERT itself attends over image *regions*. With ``grid_pool``
+the features are the backbone's last feature map pooled to k x k cells a frame (the recipe's
+``grid_pool``, saved in ``features.json``; ``[T, C * k * k]``, channel-major as
+:func:`video_mm.artifacts.pool_grid` lays them out), and each cell is a video token: the frame
+standardised and layer-normed as a whole (normed one by one, a cell of plain background would be
+as loud a token as one with an object in it), then each cell's ``C`` features projected by the
+same map, plus its frame's time embedding and a learned embedding of the cell's place.
+``motion`` is computed cell by cell across time. With k = 2 and 8 frames that is 32 tokens +
+``[VID]``; 1 is one token a frame.
+
 **What changes when.** Once standardised, the frames of one clip are nearly the same vector (what
 the clip is, its background and objects, is most of every dimension), and what happens in it is in
 the small changes between frames: on the synthetic benchmark a linear probe names the action of an
@@ -51,7 +63,9 @@ or action from the frames.
 A saved model is a folder like the retrieval model's: ``config.json`` (format, config, feature
 dim, backbone, the retrieval model it re-ranks, data, scores), ``model.safetensors`` (MiniLM's
 frozen weights are not copied: they are read from the installed package), ``features.json`` (how
-its features are computed: the retrieval model's recipe) and ``README.md``, written and read
+its features are computed: the retrieval model's recipe, or with ``grid_pool`` > 1 the same
+backbone and sampling pooled to cells, standardised with the re-ranker's training set) and
+``README.md``, written and read
 through :mod:`video_mm.artifacts` like every saved model.
 """
 
@@ -119,6 +133,10 @@ class RerankerConfig:
     # What the video stream reads: the clip's "features" as stored, or the "retrieval" model's
     # per-frame states (its frame transformer, copied in frozen when training starts)
     frames: Literal["features", "retrieval"] = "features"
+    # Video tokens a frame: 1, the frame's globally pooled features; k > 1, the backbone's last
+    # feature map pooled to k x k cells (the recipe's grid_pool), each cell a token with its
+    # frame's time and a learned embedding of its place, so one token can stand for one object
+    grid_pool: int = 1
     tune_layers: int = 0  # MiniLM's top layers trained (0: frozen)
     max_len: int = 32  # query tokens kept
 
@@ -152,6 +170,11 @@ def load_config(config: str | Path | dict[str, Any]) -> RerankerConfig:
         raise ConfigError(f"motion must be one of {MOTIONS}, got {cfg.motion!r}")
     if cfg.frames not in FRAMES:
         raise ConfigError(f"frames must be one of {FRAMES}, got {cfg.frames!r}")
+    if cfg.grid_pool < 1:
+        raise ConfigError(f"grid_pool must be >= 1, got {cfg.grid_pool}")
+    if cfg.grid_pool > 1 and cfg.frames != "features":
+        raise ConfigError("grid_pool > 1 needs frames = 'features' (the retrieval model's frame "
+                          "states are one vector a frame)")
     if cfg.hidden % cfg.heads:
         raise ConfigError(f"hidden ({cfg.hidden}) must be a multiple of heads ({cfg.heads})")
     return cfg
@@ -225,24 +248,35 @@ class TextStream(nn.Module):
 
 
 class VideoStream(nn.Module):
-    """Frame features and their times -> ``[VID]`` + one state per frame, ``hidden`` dims."""
+    """Frame features and their times -> ``[VID]`` + one state per frame (or per cell of each
+    frame, ``grid_pool`` > 1: frame-major, ``T * k * k`` tokens), ``hidden`` dims."""
 
     def __init__(self, feat_dim: int, cfg: RerankerConfig) -> None:
         super().__init__()
-        self.feat_dim, self.motion = feat_dim, cfg.motion
+        self.feat_dim, self.motion, self.cells = feat_dim, cfg.motion, cfg.grid_pool**2
+        if feat_dim % self.cells:
+            raise ConfigError(f"grid_pool {cfg.grid_pool}: feature dim {feat_dim} is not "
+                              f"{self.cells} cells of the same width")
+        # A cell's width: pool_grid lays a frame out channel-major, [C, k, k] flattened
+        self.cell_dim = feat_dim // self.cells
         # Per-dimension standardisation with the training set's statistics (set by training,
         # saved with the weights): CNN features of similar frames differ from each other by far
         # less than each dimension's offset, and without it the model does not start to learn.
         self.register_buffer("feat_mean", torch.zeros(feat_dim))
         self.register_buffer("feat_std", torch.ones(feat_dim))
+        # Over the whole frame, cells together: normed one by one, a cell of plain background
+        # would be blown up to as loud a token as a cell with an object in it
         self.norm = nn.LayerNorm(feat_dim)
-        self.proj = nn.Linear(feat_dim, cfg.hidden)
+        self.proj = nn.Linear(self.cell_dim, cfg.hidden)
+        if self.cells > 1:  # where in the frame each cell is
+            self.place = nn.Parameter(torch.zeros(self.cells, cfg.hidden))
+            nn.init.normal_(self.place, std=0.02)
         if cfg.motion != "none":
             # What changes within the clip, on its own scale: the frames of one clip are nearly
             # the same vector once standardised (what the clip shows dominates every dimension),
             # so the frame term alone gives attention nothing to tell the frames apart by.
             self.register_buffer("motion_std", torch.ones(feat_dim))
-            self.motion_proj = nn.Linear(feat_dim, cfg.hidden)
+            self.motion_proj = nn.Linear(self.cell_dim, cfg.hidden)
         self.register_buffer("freqs", time_freqs(cfg.time_freqs), persistent=False)
         self.time = nn.Linear(2 * cfg.time_freqs, cfg.hidden)
         self.vid = nn.Parameter(torch.zeros(1, 1, cfg.hidden))
@@ -252,7 +286,8 @@ class VideoStream(nn.Module):
     def changes(self, feats: Tensor, mask: Tensor) -> Tensor:
         """What each frame adds to its clip (``motion``), ``[B, T, D]``, before scaling: its
         difference from the clip's mean frame, or from the frame before, signed or its size
-        (zero for the first frame and for padding)."""
+        (zero for the first frame and for padding); dimension by dimension, so with cells each
+        cell's change over time."""
         m = mask.unsqueeze(-1).to(feats.dtype)
         if self.motion == "deviation":
             mean = (feats * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp_min(1.0)
@@ -268,12 +303,21 @@ class VideoStream(nn.Module):
             raise ModelError("times and mask must be [B, T] like the features")
         when = self.time(fourier(times, self.freqs))
         x = (feats - self.feat_mean) / self.feat_std
-        frames = self.proj(self.norm(x)) + when
+        tokens = self.proj(self.split(self.norm(x)))
         if self.motion != "none":
-            frames = frames + self.motion_proj(self.changes(x, mask) / self.motion_std)
-        states = torch.cat([self.vid.expand(len(feats), -1, -1), frames], 1)
-        full = torch.cat([mask.new_ones(len(mask), 1), mask], 1)
+            tokens = tokens + self.motion_proj(self.split(self.changes(x, mask) / self.motion_std))
+        if self.cells > 1:
+            tokens = tokens + self.place
+        tokens = (tokens + when.unsqueeze(2)).flatten(1, 2)
+        states = torch.cat([self.vid.expand(len(feats), -1, -1), tokens], 1)
+        full = torch.cat([mask.new_ones(len(mask), 1), mask.repeat_interleave(self.cells, 1)], 1)
         return self.out(states), full
+
+    def split(self, x: Tensor) -> Tensor:
+        """``[B, T, D]`` -> ``[B, T, cells, D / cells]``: each cell's features (pool_grid's
+        channel-major ``[C, k, k]`` layout)."""
+        B, T, _ = x.shape
+        return x.reshape(B, T, self.cell_dim, self.cells).transpose(2, 3)
 
 
 class FrameEncoder(nn.Module):
@@ -373,7 +417,8 @@ class EncoderLayer(nn.Module):
 @dataclass
 class Match:
     """What one forward gives: a logit per pair, the text states (for masked words) and the
-    word-by-frame attention ``[B, L, T]`` (mean over heads and layers; ``[VID]`` left out)."""
+    word-by-frame attention ``[B, L, T]`` (mean over heads and layers; ``[VID]`` left out; with
+    cells, a frame's cells summed)."""
 
     logits: Tensor
     text_states: Tensor
@@ -452,7 +497,9 @@ class Reranker(nn.Module):
                 w = weights.mean(1)[:, :L, L:]  # words -> [VID] + frames
                 attention.append(w / w.sum(-1, keepdim=True).clamp_min(1e-9))
             t, pooled = x[:, :L], x[:, 0]
-        word_to_frame = torch.stack(attention).mean(0)[:, :, 1:]
+        word_to_token = torch.stack(attention).mean(0)[:, :, 1:]
+        B, L, _ = word_to_token.shape
+        word_to_frame = word_to_token.reshape(B, L, -1, self.video.cells).sum(-1)
         return Match(self.head(pooled).squeeze(-1), t, word_to_frame)
 
     def fit_feature_stats(self, features: list[np.ndarray]) -> None:
@@ -615,7 +662,8 @@ def save_pretrained(
         "Load with `video_mm.rerank.from_pretrained(<this folder>)`.", "",
         f"- {model.config.layers} layers, {model.config.hidden} hidden, {model.config.heads} heads;"
         f" text: all-MiniLM-L6-v2 (top {model.config.tune_layers} layers tuned)",
-        f"- Video stream reads: {model.config.frames} (motion: {model.config.motion}); words"
+        f"- Video stream reads: {model.config.frames} (motion: {model.config.motion}; "
+        f"{model.config.grid_pool} x {model.config.grid_pool} cells a frame); words"
         f" placed in the query: {model.config.word_places}",
         f"- Re-ranks the top-k of the retrieval model `{model.retrieval or '?'}`; expects features"
         f" of dim {model.feat_dim}",

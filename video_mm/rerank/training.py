@@ -1,9 +1,10 @@
 """Training the re-ranker (matched vs mismatched pairs) and evaluating search with it.
 
 Data: the clips' per-frame features, computed with the recipe of the retrieval model the
-re-ranker will serve (so its feature cache is shared and the pipeline computes them once), and
-their captions. Each training row is a clip with one of its captions (the matched pair) and up to
-three mismatched ones:
+re-ranker will serve (so its feature cache is shared and the pipeline computes them once), or with
+``grid_pool`` k > 1 the same backbone and sampling pooled to k x k cells (:func:`reranker_recipe`;
+one decoding pass in the pipeline still serves both), and their captions. Each training row is
+a clip with one of its captions (the matched pair) and up to four mismatched ones:
 
 - ``in_batch``: the clip with another row's caption;
 - ``hard``: the caption with a clip the dual encoder ranks high for it (its top ``hard_k``, clips
@@ -360,12 +361,18 @@ def train_reranker(
     retrieval_name: str = "",
     trained_on: str = "",
     resume: bool = True,
+    first_stage: tuple[ClipSet, ClipSet] | None = None,
 ) -> tuple[Reranker, TrainResult]:
     """Train with the shared loop; ``out_dir/best`` is a saved re-ranker, loaded and returned.
-    Without a ``dual`` encoder there are no hard negatives and validation re-ranks every clip."""
+    Without a ``dual`` encoder there are no hard negatives and validation re-ranks every clip.
+    ``first_stage``: the ``dual`` encoder's inputs for the same training and validation clips
+    when the re-ranker reads other features (cells); default ``train`` and ``val``."""
     run = run or RerankTrainConfig()
     if len(train) < 2 or len(val) < 2:
         raise ConfigError("the re-ranker needs at least two training and two validation clips")
+    dual_train, dual_val = first_stage or (train, val)
+    if dual_train.ids != train.ids or dual_val.ids != val.ids:
+        raise ConfigError("the first stage's clips must be the re-ranker's, in the same order")
     torch.manual_seed(run.train.seed)
     cfg = load_config(config)
     if cfg.frames == "retrieval" and dual is None:
@@ -376,11 +383,12 @@ def train_reranker(
         model.frames.copy_from(dual.video)
     model.backbone, model.retrieval, model.trained_on = backbone, retrieval_name, trained_on
     model.fit_feature_stats(train.features)
-    hard = mine_hard(dual, train, run.hard_k) if dual and "hard" in run.negatives else None
+    hard = mine_hard(dual, dual_train, run.hard_k) if dual and "hard" in run.negatives else None
     per_clip = max(1, run.val_max_queries // len(val))
     val = ClipSet(val.ids, val.features, [c[:per_clip] for c in val.captions])
     if dual is not None:
-        val_sim, k = dual_similarity(dual, val), run.rerank_k
+        val_sim = dual_similarity(dual, ClipSet(val.ids, dual_val.features, val.captions))
+        k = run.rerank_k
     else:
         val_sim, k = np.zeros((len(caption_index(val)[0]), len(val)), np.float32), len(val)
     words = WordCache(model) if model.text.frozen else None
@@ -435,6 +443,17 @@ def _clips(
     return clip_set(records, {k: recipe.apply(v) for k, v in feats.items()})
 
 
+def reranker_recipe(retrieval: FeatureRecipe, grid_pool: int) -> FeatureRecipe:
+    """The features a re-ranker with ``grid_pool`` reads: the retrieval model's recipe (one
+    token a frame), or its backbone and sampling pooled to k x k cells, not standardised by the
+    recipe (the re-ranker standardises its input with its training set's statistics)."""
+    if grid_pool == 1:
+        return retrieval
+    return FeatureRecipe(backbone=retrieval.backbone, weights=retrieval.weights,
+                         n_frames=retrieval.n_frames, size=retrieval.size, grid_pool=grid_pool,
+                         normalize=False)  # fmt: skip
+
+
 def train_on_dataset(
     data: Path | str,
     retrieval: Path | str,
@@ -450,7 +469,7 @@ def train_on_dataset(
     ``data``, with that model's features; the best lands in ``out/best``."""
     run = run or RerankTrainConfig.load()
     config = {**load_config(model_config or "reranker").to_dict(), **run.model}
-    load_config(config)  # a bad config fails now, not after the features are computed
+    cfg = load_config(config)  # a bad config fails now, not after the features are computed
     dual = retrieval_from_pretrained(retrieval, device=run.train.device)
     recipe = dual.recipe or load_recipe(retrieval)
     records = load_dataset(data)
@@ -459,14 +478,20 @@ def train_on_dataset(
     if not train_recs:
         raise ConfigError(f"{data}: no videos in split {run.train_split!r}")
     progress = run.train.progress
-    train = _clips(train_recs, recipe, feature_settings, cache_dir, progress)
-    val = _clips(val_recs, recipe, feature_settings, cache_dir, progress)
+    first = tuple(_clips(recs, recipe, feature_settings, cache_dir, progress)
+                  for recs in (train_recs, val_recs))  # fmt: skip
+    own = reranker_recipe(recipe, cfg.grid_pool)
+    train, val = first if own is recipe else (
+        _clips(recs, own, feature_settings, cache_dir, progress) for recs in (train_recs, val_recs)
+    )  # fmt: skip
     spec = dual.backbone or BackboneSpec(recipe.backbone, recipe.weights,
-                                         dim=train.features[0].shape[1])  # fmt: skip
+                                         dim=first[0].features[0].shape[1])  # fmt: skip
+    spec = replace(spec, dim=train.features[0].shape[1])  # cells: C x k x k
     name = model_name(retrieval)  # the run's name for a run folder or its best/
     return train_reranker(
-        config, train, val, dual, out_dir=Path(out), run=run, recipe=recipe, backbone=spec,
+        config, train, val, dual, out_dir=Path(out), run=run, recipe=own, backbone=spec,
         retrieval_name=name, trained_on=f"{Path(data).name} ({run.train_split})", resume=resume,
+        first_stage=(first[0], first[1]),
     )  # fmt: skip
 
 
@@ -498,6 +523,8 @@ def evaluate_on_dataset(
     clips = _clips(records, recipe, feature_settings, cache_dir, progress)
     if len(clips) < 2:
         raise ConfigError("evaluation needs at least two clips")
+    own = model.recipe or recipe  # the re-ranker's features: cells, or the retrieval model's
+    cells = clips if own == recipe else _clips(records, own, feature_settings, cache_dir, progress)
     video = dual.embed_videos(clips.features)
     scale = dual_logit_scale(dual)
 
@@ -506,7 +533,7 @@ def evaluate_on_dataset(
 
     texts, _ = caption_index(clips)
     sim = scale * (dual.embed_texts(texts) @ video.T)
-    scores = evaluate_rerank(model, clips, sim, k, order_pairs=True, dual_scores=dual_scores)
+    scores = evaluate_rerank(model, cells, sim, k, order_pairs=True, dual_scores=dual_scores)
     return {**scores, "k": float(k), "n_clips": float(len(clips)), "n_queries": float(len(texts))}
 
 
