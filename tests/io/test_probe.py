@@ -10,7 +10,8 @@ import pytest
 
 from tests.io.conftest import CASES, Case
 from video_mm.io import open_video, probe
-from video_mm.io.probe import GIF_PROBE_BYTES
+from video_mm.io.probe import GIF_PROBE_BYTES, decode_threads
+from video_mm.settings import IOSettings
 
 CODECS = {
     "libx264": "h264",
@@ -93,3 +94,15 @@ def test_a_gif_is_probed_on_its_first_bytes(
         times = reader.frame_times()
     assert info.frame_count == len(times)
     assert info.fps == pytest.approx((len(times) - 1) / times[-1], rel=0.02)
+
+
+def test_frame_threads_for_big_frames_only(msvd14_videos: list[Path]) -> None:
+    """io.frame_threads_min_pixels: frames at least that big decode on frame threads, smaller
+    ones on one thread."""
+    with av.open(str(msvd14_videos[0])) as container:  # 320x240
+        stream = container.streams.video[0]
+        decode_threads(stream, IOSettings(frame_threads_min_pixels=320 * 240))
+        assert stream.codec_context.thread_type == av.codec.context.ThreadType.AUTO
+        decode_threads(stream, IOSettings(frame_threads_min_pixels=320 * 240 + 1))
+        assert stream.codec_context.thread_type == av.codec.context.ThreadType.NONE
+        assert sum(1 for _ in container.decode(stream)) == 210

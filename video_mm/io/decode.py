@@ -7,8 +7,9 @@ when its own index checks out (finite, ordered timestamps; no rotation; frames o
 shape, checked on the first batch, not by decoding a frame on opening); everything else, and every
 file object, goes through PyAV, which decodes forward from the nearest keyframe, not decoding the
 frames nothing refers to unless they are wanted. PyAV reads a file on one open: the probe's,
-indexed from where the probe's scan stopped, then decoded on; so ``auto`` also gives PyAV the
-files it reads for less (:func:`_pyav_is_cheaper`: short files, B-frames). Both resize on decode
+indexed from where the probe's scan stopped, then decoded on (a file the scan read whole is
+decoded from the packets it kept, not demuxed again); so ``auto`` also gives PyAV the files it
+reads for less (:func:`_pyav_is_cheaper`: short files, B-frames). Both resize on decode
 (short side = ``size``) and return RGB uint8 ``[T, H, W, 3]`` in display orientation.
 
 Damaged files are read for what is there, as a player does. A file the probe finds cut goes to
@@ -35,6 +36,7 @@ from typing import BinaryIO, Literal
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from video_mm.errors import CorruptVideo, UnsupportedCodec, VideoError
 from video_mm.io.damage import damage_warning, nal_length_size, require_share
@@ -44,6 +46,7 @@ from video_mm.io.probe import (
     Deadline,
     Packet,
     Scan,
+    decode_threads,
     demux,
     ffmpeg_reason,
     open_container,
@@ -195,7 +198,10 @@ def open_video(
             packets = _packets(container, stream, scan, describe(checked), limits)
             index = (packets, float(stream.time_base), stream.frames)
         opened = (stack.pop_all(), container, stream)
-    return PyAVReader(checked, info, size, limits, index=index, opened=opened)
+    # A transport stream is decoded from the file as before: its seeks land a keyframe or more
+    # early, and on the way a sample meets (and reports) damage an exact seek would pass by.
+    in_memory = None if scan.moved else scan.data
+    return PyAVReader(checked, info, size, limits, index=index, opened=opened, in_memory=in_memory)
 
 
 def _pyav_is_cheaper(scan: Scan) -> bool:
@@ -489,9 +495,13 @@ class PyAVReader(Reader):
         index: Index | None = None,
         opened: tuple[ExitStack, av.container.InputContainer, av.video.stream.VideoStream]
         | None = None,
+        in_memory: list[av.Packet] | None = None,
     ) -> None:
         """``index``: the file's packets as :func:`open_video` demuxed them (None: demux here);
-        ``opened``: the container they came from, to decode on (the reader closes it)."""
+        ``opened``: the container they came from, to decode on (the reader closes it);
+        ``in_memory``: with ``opened``, every one of those packets, data included (the probe's
+        scan read the file whole): decoded from memory, so the file is not demuxed again and a
+        seek is exact."""
         super().__init__(info, size, limits)
         self._checked = checked
         self._name = describe(checked)
@@ -505,8 +515,17 @@ class PyAVReader(Reader):
         self._fresh = self._check_start = False  # see _open and _seek
         self._wanted: set[int] = set()  # timestamps of the frames the current call decodes
         self._skipped: set[int] = set()  # timestamps fed to the decoder as skippable, this run
+        self._scaler = VideoReformatter()
+        self._memory: list[av.Packet] | None = None
+        self._start = 0  # in memory: the place of the packet decoding starts from
+        self._at: dict[int, int] = {}  # in memory: timestamp -> place in self._memory
         if opened is not None:  # at the end of the file, where indexing left it
             self._stack, self._container, self._stream = opened
+            if in_memory:
+                self._memory = in_memory
+                self._at = {
+                    p.pts if p.pts is not None else p.dts: i for i, p in enumerate(in_memory)
+                }
         try:
             self._index(index)
         except BaseException:
@@ -515,6 +534,11 @@ class PyAVReader(Reader):
 
     def _open(self) -> None:
         self._drop_frames()
+        if self._memory is not None:  # back to the first packet, with the decoder reset
+            self._stream.codec_context.flush_buffers()
+            self._pos, self._start = -1, 0
+            self._fresh, self._check_start = True, False
+            return
         if self._stack is not None:
             self._stack.close()
             self._stack = None
@@ -522,7 +546,7 @@ class PyAVReader(Reader):
         self._container, _ = stack.enter_context(open_container(self._checked, self.limits))
         self._stack = stack
         self._stream = video_stream(self._container, self._checked, [])
-        self._stream.codec_context.thread_type = "AUTO"
+        decode_threads(self._stream, self.limits)
         self._pos = -1
         self._fresh = True  # nothing read since opening: positioned at the very start
         self._check_start = False
@@ -641,10 +665,12 @@ class PyAVReader(Reader):
         A seek to the start is checked: unless the first frame out is frame 0, the file is opened
         again (:meth:`_restart`), so lost frames at the start are counted as on a fresh open."""
         reopen = key == 0 and self._gif and not self._fresh  # faster than a GIF seeks back
-        if not self._seekable or self._stack is None or reopen:
+        if not self._seekable or self._stack is None or reopen or self._memory is not None:
             self._open()
         if not self._seekable:
             key = 0
+        elif self._memory is not None:  # exact: decoding starts at the keyframe's packet
+            self._start = self._at[int(self._pts[key])] if key else 0
         elif key or not self._fresh:
             try:
                 self._container.seek(
@@ -677,8 +703,12 @@ class PyAVReader(Reader):
         flushed = False
         self._fresh = False
         skipping: bool | None = None  # as the codec context was left: set on the first packet
+        if self._memory is not None:
+            packets: Iterator[av.Packet] = iter(self._memory[self._start :])
+        else:
+            packets = demux(self._container, stream)
         try:
-            for packet in demux(self._container, stream):
+            for packet in packets:
                 flushed = not packet.size
                 if self._skippable and packet.size:
                     skip = packet.pts not in self._wanted
@@ -711,12 +741,11 @@ class PyAVReader(Reader):
         return max(int(np.searchsorted(self._pts, frame.pts, side="right")) - 1, 0)
 
     def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
-        if (frame.width, frame.height) == (self._coded_w, self._coded_h):  # no resizing
-            rgb = frame.to_ndarray(format="rgb24")
-        else:
-            rgb = frame.reformat(
-                width=self._coded_w, height=self._coded_h, format="rgb24"
-            ).to_ndarray()
+        # One scaler for the reader, on this thread: a frame's own would set up swscale (and start
+        # its threads) for every frame, which costs more than converting it.
+        rgb = self._scaler.reformat(
+            frame, width=self._coded_w, height=self._coded_h, format="rgb24", threads=1
+        ).to_ndarray()
         return np.rot90(rgb, self._turns) if self._turns % 4 else rgb
 
     def _drop_frames(self) -> None:

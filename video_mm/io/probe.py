@@ -45,6 +45,9 @@ from video_mm.settings import IOSettings, get_settings
 VFR_SCAN_PACKETS = 300
 # Frame-to-frame gaps may spread this much around the median before the rate counts as variable.
 VFR_TOLERANCE = 0.1
+# A scan that demuxes a file whole keeps its packets' data, up to this many bytes, so a reader
+# decodes them from memory instead of demuxing the file a second time.
+SCAN_KEEP_BYTES = 64 * 2**20
 
 # FFmpeg's stream probe reads a GIF whole (up to its 5 MB probesize) to guess a frame rate; the
 # header has the rest, and the probe's scan times every frame. So a GIF is probed on this much.
@@ -105,6 +108,9 @@ class Scan:
     complete: bool = True  # the demuxer reached the end: these are all the packets
     stopped: bool = False  # a read error ended it (a damaged file): what follows is not read
     moved: bool = False  # the probe read elsewhere after it (a TS's last frame): not where it was
+    # The packets themselves (data included), one for each of ``packets``, where the scan read
+    # every packet there is to read (complete or stopped) in at most SCAN_KEEP_BYTES; else None.
+    data: list[av.Packet] | None = field(default_factory=list)
 
 
 @contextmanager
@@ -116,14 +122,24 @@ def probed(
     """:func:`probe` (in this process) that keeps the container open: yields what the probe found,
     the packets its scan demuxed, the container and its video stream, so a reader indexes the
     file on the same open, from where the scan stopped. ``threads``: decode with FFmpeg's frame
-    and slice threads (set before the first decode, for a reader to go on decoding with)."""
+    and slice threads where the frames are big enough (:func:`decode_threads`; set before the
+    first decode, for a reader to go on decoding with)."""
     with open_container(checked, limits) as (container, logs):
         stream = video_stream(container, checked, logs)
         if threads:
-            stream.codec_context.thread_type = "AUTO"
+            decode_threads(stream, limits)
         deadline = Deadline(checked, limits.decode_timeout_s)
         info, scan = _info(container, stream, checked, limits, deadline)
         yield info, scan, container, stream
+
+
+def decode_threads(stream: av.video.stream.VideoStream, limits: IOSettings) -> None:
+    """Decode on FFmpeg's frame and slice threads when the frames have at least
+    ``io.frame_threads_min_pixels``, else on one thread: on small frames, starting and feeding
+    the threads costs more wall-clock time than they save, and on any frames more CPU time.
+    Set before the first decode."""
+    big = stream.width * stream.height >= limits.frame_threads_min_pixels
+    stream.codec_context.thread_type = "AUTO" if big else "NONE"
 
 
 class Deadline:
@@ -456,6 +472,7 @@ def _scan(
     first: av.VideoFrame | None = None
     scan = Scan()
     stamped = 0  # packets with data and a timestamp
+    kept = 0  # bytes of scan.data
     nal = nal_length_size(stream.codec_context.name, stream.codec_context.extradata)
     try:
         for packet in demux(container, stream):
@@ -466,8 +483,13 @@ def _scan(
             if packet.size:
                 scan.packets.append(Packet.of(packet, nal))
                 stamped += packet.pts is not None
+                kept += packet.size
+                if kept > SCAN_KEEP_BYTES:
+                    scan.data = None
+                elif scan.data is not None:
+                    scan.data.append(packet)
             if first is not None and stamped >= VFR_SCAN_PACKETS:
-                scan.complete = False
+                scan.complete, scan.data = False, None
                 break
         if first is None:
             frames = stream.decode(None)
