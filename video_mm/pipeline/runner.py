@@ -157,8 +157,9 @@ def context(settings: Settings) -> Context:
 # --- the three steps ------------------------------------------------------------------------------
 
 
-def prepare(ctx: Context, job_id: str) -> None:
-    """probe -> segment; the video's metadata and clips are written."""
+def prepare(ctx: Context, job_id: str) -> list[Clip]:
+    """probe -> segment; the video's metadata and clips are written, and the clips returned
+    (decoding ahead starts from them without reading them back; not handed to the next step)."""
     cat = ctx.catalog
     job = cat.get_job(job_id)
     report = ctx.progress(job_id)
@@ -173,6 +174,7 @@ def prepare(ctx: Context, job_id: str) -> None:
         cat.upsert_clips(job.video_id, clips)
         report("segment", 1.0)
     report.flush()
+    return clips
 
 
 def _clips(ctx: Context, video_id: str) -> list[Clip]:
@@ -196,9 +198,10 @@ def analyse(ctx: Context, job_id: str, ahead: DecodingAhead | None = None) -> st
     report = ctx.progress(job_id)
     report.start("features")
     models = stages.load_models(ctx.settings)
-    clips = _clips(ctx, job.video_id)
+    ahead = ahead if ahead is not None and ahead.frames.claim() else None
+    clips = ahead.clips if ahead is not None else _clips(ctx, job.video_id)
     specs = models.feature_specs()
-    if ahead is not None and ahead.frames.claim():
+    if ahead is not None:
         decoded = stages.features_stage(ahead.path, clips, specs, ctx.settings, report,
                                         decoded=ahead.frames)
     else:
@@ -345,9 +348,11 @@ def guarded(
 
 @dataclass
 class DecodingAhead:
-    """A prepared job's video, held open, and its frames decoding in the prefetch thread."""
+    """A prepared job's video, held open, its clips, and their frames decoding in the prefetch
+    thread."""
 
     path: Path
+    clips: list[Clip]
     frames: Prefetched
 
 
@@ -363,22 +368,21 @@ class _Started:
 
 
 def _decode_ahead(
-    ctx: Context, job_id: str, prefetcher: Prefetcher, held: ExitStack
+    ctx: Context, job_id: str, prefetcher: Prefetcher, held: ExitStack, clips: list[Clip]
 ) -> DecodingAhead | None:
-    """Start decoding the prepared job's frames in the prefetch thread (None when no model reads
-    frames: its features stage only cuts thumbnails)."""
+    """Start decoding the frames of the prepared job's ``clips`` in the prefetch thread (None when
+    no model reads frames: its features stage only cuts thumbnails)."""
     job = ctx.catalog.get_job(job_id)
     specs = stages.load_models(ctx.settings).feature_specs()
     if not specs:
         return None
-    clips = _clips(ctx, job.video_id)
     path = held.enter_context(ctx.video_file(job.video_id))
     frames = prefetcher.request(
         partial(stages.decode_frames, path, clips, specs, ctx.settings),
         ctx.settings.features.queue_size,
     )
     held.callback(frames.close)
-    return DecodingAhead(path, frames)
+    return DecodingAhead(path, clips, frames)
 
 
 def _start(ctx: Context, job_id: str, prefetcher: Prefetcher | None) -> _Started:
@@ -392,9 +396,10 @@ def _start(ctx: Context, job_id: str, prefetcher: Prefetcher | None) -> _Started
     started = _Started(job_id, held)
     try:
         first = STEPS[0]
-        started.handed = first.handed(guarded(ctx, job_id, first.run))
+        clips = guarded(ctx, job_id, first.run)  # prepare's clips
+        started.handed = first.handed(clips)
         if prefetcher is not None:
-            started.ahead = guarded(ctx, job_id, _decode_ahead, prefetcher, held)
+            started.ahead = guarded(ctx, job_id, _decode_ahead, prefetcher, held, clips)
     except Exception:  # the reason is in the job; a folder of videos goes on with the next one
         log.debug("job %s failed", job_id, exc_info=True)
         held.close()

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from video_mm.errors import NotFound
 from video_mm.storage.database import Database
@@ -93,9 +94,10 @@ class JobStore(Database):
         if add_attempt:
             values["attempts"] = Jobs.attempts + 1
         with self._write() as s:
-            if s.execute(update(Jobs).where(Jobs.id == job_id).values(**values)).rowcount == 0:
-                raise NotFound(f"no job {job_id!r}")
-            return to_row(JobRow, s.get_one(Jobs, job_id, populate_existing=True))
+            row = _updated(s, Jobs.id == job_id, values)
+        if row is None:
+            raise NotFound(f"no job {job_id!r}")
+        return row
 
     def list_jobs(
         self,
@@ -156,12 +158,12 @@ class JobStore(Database):
             check_state(values["state"], JOB_STATES)
         changes.update(values)
         with self._write() as s:
-            stmt = update(Jobs).where(
-                Jobs.id == job.id, Jobs.state == job.state, Jobs.updated_at == job.updated_at
-            ).values(**changes)
-            if s.execute(stmt).rowcount == 0:
-                return None
-            return to_row(JobRow, s.get_one(Jobs, job.id, populate_existing=True))
+            return _updated(
+                s,
+                (Jobs.id == job.id) & (Jobs.state == job.state)
+                & (Jobs.updated_at == job.updated_at),
+                changes,
+            )
 
     def mark_sent(self, job_id: str, sent: bool = True) -> None:
         """Record that the job's message reached the broker (or, ``sent=False``, that it must be
@@ -174,3 +176,13 @@ class JobStore(Database):
     def is_sent(self, job_id: str) -> bool:
         with self._read() as s:
             return s.scalar(select(Jobs.sent_at).where(Jobs.id == job_id)) is not None
+
+
+def _updated(session: Session, where: Any, values: dict[str, Any]) -> JobRow | None:
+    """Update the job rows matching ``where`` and read the row back in the same statement
+    (``UPDATE ... RETURNING``: a progress write is one statement, not an update and a select);
+    None when no row matched."""
+    table = Jobs.__table__
+    stmt = update(table).where(where).values(**values).returning(*table.c)
+    found = session.execute(stmt).first()
+    return None if found is None else to_row(JobRow, found)
