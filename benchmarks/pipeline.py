@@ -7,7 +7,7 @@ frames, two captioners (LRCN and temporal attention, beam 3), retrieval embeddin
 FAISS index. Models are randomly initialised at the demo's sizes: their cost does not depend on
 their weights.
 
-Eight kinds of run (``--kinds`` picks some; the first is the baseline), each on a fresh data folder
+Nine kinds of run (``--kinds`` picks some; the first is the baseline), each on a fresh data folder
 and in processes of its own (in a new session, so each gets the same share of a contended CPU):
 in-process (the baseline), in-process with every probe and decode in a child process
 (``io.isolate_decode``, ``io.isolate_probe``: the cost of isolation), Celery on Redis with one
@@ -16,7 +16,9 @@ the clock starts; the clock stops at the last job's final catalog write); in-pro
 with two processes again with int8 features (``features.precision = "int8"``,
 benchmarks/features.py has its drift); and in-process in float32 and in int8 without decoding
 ahead (``features.decode_ahead = 0``: each video decodes in its own features stage; the other
-in-process kinds decode the next video in a thread while one is analysed). In-process runs also
+in-process kinds decode the next video in a thread while one is analysed); and in-process int8
+with one inference thread (``features.threads = 1``: inference on one core beside the decoding
+thread, not three threads contending for two cores). In-process runs also
 report the CPU time of the main thread (the part that does not overlap the decoding thread).
 The machine may be shared, so the kinds are interleaved:
 ``--repeats`` rounds, every other round in reverse order, and every ratio is taken within a round
@@ -97,7 +99,8 @@ def make_models(folder: Path) -> dict:
 
 
 def bench_settings(data_dir: Path, models: dict, broker: str = "", prefix: str = "",
-                   isolate: bool = False, precision: str = "float32", decode_ahead: int = 1):
+                   isolate: bool = False, precision: str = "float32", decode_ahead: int = 1,
+                   threads: int = 0):
     from video_mm.settings import Settings
 
     return Settings(
@@ -106,7 +109,7 @@ def bench_settings(data_dir: Path, models: dict, broker: str = "", prefix: str =
         sampling={"sampler": "fps", "fps": 1.0, "size": 224},
         segment={"method": "fixed", "window_s": 10.0, "stride_s": 10.0},
         features={"backbone": "resnet18", "weights": "none", "batch_size": 32,
-                  "precision": precision, "decode_ahead": decode_ahead},
+                  "precision": precision, "decode_ahead": decode_ahead, "threads": threads},
         models=models,
         broker={"url": broker, "queue_prefix": prefix},
     )
@@ -120,12 +123,12 @@ def duration_of(paths: list[Path]) -> float:
 
 def run_in_process(paths: list[Path], warm: Path, models: dict, folder: Path,
                    isolate: bool = False, precision: str = "float32",
-                   decode_ahead: int = 1) -> dict:
+                   decode_ahead: int = 1, threads: int = 0) -> dict:
     from video_mm.pipeline.dispatch import index_paths
     from video_mm.pipeline.runner import STAGE_SECONDS
 
     settings = bench_settings(folder, models, isolate=isolate, precision=precision,
-                              decode_ahead=decode_ahead)
+                              decode_ahead=decode_ahead, threads=threads)
     index_paths([warm], settings, queue=False, progress=False)  # open the catalog, warm caches
     STAGE_SECONDS.clear()
     start, cpu, main = time.perf_counter(), time.process_time(), time.thread_time()
@@ -220,7 +223,8 @@ def run_celery(paths: list[Path], warm: Path, models: dict, folder: Path, broker
 RUNS = ("in-process", "in-process, decode isolated", "celery, 1 worker process",
         "celery, 2 worker processes", "in-process, int8 features",
         "celery, 2 worker processes, int8 features", "in-process, no decode ahead",
-        "in-process, int8 features, no decode ahead")
+        "in-process, int8 features, no decode ahead",
+        "in-process, int8 features, 1 inference thread")
 
 
 def run(name: str, args: argparse.Namespace, root: Path, models: dict, folder: Path) -> dict:
@@ -238,6 +242,7 @@ def run(name: str, args: argparse.Namespace, root: Path, models: dict, folder: P
          "--seconds", str(args.seconds), "--in-process-run", str(folder),
          "--models", json.dumps(models), "--precision", precision,
          "--decode-ahead", "0" if "no decode ahead" in name else "1",
+         "--threads", "1" if "1 inference thread" in name else "0",
          *(["--isolated"] if "isolated" in name else [])],
         check=True, capture_output=True, text=True, start_new_session=True,
     )
@@ -306,6 +311,7 @@ def main() -> None:
     parser.add_argument("--isolated", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--decode-ahead", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--kinds", nargs="+", type=int, default=list(range(len(RUNS))),
                         help="which runs, by number: " + "; ".join(
                             f"{i} {name}" for i, name in enumerate(RUNS)) + " (0 always runs)")
@@ -313,7 +319,8 @@ def main() -> None:
     if args.in_process_run:
         paths, warm = archive(args.workdir, args)
         print(json.dumps(run_in_process(paths, warm, args.models, args.in_process_run,
-                                        args.isolated, args.precision, args.decode_ahead)))
+                                        args.isolated, args.precision, args.decode_ahead,
+                                        args.threads)))
         return
 
     import torch

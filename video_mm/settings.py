@@ -72,6 +72,9 @@ class FeatureSettings(BaseModel):
     # in-process runs of several videos: this many videos are prepared and decode in a background
     # thread while the current one is analysed (pipeline/prefetch.py); 0: each in its own turn
     decode_ahead: int = Field(1, ge=0)
+    # CPU inference: torch's intra-op threads, set (for the whole process) when the extractor is
+    # built; 0: as the process has them (all cores; `vmm worker`: its share of them)
+    threads: int = Field(0, ge=0)
     grid: bool = False  # also keep the last spatial grid [T, C, h, w]
     compile: bool = False
     amp: bool = True  # CUDA only; CPU follows `precision`

@@ -133,3 +133,17 @@ def test_compiled_extractor_matches_eager(avi_clips: list[Path]) -> None:
     compiled = FeatureExtractor(SMALL.model_copy(update={"compile": True}), device="cpu")
     for a, b in zip(eager.extract(clips), compiled.extract(clips), strict=True):
         np.testing.assert_allclose(b.features, a.features, rtol=1e-3, atol=1e-3)
+
+
+def test_threads_setting_sets_the_inference_threads() -> None:
+    """``features.threads`` (e.g. one inference thread beside the decoding thread on two cores)
+    is torch's intra-op thread count once the extractor is built; 0 leaves it alone."""
+    before = torch.get_num_threads()
+    try:
+        FeatureExtractor(SMALL.model_copy(update={"threads": 1}), device="cpu")
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        FeatureExtractor(SMALL, device="cpu")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -60,6 +60,8 @@ class FeatureExtractor:
         self.device = resolve_device(device or settings.device)
         self.cuda = self.device.type == "cuda"
         self.precision = settings.precision
+        if settings.threads and not self.cuda:  # e.g. one, beside a decoding thread on two cores
+            torch.set_num_threads(settings.threads)
         if self.cuda and self.precision != "float32":
             raise ConfigError(
                 f"features.precision {self.precision!r} is for CPU inference; on CUDA set "
