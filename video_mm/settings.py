@@ -172,6 +172,10 @@ class IndexSettings(BaseModel):
     pq_nbits: int = Field(8, ge=1, le=16)
     factory: str = "IVF{nlist},PQ32x4fs"  # ann = "factory" (FAISS only): any IVF recipe
     compact_fraction: float = 0.25
+    # FAISS flushes append to a journal beside the base file; the base is rewritten once the
+    # journal would pass this share of it and journal_min_bytes (0 and 0: every flush rewrites)
+    journal_fraction: float = Field(0.1, ge=0)
+    journal_min_bytes: int = Field(32 * 2**20, ge=0)
     milvus_timeout_s: float = 30.0
 
 

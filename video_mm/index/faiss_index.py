@@ -11,17 +11,24 @@ never reused, so a replaced vector gets a fresh label.
   tombstones that a search selector skips, and the graph is rebuilt once ``compact_fraction`` of
   it is dead.
 - Memory: FAISS grows an inverted list by doubling it, so an index built by many adds holds
-  ~1.4x its codes. Adds to an IVF index whose lists are plain arrays are therefore staged as codes
-  (at most 1/16 of the index, or until the next search, delete or flush) and merged into lists
-  allocated at their exact size, each old list handed back before the next new one is made
-  (:func:`merge_exact`), and the heap trimmed after: a 10M streamed build peaks near its final
-  size.
-- Durability: :meth:`flush` writes the whole index to a temporary file, fsyncs it and renames it
-  over the old one, so a crash leaves either the old or the new index, never half of one. The
-  FAISS data streams into (and out of) that file: no second copy of the index is ever held.
+  ~1.4x its codes. Adds to an IVF index whose lists are plain arrays are therefore staged as
+  codes (at most 1/16 of the index, or until the next search, delete or compaction) and merged
+  into lists allocated at their exact size, each old list handed back before the next new one is
+  made (:func:`merge_exact`), and the heap trimmed after: a 10M streamed build peaks near its
+  final size.
+- Durability: the index is a base file plus a journal beside it (``<file>.journal``,
+  :mod:`~video_mm.index.journal`). :meth:`flush` appends the writes since the last flush to the
+  journal as one checksummed record and fsyncs it: O(the change), where rewriting a 10M base
+  takes seconds. Once the journal outgrows ``journal_fraction`` of the base (and
+  ``journal_min_bytes``), the structure changed (a switch to the ``ann`` index, a retrain, an
+  HNSW compaction), or on :meth:`compact`, the flush compacts instead: the whole index goes to a
+  temporary file, fsynced and renamed over the base (a crash leaves the old or the new base,
+  never half of one), under a new generation that retires the old journal. The FAISS data
+  streams into (and out of) the base: no second copy of the index is ever held.
 - Several processes: writes are applied in memory and logged; :meth:`flush` takes an exclusive
-  file lock, reloads the file if another process flushed since, replays the log and writes. A
-  reader notices another process's flush on its next search and reloads.
+  file lock, catches up with what other processes flushed since (their journal records, or the
+  whole base after a compaction), replays its own log on top and appends. A reader catches up on
+  its next search, reading only the records it has not seen.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import ctypes
 import fcntl
 import json
 import os
+import struct
 import tempfile
 import threading
 import zipfile
@@ -42,6 +50,7 @@ import faiss
 import numpy as np
 
 from video_mm.errors import ConfigError, IndexError_, NotFound
+from video_mm.index import journal
 from video_mm.index.base import SearchResult, check_queries, check_vectors
 from video_mm.index.ids import IdMap
 from video_mm.settings import IndexSettings
@@ -67,15 +76,18 @@ class FaissIndex:
         log_writes: bool = True,
     ) -> None:
         """``log_writes=False`` is for a process known to be the file's only writer (a bulk
-        load): it skips the log that merges other processes' writes on flush, which holds every
-        vector added since the last flush (10 GB for 10M 256-d vectors)."""
+        load): it skips the log of the writes since the last flush (10 GB for 10M 256-d vectors
+        added in one go), so each of its flushes compacts (there is nothing to journal)."""
         self.path = path
         self.log_writes = log_writes
         self.settings = settings
         self._lock = threading.RLock()
         self._reset(dim)
-        self._stamp: tuple[int, int, int] | None = None
-        self._pending: list[tuple[str, Any, Any]] = []
+        self._stamp: tuple[int, int, int] | None = None  # the base file this state was read from
+        self._generation: bytes | None = None  # the base's; None for files older than journals
+        self._journal_pos = 0  # where the journal records applied so far end; 0: no journal
+        self._journal_seen: tuple[int, int, int] | None = None  # its stamp when last read
+        self._pending: list[journal.Op] = []
         self._dirty = False
         if path.exists():
             self._load()
@@ -104,6 +116,7 @@ class FaissIndex:
         self._trained_on = 0  # live vectors when the IVF quantizer was trained
         self._staged: list[tuple[np.ndarray, np.ndarray]] = []  # (labels, sa_encode codes)
         self._n_staged = 0
+        self._restructured = False  # rebuilt since the base was written: replays would repeat it
 
     @property
     def dim(self) -> int | None:
@@ -249,6 +262,7 @@ class FaissIndex:
             self._index = self._rebuilt(wanted)
             self._kind = wanted
             self._tombstones.clear()
+            self._restructured = True
 
     def _rebuilt(self, kind: Kind) -> Any:
         """A new ``kind`` index holding the live vectors of the current one, moved in chunks so
@@ -333,28 +347,89 @@ class FaissIndex:
             self._pending.append((op, ids, vectors))
 
     def flush(self) -> None:
-        with self._lock, self._file_lock():
-            pending, dirty = self._pending, self._dirty
-            if self._on_disk_stamp() != self._stamp and self.path.exists():
-                if not self.log_writes:
-                    raise IndexError_(f"another process wrote {self.path}; log_writes is off")
-                self._load()
-                for op, ids, vectors in pending:
-                    if op == "add":
-                        self._apply_add(ids, vectors)
-                    else:
-                        self._apply_delete(ids)
-            if dirty or not self.path.exists():
-                self._write()
-            self._pending = []
-            self._dirty = False
+        """Catch up with other processes' flushes, then journal this one's writes (or compact)."""
+        self._flush(compact=False)
+
+    def compact(self) -> None:
+        """Flush, writing the whole index as the new base and retiring the journal."""
+        self._flush(compact=True)
 
     def close(self) -> None:
         self.flush()
 
+    def _flush(self, *, compact: bool) -> None:
+        with self._lock, self._file_lock():
+            pending, dirty = self._pending, self._dirty
+            if not self.log_writes and self._others_wrote():
+                raise IndexError_(f"another process wrote {self.path}; log_writes is off")
+            if self._catch_up() and dirty:
+                self._apply(pending)  # after theirs: this flush comes after theirs
+            if compact or not self.path.exists() or (dirty and self._compaction_due(pending)):
+                self._compact()
+            elif dirty:
+                self._append(journal.encode(pending))
+            self._pending = []
+            self._dirty = False
+
+    def _apply(self, ops: Iterable[journal.Op]) -> None:
+        for op, ids, vectors in ops:
+            if op == "add":
+                self._apply_add(ids, vectors)
+            else:
+                self._apply_delete(ids)
+
+    def _compaction_due(self, pending: list[journal.Op]) -> bool:
+        """Whether this flush should rewrite the base rather than append ``pending``: when there is
+        no base of a generation to extend, nothing was logged, the structure was rebuilt (every
+        load would repeat it), or the journal would pass its share of the base."""
+        if self._stamp is None or self._generation is None or not self.log_writes:
+            return True
+        if self._restructured:
+            return True
+        s = self.settings
+        size = max(self._journal_pos, journal.HEADER) + journal.record_size(pending)
+        return size > max(s.journal_fraction * self._stamp[2], s.journal_min_bytes)
+
+    def _compact(self) -> None:
+        self._write()
+        self._journal_path.unlink(missing_ok=True)  # a crash before this: it names the old base
+        _fsync_dir(self.path.parent)
+        self._journal_pos = 0
+        self._journal_seen = None
+
+    def _append(self, record: bytes) -> None:
+        """Append one record to the journal of the current base (under the file lock, caught up:
+        ``_journal_pos`` is where the whole records end, so a torn tail past it is cut off)."""
+        path = self._journal_path
+        if self._journal_pos and path.exists():
+            with open(path, "r+b") as handle:
+                if os.fstat(handle.fileno()).st_size != self._journal_pos:
+                    handle.truncate(self._journal_pos)
+                handle.seek(self._journal_pos)
+                handle.write(record)
+                handle.flush()
+                os.fsync(handle.fileno())
+            self._journal_pos += len(record)
+        else:  # a new journal for this base, made whole before it is in place
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{path.name}.")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(journal.header(self._generation) + record)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            _fsync_dir(self.path.parent)
+            self._journal_pos = journal.HEADER + len(record)
+        self._journal_seen = _stamp_of(path)
+
     def _write(self) -> None:
+        """Write the whole index as a new base file, of a new generation."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._settle()
+        generation = os.urandom(journal.GENERATION_BYTES)
         labels, names = self._ids.to_arrays()
         meta = {
             "format": FORMAT_VERSION,
@@ -362,6 +437,7 @@ class FaissIndex:
             "kind": self._kind,
             "next_label": self._ids.next_label,
             "trained_on": self._trained_on,
+            "generation": generation.hex(),
         }
         arrays = {
             "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
@@ -387,11 +463,13 @@ class FaissIndex:
             Path(tmp).unlink(missing_ok=True)
             raise
         _fsync_dir(self.path.parent)
-        self._stamp = self._on_disk_stamp()
+        self._stamp = _stamp_of(self.path)
+        self._generation = generation
+        self._restructured = False
 
     def _load(self) -> None:
-        """Read the file; the FAISS data streams from it into the index (no copy of the file is
-        held), after the index held so far is let go."""
+        """Read the base file, then replay its journal. The FAISS data streams from the file into
+        the index (no copy of the file is held), after the index held so far is let go."""
         try:
             with open(self.path, "rb") as f, zipfile.ZipFile(f) as z:
                 st = os.fstat(f.fileno())
@@ -413,21 +491,78 @@ class FaissIndex:
         self._ids = ids
         self._tombstones = set(tombstones.tolist())
         self._stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        generation = meta.get("generation")
+        self._generation = None if generation is None else bytes.fromhex(generation)
+        self._journal_pos = 0
+        self._journal_seen = None
         self._pending = []
         self._dirty = False
+        self._replay_journal()
+
+    def _catch_up(self) -> bool:
+        """Bring the index in step with its files: reload after another process compacted (a new
+        base), else apply the journal records appended since. Returns whether anything came in."""
+        stamp = self._on_disk_stamp()
+        if stamp is None:
+            return False
+        if stamp != self._stamp:
+            self._load()
+            return True
+        return self._replay_journal()
+
+    def _replay_journal(self) -> bool:
+        """Apply the journal's records past ``_journal_pos``; whether there were any."""
+        path = self._journal_path
+        if _stamp_of(path) == self._journal_seen:
+            return False  # untouched (or still absent) since last read: no need to open it
+        try:
+            with open(path, "rb") as handle:
+                return self._replay_from(handle)
+        except FileNotFoundError:
+            self._journal_seen = None
+            return False
+
+    def _replay_from(self, handle: Any) -> bool:
+        st = os.fstat(handle.fileno())
+        self._journal_seen = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if self._generation is None or journal.generation(handle) != self._generation:
+            self._journal_pos = 0  # another base's (left by a crash mid-compaction): ignored
+            return False
+        if st.st_size < self._journal_pos:  # cut below what was applied: start again
+            self._load()
+            return True
+        applied = False
+        try:
+            for ops, end in journal.records(
+                handle, max(self._journal_pos, journal.HEADER), st.st_size
+            ):
+                self._apply(ops)
+                self._journal_pos, applied = end, True
+        except (ValueError, KeyError, struct.error) as exc:
+            raise IndexError_(f"cannot read index journal {self._journal_path}: {exc}") from exc
+        self._journal_pos = max(self._journal_pos, journal.HEADER)
+        return applied
+
+    def _others_wrote(self) -> bool:
+        """Whether another process flushed since this one last read the files."""
+        stamp = self._on_disk_stamp()
+        journal_stamp = _stamp_of(self._journal_path)
+        return (stamp is not None and stamp != self._stamp) or (
+            journal_stamp is not None and journal_stamp != self._journal_seen
+        )
 
     def _reload_if_changed(self) -> None:
-        """Pick up another process's flush, unless this one has writes of its own pending."""
+        """Pick up other processes' flushes, unless this one has writes of its own pending."""
         with self._lock:
-            if not self._dirty and self._on_disk_stamp() not in (None, self._stamp):
-                self._load()
+            if not self._dirty:
+                self._catch_up()
 
     def _on_disk_stamp(self) -> tuple[int, int, int] | None:
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+        return _stamp_of(self.path)
+
+    @property
+    def _journal_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".journal")
 
     @contextmanager
     def _file_lock(self):
@@ -544,3 +679,12 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _stamp_of(path: Path) -> tuple[int, int, int] | None:
+    """``(inode, mtime, size)`` of ``path``: it changes whenever the file is replaced or grows."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
