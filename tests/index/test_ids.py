@@ -57,3 +57,27 @@ def test_hash_collisions_are_resolved_by_name(monkeypatch):
     assert m.labels_of(["c:0", "a:0", "d:0"]).tolist() == [2, 0, -1]
     assert m.remove(["b:0"]).tolist() == [1]
     assert m.labels_of(["a:0", "b:0", "c:0"]).tolist() == [0, -1, 2]
+
+
+def test_prefix_search_finds_name_starts_only():
+    """The prefix is found in the names buffer: a place inside a name, across two names, or in a
+    removed name does not count; it holds after a round trip with removed labels, in any order."""
+    m = IdMap()
+    m.add(["xv1:0", "v1", ":0", "v1:0", "v1:1", "v11:0", "v1:2", "v1:1v1:9"])
+    m.remove(["v1:2"])
+    m.add(["v1:2", "v1v1:0"])  # "v1v1:0" holds "v1:" inside, overlapping its own "v1"
+    assert m.with_prefix("v1:") == ["v1:0", "v1:1", "v1:1v1:9", "v1:2"]
+    assert sorted(m.with_prefix("v1")) == sorted(
+        ["v1", "v1:0", "v1:1", "v11:0", "v1:1v1:9", "v1:2", "v1v1:0"]
+    )
+    assert m.with_prefix("nothing") == [] and len(m.with_prefix("")) == len(m)
+    m.remove(["v1", "v1:1"])
+    labels, blob = m.to_arrays()
+    for order in (np.arange(len(labels)), np.arange(len(labels))[::-1]):  # files of old versions
+        parts = blob.tobytes().split(b"\n")
+        shuffled = np.frombuffer(b"\n".join(parts[i] for i in order), np.uint8)
+        again = IdMap.from_arrays(labels[order], shuffled, m.next_label)
+        assert again.with_prefix("v1:") == ["v1:0", "v1:1v1:9", "v1:2"]
+        again.add(["v1:7"])
+        assert again.with_prefix("v1:") == ["v1:0", "v1:1v1:9", "v1:2", "v1:7"]
+        assert again.labels_of(["v1:2", "v1:1"]).tolist() == m.labels_of(["v1:2", "v1:1"]).tolist()
