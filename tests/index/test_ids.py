@@ -81,3 +81,26 @@ def test_prefix_search_finds_name_starts_only():
         again.add(["v1:7"])
         assert again.with_prefix("v1:") == ["v1:0", "v1:1v1:9", "v1:2", "v1:7"]
         assert again.labels_of(["v1:2", "v1:1"]).tolist() == m.labels_of(["v1:2", "v1:1"]).tolist()
+
+
+def test_lookups_hold_across_folds_of_recent_and_removed_keys(monkeypatch):
+    """Recent hashes and removed ids' hashes are folded into the main array now and then: every
+    lookup answers the same before and after, re-added names included."""
+    monkeypatch.setattr(ids_module, "_RECENT_MIN", 8)
+    m, live = IdMap(), {}
+    rng = np.random.default_rng(0)
+    for step in range(60):
+        batch = [f"v{int(i)}:0" for i in rng.choice(200, 7, replace=False)]
+        if step % 3 == 2:
+            removed = m.remove(batch)
+            assert sorted(removed.tolist()) == sorted(live.pop(b) for b in batch if b in live)
+        else:
+            fresh = [b for b in batch if b not in live]
+            live.update(zip(fresh, m.add(fresh).tolist(), strict=True))
+        probe = [f"v{i}:0" for i in range(200)]
+        assert m.labels_of(probe).tolist() == [live.get(p, -1) for p in probe]
+        assert len(m) == len(live)
+    assert len(m._keys) > 8 and m._stale <= max(8, len(m._keys) >> 6)
+    labels, blob = m.to_arrays()
+    again = IdMap.from_arrays(labels, blob, m.next_label)
+    assert again.labels_of(probe).tolist() == m.labels_of(probe).tolist()

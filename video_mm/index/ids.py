@@ -4,6 +4,10 @@ Two Python dicts (id -> label, label -> id) cost about 200 bytes an id: 2 GB at 
 than the vectors' codes. Here an id costs its UTF-8 bytes plus 28: the names lie in one byte buffer
 indexed by label, and lookups go through a sorted array of 64-bit name hashes. Equal hashes are
 allowed (a lookup compares the name itself), so a collision costs time, never correctness.
+Keeping one sorted array exact cost an O(N) copy per write (~120 ms at 10M ids for one video's
+clips, in the writer and in every process replaying its journal); instead new hashes go to a
+small sorted array of their own and removed ids' hashes stay (a lookup skips removed labels),
+both folded into the main array once either passes 1/64 of it: O(N) once per N/64 writes.
 Labels are handed out in order and never reused, and a label's name lies after the names of
 every smaller label: the offsets are sorted, so a place in the buffer maps back to its label.
 """
@@ -19,6 +23,7 @@ import numpy as np
 _DEAD = -1  # length of a label whose id was removed
 _NEWLINE = 10
 _GATHER = 1 << 18  # names copied at a time when the file form is made (bounded temporaries)
+_RECENT_MIN = 4096  # recent or stale hashes folded into the main array past max(this, N / 64)
 
 
 def _spans(names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,8 +62,11 @@ class IdMap:
         self._used = 0
         self._off = np.zeros(0, np.int64)  # label -> offset in _buf
         self._len = np.zeros(0, np.int32)  # label -> byte length, _DEAD once removed
-        self._keys = np.zeros(0, np.uint64)  # sorted name hashes of live ids
+        self._keys = np.zeros(0, np.uint64)  # sorted name hashes (some of removed labels)
         self._vals = np.zeros(0, np.int64)  # the label of each key
+        self._recent_keys = np.zeros(0, np.uint64)  # sorted hashes added since the last fold
+        self._recent_vals = np.zeros(0, np.int64)
+        self._stale = 0  # keys of removed labels still in the arrays
         self._live = 0
         self.next_label = next_label
         self._off = _grown(self._off, next_label)
@@ -70,7 +78,8 @@ class IdMap:
     @property
     def nbytes(self) -> int:
         """Memory the map holds (its arrays, spare capacity included)."""
-        arrays = (self._buf, self._off, self._len, self._keys, self._vals)
+        arrays = (self._buf, self._off, self._len, self._keys, self._vals, self._recent_keys,
+                  self._recent_vals)  # fmt: skip
         return sum(a.nbytes for a in arrays)
 
     def __contains__(self, name: object) -> bool:
@@ -90,29 +99,38 @@ class IdMap:
 
     def labels_of(self, names: Sequence[str]) -> np.ndarray:
         """The label of each name, -1 where absent."""
-        return self._find(names)[0]
-
-    def _find(self, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """``(label, position in the sorted keys)`` of each name, -1 where absent."""
         out = np.full(len(names), -1, np.int64)
-        where = np.full(len(names), -1, np.int64)
-        if not len(names) or not len(self._keys):
-            return out, where
+        if not len(names) or not self._live:
+            return out
         encoded = [n.encode() for n in names]
         h = _hashes(encoded, len(encoded))
-        pos = np.searchsorted(self._keys, h)
-        inside = pos < len(self._keys)
-        hit = np.zeros(len(names), bool)
-        hit[inside] = self._keys[pos[inside]] == h[inside]
-        for i in np.flatnonzero(hit).tolist():  # verify the name; walk equal hashes if needed
+        for keys, vals in ((self._keys, self._vals), (self._recent_keys, self._recent_vals)):
+            self._look_up(keys, vals, h, encoded, out)
+        return out
+
+    def _look_up(
+        self,
+        keys: np.ndarray,
+        vals: np.ndarray,
+        h: np.ndarray,
+        encoded: list[bytes],
+        out: np.ndarray,
+    ) -> None:
+        """Fill ``out`` (-1: not found yet) with the live label of each name found in ``keys``."""
+        if not len(keys):
+            return
+        pos = np.searchsorted(keys, h)
+        inside = pos < len(keys)
+        hit = np.zeros(len(h), bool)
+        hit[inside] = keys[pos[inside]] == h[inside]
+        for i in np.flatnonzero(hit & (out < 0)).tolist():  # verify; walk equal hashes if needed
             p = int(pos[i])
-            while p < len(self._keys) and self._keys[p] == h[i]:
-                label = int(self._vals[p])
-                if self._name_bytes(label) == encoded[i]:
-                    out[i], where[i] = label, p
+            while p < len(keys) and keys[p] == h[i]:
+                label = int(vals[p])
+                if self._len[label] != _DEAD and self._name_bytes(label) == encoded[i]:
+                    out[i] = label
                     break
                 p += 1
-        return out, where
 
     def live_labels(self) -> np.ndarray:
         return np.flatnonzero(self._len[: self.next_label] != _DEAD).astype(np.int64)
@@ -160,20 +178,39 @@ class IdMap:
 
     def remove(self, names: Sequence[str]) -> np.ndarray:
         """Drop the present ones among ``names``; returns their labels."""
-        labels, where = self._find(list(dict.fromkeys(names)))
-        labels, where = labels[labels >= 0], where[labels >= 0]
+        labels = self.labels_of(list(dict.fromkeys(names)))
+        labels = labels[labels >= 0]
         if len(labels):
-            self._keys = np.delete(self._keys, where)
-            self._vals = np.delete(self._vals, where)
-            self._len[labels] = _DEAD
+            self._len[labels] = _DEAD  # their keys stay until the next fold
             self._live -= len(labels)
+            self._stale += len(labels)
+            self._maybe_fold()
         return labels
 
     def _insert(self, h: np.ndarray, labels: np.ndarray) -> None:
         order = np.argsort(h, kind="stable")
-        pos = np.searchsorted(self._keys, h[order])
-        self._keys = np.insert(self._keys, pos, h[order])
-        self._vals = np.insert(self._vals, pos, labels[order])
+        pos = np.searchsorted(self._recent_keys, h[order])
+        self._recent_keys = np.insert(self._recent_keys, pos, h[order])
+        self._recent_vals = np.insert(self._recent_vals, pos, labels[order])
+        self._maybe_fold()
+
+    def _maybe_fold(self) -> None:
+        """Merge the recent keys into the main arrays and drop removed labels' keys, once either
+        passes 1/64 of the main arrays (one copy of them: no sort, no temporary beyond it)."""
+        limit = max(_RECENT_MIN, len(self._keys) >> 6)
+        if len(self._recent_keys) <= limit and self._stale <= limit:
+            return
+        if self._stale:
+            live = self._len[self._vals] != _DEAD
+            self._keys, self._vals = self._keys[live], self._vals[live]
+            live = self._len[self._recent_vals] != _DEAD
+            self._recent_keys, self._recent_vals = self._recent_keys[live], self._recent_vals[live]
+            self._stale = 0
+        pos = np.searchsorted(self._keys, self._recent_keys)
+        self._keys = np.insert(self._keys, pos, self._recent_keys)
+        self._vals = np.insert(self._vals, pos, self._recent_vals)
+        self._recent_keys = np.zeros(0, np.uint64)
+        self._recent_vals = np.zeros(0, np.int64)
 
     def _name_bytes(self, label: int) -> bytes:
         off = int(self._off[label])
@@ -222,5 +259,7 @@ class IdMap:
         ids._live = len(labels)
         raw = ids._buf
         encoded = (raw[a:b].tobytes() for a, b in zip(starts.tolist(), ends.tolist(), strict=True))
-        ids._insert(_hashes(encoded, len(starts)), labels.astype(np.int64))
+        h = _hashes(encoded, len(starts))
+        order = np.argsort(h, kind="stable")
+        ids._keys, ids._vals = h[order], labels[order]
         return ids
