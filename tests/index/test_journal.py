@@ -276,3 +276,27 @@ def test_a_journal_of_an_earlier_base_is_ignored(tmp_path):
     reopened.flush()  # replaces the stale journal with this base's
     assert "after:0" in FaissIndex(path, IndexSettings(**NEVER))
     assert journal_records(log) == [[("add", ["after:0"])]]
+
+
+def test_a_record_seen_half_written_is_read_again_even_if_the_file_looks_unchanged(tmp_path):
+    """A reader that met a record whose bytes were not all there yet (as over NFS) reads it again
+    on its next search, though the journal's size, inode and mtime did not change."""
+    path = tmp_path / "i.faiss"
+    writer = FaissIndex(path, IndexSettings(**NEVER))
+    writes(writer, 0)
+    writer.flush()
+    reader = FaissIndex(path, IndexSettings(**NEVER))
+    writer.add(["late:0"], vector(3000)[None])
+    writer.flush()
+    log = path.with_name("i.faiss.journal")
+    whole, st = log.read_bytes(), log.stat()
+
+    def put(data: bytes) -> None:
+        with open(log, "r+b") as f:
+            f.write(data)
+        os.utime(log, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    put(whole[:-8] + bytes(8))
+    assert reader.search(vector(3000), k=1)[0][0][0] != "late:0"
+    put(whole)
+    assert reader.search(vector(3000), k=1)[0][0][0] == "late:0"

@@ -513,8 +513,9 @@ class FaissIndex:
     def _replay_journal(self) -> bool:
         """Apply the journal's records past ``_journal_pos``; whether there were any."""
         path = self._journal_path
-        if _stamp_of(path) == self._journal_seen:
-            return False  # untouched (or still absent) since last read: no need to open it
+        stamp = _stamp_of(path)
+        if stamp == self._journal_seen and (stamp is None or self._journal_pos in (0, stamp[2])):
+            return False  # absent, another base's, or read to its end and untouched since
         try:
             with open(path, "rb") as handle:
                 return self._replay_from(handle)
