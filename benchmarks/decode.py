@@ -17,7 +17,9 @@ rotation, damaged-input handling included), on the two clips above and on every 
 ``--real``. Every method reads the same frames (those ``sample_frames`` picks, first and last
 included), and its frames are checked against a plain PyAV decode of every frame: one that returns
 other frames is marked and not counted. ``ours / best`` (over the right ones) is the parity column,
-in wall-clock time and in CPU time (all threads: the less noisy one on a shared machine).
+in wall-clock time and in CPU time (all threads: the less noisy one on a shared machine). The last
+column is ours with FFmpeg's frame threads on every clip, as the same two ratios: the default
+(``io.frame_threads_min_pixels``) decodes frames under 640x360 on one thread.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import numpy as np
 
 from video_mm.io import open_video, sample_frames
 from video_mm.io.ffmpeg import ffmpeg_exe, run_ffmpeg
+from video_mm.settings import IOSettings
 
 CLIPS = {
     "60s 720p h264, keyframe every 8 s": (
@@ -143,6 +146,13 @@ def ours_uniform(path: Path) -> np.ndarray:
     return sample_frames(path, n=16).frames
 
 
+def ours_frame_threads(path: Path) -> np.ndarray:
+    """Ours with FFmpeg's frame threads on every clip (``io.frame_threads_min_pixels = 0``): the
+    default puts frames under 640x360 on one thread; this column says what that choice costs or
+    saves on this machine."""
+    return sample_frames(path, n=16, limits=IOSettings(frame_threads_min_pixels=0)).frames
+
+
 def reference(path: Path) -> np.ndarray:
     """The 16 frames from a plain PyAV decode of every frame, in order."""
     with av.open(str(path)) as c:
@@ -193,12 +203,13 @@ def peers(paths: list[tuple[str, Path]], repeats: int) -> None:
     missing = [name for name, fn in methods if fn is None]
     live = [(name, fn) for name, fn in methods if fn is not None]
     names = " | ".join(name for name, _ in live)
-    print(f"| clip | {names} | ours | ours / best | CPU: ours / best |")
-    print("|---|" + "---:|" * (len(live) + 3))
+    print(f"| clip | {names} | ours | ours / best | CPU: ours / best | ours, frame threads |")
+    print("|---|" + "---:|" * (len(live) + 4))
     for label, path in paths:
         ref = reference(path)
         results = [attempt(fn, path, repeats, ref) for _, fn in live]
         mine = attempt(ours_uniform, path, repeats, ref)
+        threaded = attempt(ours_frame_threads, path, repeats, ref)
         cells = [r[0] if r else "fails" for r in results]
         walls = [r[1] for r in results if r and r[1] == r[1]]  # timed, with the right frames
         cpus = [r[2] for r in results if r and r[2] == r[2]]
@@ -207,7 +218,11 @@ def peers(paths: list[tuple[str, Path]], repeats: int) -> None:
         else:
             ratios = f"{mine[1] / min(walls):.2f}x | {mine[2] / min(cpus):.2f}x"
         ours = mine[0] if mine else "fails"
-        print(f"| {label} | " + " | ".join(cells) + f" | {ours} | {ratios} |", flush=True)
+        if threaded and walls and threaded[1] == threaded[1]:  # its ratios to the best peer
+            other = f"{threaded[1] / min(walls):.2f}x / {threaded[2] / min(cpus):.2f}x"
+        else:
+            other = threaded[0] if threaded else "fails"
+        print(f"| {label} | " + " | ".join(cells) + f" | {ours} | {ratios} | {other} |", flush=True)
     print(f"\n\u2020 wrong frames (mean pixel difference from a full decode over {WRONG_DIFF:g}): "
           "not counted in best")
     if missing:
