@@ -4,6 +4,7 @@ journaled against rewriting the whole file, in the same run.
 
     nice -n 10 .venv/bin/python benchmarks/index_flush.py                   # 100k and 1M
     nice -n 10 .venv/bin/python benchmarks/index_flush.py --sizes 10000000  # ~6 min build, 2 x 3 GB
+    nice -n 10 .venv/bin/python benchmarks/index_flush.py --id-map 1000000 10000000
 
 "Rewrite" is the code before the journal: ``journal_fraction = journal_min_bytes = 0`` compacts on
 every flush (the whole base written, fsynced, renamed), and the other process reloads the file.
@@ -12,6 +13,10 @@ and compacts it to its file; this process opens it as the writer and a second ch
 as a reader. Each round the writer adds ``--batch`` vectors and flushes (timed here), then the
 reader answers one query, which first catches up with the write (timed there: replaying the new
 journal record, or loading the whole file). Rounds alternate journal / rewrite.
+
+``--id-map`` times what a video's index stage costs the id map in memory (in the writer, and in
+every process replaying its journal): ``delete_prefix("<video_id>:")`` (prefix search and
+removal) and the add of its 8 clip ids, at N ids of that form, 20 videos each.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import numpy as np
 from search import DIM, clustered
 
 from video_mm.index.faiss_index import FaissIndex
+from video_mm.index.ids import IdMap
 from video_mm.settings import IndexSettings
 
 REWRITE = {"journal_fraction": 0.0, "journal_min_bytes": 0}
@@ -123,11 +129,29 @@ def run(n: int, rounds: int, batch: int) -> dict[str, dict[str, float]]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def id_map(n: int) -> tuple[float, float, float]:
+    """Per video, in ms: the prefix search, the removal of its ids, the add of 8 new ones."""
+    m = IdMap()
+    for s in range(0, n, 100_000):
+        m.add([f"video{i // 8:07d}:{i % 8}" for i in range(s, min(s + 100_000, n))])
+    took = np.zeros(3)
+    for r in range(20):
+        t0 = time.perf_counter()
+        found = m.with_prefix(f"video{r * 997:07d}:")
+        t1 = time.perf_counter()
+        m.remove(found)
+        t2 = time.perf_counter()
+        m.add([f"video{r * 997:07d}:{j}" for j in range(8)])
+        took += (t1 - t0, t2 - t1, time.perf_counter() - t2)
+    return tuple(1e3 * took / 20)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--rounds", type=int, default=5, help="flushes of each mode, alternated")
     parser.add_argument("--batch", type=int, default=5, help="vectors added per flush")
+    parser.add_argument("--id-map", type=int, nargs="+", help="time the id map at these sizes")
     parser.add_argument("--build", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--reader", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -136,6 +160,12 @@ def main() -> None:
     if args.reader:
         return reader(Path(args.reader[1]), int(args.reader[0]))
     print(f"load average {os.getloadavg()[0]:.1f} at the start", file=sys.stderr)
+    if args.id_map:
+        print("| ids | with_prefix ms | remove ms | add 8 ms |\n|---:|---:|---:|---:|")
+        for n in args.id_map:
+            prefix_ms, remove_ms, add_ms = id_map(n)
+            print(f"| {n:,} | {prefix_ms:.1f} | {remove_ms:.2f} | {add_ms:.2f} |", flush=True)
+        return print(f"load average {os.getloadavg()[0]:.1f} at the end", file=sys.stderr)
     print("| vectors | file MiB | load s | flush ms: rewrite | journal | speedup "
           "| reader catch-up ms: rewrite | journal | speedup |")  # fmt: skip
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
