@@ -7,7 +7,7 @@ For each clip and its first caption: how much the match logit changes when the c
 backwards (the same frames, the other order; 0 for a model blind to time), and how much the
 words' attention over the frames differs between words (the mean L1 distance of each word's row of
 ``co_attention`` from the mean row; 0 when every word attends to the same frames). Features are
-each re-ranker's own recipe (its ``features.json``: the retrieval model's).
+each re-ranker's own recipe (its ``features.json``: the retrieval model's, or its cells).
 """
 
 from __future__ import annotations
