@@ -262,3 +262,50 @@ def test_index_paths_with_decoding_ahead_reports_every_file_in_order(
         (str(files[0]), "done"),  # submitted again: the finished job, not run again
     ]
     assert rows[3]["job_id"] == rows[0]["job_id"]
+
+
+def test_publishing_keeps_the_processes_index_open_and_journals_each_video(
+    fast_settings: Settings, three_clips: list[Path], tiny_models: dict,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each publish flushes its video through the process's one index handle: the index file is
+    read at most once and written whole once (then each video is a journal record), and a fresh
+    reader sees every video; a failed publish drops the handle and the retry opens it afresh."""
+    from video_mm.index.base import open_index
+    from video_mm.index.faiss_index import FaissIndex
+
+    assert tiny_models["retrieval"]
+    calls = {"load": 0, "write": 0}
+    for name in calls:
+        real = getattr(FaissIndex, f"_{name}")
+
+        def spy(self, *args, _name=name, _real=real, **kwargs):  # type: ignore[no-untyped-def]
+            calls[_name] += 1
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(FaissIndex, f"_{name}", spy)
+    subs = [submit_video(p, settings=fast_settings) for p in three_clips]
+    assert [run_job(s.job_id, fast_settings) for s in subs] == ["done"] * 3
+    assert calls == {"load": 0, "write": 1}  # created by the first video, journalled after
+    fresh = open_index(fast_settings)
+    try:
+        for sub in subs:
+            assert f"{sub.video_id}:0" in fresh
+    finally:
+        fresh.close()
+
+    ctx = context(fast_settings)
+    kept = ctx._index
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError("disk gone")
+
+    job = subs[0].job_id
+    key = runner_mod.analyse(ctx, job)
+    monkeypatch.setattr(runner_mod.stages, "index_stage", broken)
+    with pytest.raises(OSError, match="disk gone"):
+        runner_mod.publish(ctx, job, key)
+    assert ctx._index is None
+    monkeypatch.undo()
+    runner_mod.publish(ctx, job, key)
+    assert ctx._index is not None and ctx._index is not kept
