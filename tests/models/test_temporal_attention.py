@@ -29,7 +29,9 @@ def _model(variant: str, vocab_size: int):
 def test_overfits_real_clips(real_batch, overfit, variant: str) -> None:
     model = _model(variant, len(real_batch.vocab))
     spatial = variant == "spatial"
-    losses = overfit(model, real_batch, steps=250, use_grid=spatial)
+    # lr 5e-3: at 1e-2 Adam overshoots with dot attention (loss 0.05 at step 50, 2.0 at 150, 0.25
+    # at 250 on an AVX2 CPU), and the CPU's rounding decided whether it settled in time
+    losses = overfit(model, real_batch, steps=250, lr=5e-3, use_grid=spatial)
     assert losses[0] > 4.0
     assert losses[-1] < 0.05
     grid = real_batch.grid if spatial else None
