@@ -99,6 +99,11 @@ def trained(
     tmp_path_factory: pytest.TempPathFactory, tiny_train: ClipSet, tiny_val: ClipSet
 ) -> tuple[Any, Any]:
     """A two-stream re-ranker trained for a few epochs (no dual encoder: no hard negatives)."""
+    out = tmp_path_factory.mktemp("reranker")
+    return _train({"name": "tiny", **TINY}, tiny_train, tiny_val, out)
+
+
+def _train(config: dict, train: ClipSet, val: ClipSet, out: Path) -> tuple[Any, Any]:
     from video_mm.rerank.training import RerankTrainConfig, train_reranker
     from video_mm.train.loop import TrainConfig
 
@@ -107,9 +112,17 @@ def trained(
         train=TrainConfig(epochs=8, lr=2e-3, warmup_steps=10, progress=False, device="cpu"),
         negatives=["in_batch", "swapped"], batch_size=32, pairs_per_clip=4,
     )  # fmt: skip
-    out: Path = tmp_path_factory.mktemp("reranker")
-    config = {"name": "tiny", **TINY}
-    return train_reranker(config, tiny_train, tiny_val, None, out_dir=out, run=run)
+    return train_reranker(config, train, val, None, out_dir=out, run=run)
+
+
+def held_out_accuracy(model: Any, clips: ClipSet) -> float:
+    """Share of right calls on each clip with its own caption and the next clip's (chance 0.5)."""
+    right = []
+    for i in range(len(clips)):
+        pos = model.score(clips.captions[i][0], [clips.features[i]])[0]
+        neg = model.score(clips.captions[(i + 1) % len(clips)][0], [clips.features[i]])[0]
+        right += [pos > 0, neg < 0]
+    return float(np.mean(right))
 
 
 @pytest.fixture(scope="session")
@@ -120,15 +133,6 @@ def cells_test() -> ClipSet:
 @pytest.fixture(scope="session")
 def trained_cells(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
     """A two-stream re-ranker over 2 x 2 cells a frame, trained like :func:`trained`."""
-    from video_mm.rerank.training import RerankTrainConfig, train_reranker
-    from video_mm.train.loop import TrainConfig
-
-    torch.manual_seed(0)
-    run = RerankTrainConfig(
-        train=TrainConfig(epochs=8, lr=2e-3, warmup_steps=10, progress=False, device="cpu"),
-        negatives=["in_batch", "swapped"], batch_size=32, pairs_per_clip=4,
-    )  # fmt: skip
-    out: Path = tmp_path_factory.mktemp("reranker_cells")
     config = {"name": "tiny-cells", **TINY, "grid_pool": 2, "motion": "delta"}
-    return train_reranker(config, make_cell_clips(90, seed=0), make_cell_clips(12, seed=1), None,
-                          out_dir=out, run=run)  # fmt: skip
+    return _train(config, make_cell_clips(90, seed=0), make_cell_clips(12, seed=1),
+                  tmp_path_factory.mktemp("reranker_cells"))  # fmt: skip

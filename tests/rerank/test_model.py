@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.rerank.conftest import held_out_accuracy
 from video_mm.errors import ConfigError, ModelError
 from video_mm.rerank.model import (
     Reranker,
@@ -33,13 +34,7 @@ def test_learns_matched_pairs_on_held_out_clips(trained, tiny_test: ClipSet) -> 
     model, result = trained
     losses = [row["train_loss"] for row in result.history]
     assert losses[-1] < 0.7 * losses[0]
-    right = []
-    for i in range(len(tiny_test)):
-        pos = model.score(tiny_test.captions[i][0], [tiny_test.features[i]])[0]
-        other = tiny_test.captions[(i + 1) % len(tiny_test)][0]
-        neg = model.score(other, [tiny_test.features[i]])[0]
-        right += [pos > 0, neg < 0]
-    assert np.mean(right) >= 0.75  # chance: 0.5
+    assert held_out_accuracy(model, tiny_test) >= 0.75  # chance: 0.5
 
 
 def test_tells_the_order_of_events(trained, tiny_test: ClipSet) -> None:
@@ -202,13 +197,7 @@ def test_learns_over_cells_on_held_out_clips(trained_cells, cells_test: ClipSet,
     its scores."""
     model, result = trained_cells
     assert model.video.cells == 4 and model.feat_dim == cells_test.features[0].shape[1]
-    right = []
-    for i in range(len(cells_test)):
-        pos = model.score(cells_test.captions[i][0], [cells_test.features[i]])[0]
-        other = cells_test.captions[(i + 1) % len(cells_test)][0]
-        neg = model.score(other, [cells_test.features[i]])[0]
-        right += [pos > 0, neg < 0]
-    assert np.mean(right) >= 0.75  # chance: 0.5
+    assert held_out_accuracy(model, cells_test) >= 0.75  # chance: 0.5
     loaded = from_pretrained(result.best_dir, device="cpu")
     assert loaded.config.grid_pool == 2
     query = cells_test.captions[0][0]
