@@ -56,6 +56,14 @@ def writes(index: FaissIndex, step: int) -> None:
         index.delete_prefix(f"v{base // 4 - 2}:")
 
 
+def flushed(path: Path, settings: IndexSettings) -> FaissIndex:
+    """An index at ``path`` with the first step of :func:`writes` flushed (the base file)."""
+    index = FaissIndex(path, settings)
+    writes(index, 0)
+    index.flush()
+    return index
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -68,9 +76,7 @@ def writes(index: FaissIndex, step: int) -> None:
 def test_replay_equals_one_in_memory_index_and_leaves_the_base_alone(tmp_path, overrides):
     settings = IndexSettings(**overrides, **NEVER, ivf_nprobe=8)
     path = tmp_path / "i.faiss"
-    writer = FaissIndex(path, settings)
-    writes(writer, 0)
-    writer.flush()  # the first flush writes the base
+    writer = flushed(path, settings)  # the first flush writes the base
     base = stamp(path)
     reference = FaissIndex(tmp_path / "memory.faiss", settings)  # never flushed
     writes(reference, 0)
@@ -94,9 +100,7 @@ def test_handles_catch_up_from_the_journal_without_reloading(tmp_path, monkeypat
     original = FaissIndex._load
     monkeypatch.setattr(FaissIndex, "_load", lambda self: loads.append(1) or original(self))
     settings = IndexSettings(**NEVER)
-    a = FaissIndex(tmp_path / "i.faiss", settings)
-    writes(a, 0)
-    a.flush()
+    a = flushed(tmp_path / "i.faiss", settings)
     b = FaissIndex(tmp_path / "i.faiss", settings)
     assert len(loads) == 1
     a.add(["new:0"], vector(3000)[None])
@@ -148,9 +152,7 @@ CHILD = textwrap.dedent(
 def test_two_processes_writing_in_turn_see_each_other_without_full_reloads(tmp_path):
     path = tmp_path / "i.faiss"
     settings = IndexSettings(**NEVER)
-    seeded = FaissIndex(path, settings)
-    writes(seeded, 0)
-    seeded.flush()
+    flushed(path, settings)
     base = stamp(path)
     script = tmp_path / "child.py"
     script.write_text(CHILD)
@@ -190,9 +192,7 @@ def test_two_processes_writing_in_turn_see_each_other_without_full_reloads(tmp_p
 def test_a_torn_tail_is_ignored_and_the_next_flush_cuts_it_off(tmp_path):
     path = tmp_path / "i.faiss"
     settings = IndexSettings(**NEVER)
-    index = FaissIndex(path, settings)
-    writes(index, 0)
-    index.flush()
+    index = flushed(path, settings)
     for step in (1, 2):
         writes(index, step)
         index.flush()
@@ -225,9 +225,7 @@ def journal_records(log: Path) -> list[list[tuple[str, list[str]]]]:
 def test_compaction_at_the_threshold_keeps_results_and_retires_the_journal(tmp_path):
     path = tmp_path / "i.faiss"
     settings = IndexSettings(journal_fraction=2.0, journal_min_bytes=0)
-    index = FaissIndex(path, settings)
-    writes(index, 0)
-    index.flush()
+    index = flushed(path, settings)
     base, log = stamp(path), path.with_name("i.faiss.journal")
     size = base[2]
     step = 1
@@ -246,9 +244,7 @@ def test_compaction_at_the_threshold_keeps_results_and_retires_the_journal(tmp_p
 
 def test_zero_thresholds_rewrite_every_flush_as_before(tmp_path):
     path = tmp_path / "i.faiss"
-    index = FaissIndex(path, IndexSettings(journal_fraction=0, journal_min_bytes=0))
-    writes(index, 0)
-    index.flush()
+    index = flushed(path, IndexSettings(journal_fraction=0, journal_min_bytes=0))
     before = stamp(path)
     writes(index, 1)
     index.flush()

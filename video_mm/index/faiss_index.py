@@ -41,10 +41,10 @@ import struct
 import tempfile
 import threading
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import faiss
 import numpy as np
@@ -411,17 +411,8 @@ class FaissIndex:
                 os.fsync(handle.fileno())
             self._journal_pos += len(record)
         else:  # a new journal for this base, made whole before it is in place
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{path.name}.")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(journal.header(self._generation) + record)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-            _fsync_dir(self.path.parent)
+            head = journal.header(self._generation)
+            _replace_atomically(path, lambda f: f.write(head + record))
             self._journal_pos = journal.HEADER + len(record)
         self._journal_seen = _stamp_of(path)
 
@@ -445,24 +436,18 @@ class FaissIndex:
             "names": names,
             "tombstones": np.fromiter(self._tombstones, dtype=np.int64),
         }
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
-                    for name, array in arrays.items():
-                        with z.open(f"{name}.npy", "w", force_zip64=True) as member:
-                            np.lib.format.write_array(member, array, allow_pickle=False)
-                    if self._index is not None:
-                        with z.open(INDEX_MEMBER, "w", force_zip64=True) as member:
-                            writer = faiss.PyCallbackIOWriter(member.write, IO_BLOCK)
-                            faiss.write_index(self._index, writer)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(self.path.parent)
+
+        def write(f: BinaryIO) -> None:
+            with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+                for name, array in arrays.items():
+                    with z.open(f"{name}.npy", "w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, array, allow_pickle=False)
+                if self._index is not None:
+                    with z.open(INDEX_MEMBER, "w", force_zip64=True) as member:
+                        writer = faiss.PyCallbackIOWriter(member.write, IO_BLOCK)
+                        faiss.write_index(self._index, writer)
+
+        _replace_atomically(self.path, write)
         self._stamp = _stamp_of(self.path)
         self._generation = generation
         self._restructured = False
@@ -672,6 +657,22 @@ def _read_faiss(z: zipfile.ZipFile, version: int) -> Any:
             if header(member)[0] == (0,):
                 return None
         return faiss.read_index(faiss.PyCallbackIOReader(member.read, IO_BLOCK))
+
+
+def _replace_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Put a file at ``path`` whole or not at all: written to a temporary file beside it,
+    fsynced, renamed over it, the directory fsynced (a crash leaves the old file or the new)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:
