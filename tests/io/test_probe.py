@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from tests.io.conftest import CASES, Case
@@ -89,11 +90,43 @@ def test_a_gif_is_probed_on_its_first_bytes(
     info = probe(gif)
     probe(avi)
     assert seen[".gif"]["probesize"] == str(GIF_PROBE_BYTES)
-    assert "probesize" not in seen[".avi"]
+    assert "probesize" not in seen[".avi"] and "fpsprobesize" not in seen[".gif"]
     with open_video(gif) as reader:
         times = reader.frame_times()
     assert info.frame_count == len(times)
     assert info.fps == pytest.approx((len(times) - 1) / times[-1], rel=0.02)
+
+
+def test_an_avi_is_probed_without_ffmpegs_frame_rate_analysis(
+    msvd14_videos: list[Path], corpus: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An AVI's header declares its rate: FFmpeg's own rate analysis is skipped (fpsprobesize 0),
+    and the probe, the frame times, the keyframes and the frames are what they are with it."""
+    real_open = av.open
+    passed: list[dict[str, str]] = []
+
+    def full_analysis(target: object, *args: object, **kwargs: object) -> object:
+        options = dict(kwargs.pop("options"))  # type: ignore[call-overload]
+        passed.append(dict(options))
+        options.pop("fpsprobesize", None)
+        return real_open(target, *args, options=options, **kwargs)
+
+    def read(path: Path) -> tuple[object, ...]:
+        with open_video(path) as reader:
+            last = len(reader) - 1
+            frames = reader.get_frames([0, last // 2, last])
+            return reader.info, reader.frame_times(), reader.keyframe_indices(), frames
+
+    avis = [p for p in msvd14_videos if p.suffix == ".avi"] + [corpus["mpeg4.avi"]]
+    for path in avis:
+        ours = read(path)
+        with monkeypatch.context() as m:
+            m.setattr(av, "open", full_analysis)
+            theirs = read(path)
+        assert passed.pop()["fpsprobesize"] == "0"
+        assert ours[0] == theirs[0], path.name
+        for a, b in zip(ours[1:], theirs[1:], strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=path.name)
 
 
 def test_frame_threads_for_big_frames_only(msvd14_videos: list[Path]) -> None:

