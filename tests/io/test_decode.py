@@ -234,7 +234,7 @@ def test_a_seek_to_the_start_that_lands_elsewhere_reopens(
     path = corpus["h264.mp4"]
     with open_video(path, backend="pyav") as reader:
         real_seek = type(reader._container).seek
-        late = int(reader._pts[reader.keyframe_indices()[-1]])
+        late = reader._pts[reader.keyframe_indices()[-1]]
 
         def inexact(container: av.container.InputContainer, offset: int, **kwargs: object) -> None:
             real_seek(container, max(offset, late), **kwargs)

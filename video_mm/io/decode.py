@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -568,11 +569,13 @@ class PyAVReader(Reader):
         if missing:
             stamps = [i if stamp is None else stamp for i, stamp in enumerate(stamps)]
         order = np.argsort(np.asarray(stamps), kind="stable")
-        self._pts = np.asarray(stamps, dtype=np.int64)[order]
+        pts = np.asarray(stamps, dtype=np.int64)[order]
+        # A list: looked up once a decoded frame (bisect), faster there than numpy on a scalar.
+        self._pts: list[int] = pts.tolist()
         if missing:  # no timestamps: frames are numbered in decode order, paced by the frame rate
             self._times = np.arange(len(stamps)) / (self.info.fps or 25.0)
         else:
-            self._times = (self._pts - self._pts[0]) * time_base
+            self._times = (pts - pts[0]) * time_base
         keys = np.asarray([p.key for p in packets])
         broken = np.asarray([p.broken for p in packets])
         self._keys = np.flatnonzero(keys[order]).astype(np.int64)
@@ -595,7 +598,7 @@ class PyAVReader(Reader):
 
     def _decode(self, unique: np.ndarray, deadline: Deadline) -> np.ndarray:
         out = np.empty((len(unique), self.out_height, self.out_width, 3), np.uint8)
-        self._wanted = set(self._pts[unique].tolist())
+        self._wanted = {self._pts[i] for i in unique.tolist()}
         try:
             for i, target in enumerate(unique.tolist()):
                 out[i] = self._frame(target, deadline)
@@ -618,7 +621,7 @@ class PyAVReader(Reader):
             target <= self._pos
             or (self._seekable and key > self._pos + 1)
             or self._frames is None
-            or int(self._pts[target]) in self._skipped  # fed as skippable for an earlier call
+            or self._pts[target] in self._skipped  # fed as skippable for an earlier call
         ):
             self._seek(key if self._seekable else 0)
         return self._decode_forward(target, deadline)
@@ -670,11 +673,11 @@ class PyAVReader(Reader):
         if not self._seekable:
             key = 0
         elif self._memory is not None:  # exact: decoding starts at the keyframe's packet
-            self._start = self._at[int(self._pts[key])] if key else 0
+            self._start = self._at[self._pts[key]] if key else 0
         elif key or not self._fresh:
             try:
                 self._container.seek(
-                    int(self._pts[key]), stream=self._stream, backward=True, any_frame=False
+                    self._pts[key], stream=self._stream, backward=True, any_frame=False
                 )
             except av.error.FFmpegError:
                 self._open()
@@ -692,7 +695,7 @@ class PyAVReader(Reader):
 
     def _unskipped(self, start: int, end: int) -> list[int]:
         """Frames in ``[start, end)`` that were not fed to the decoder as skippable."""
-        return [i for i in range(start, end) if int(self._pts[i]) not in self._skipped]
+        return [i for i in range(start, end) if self._pts[i] not in self._skipped]
 
     def _decoded(self) -> Iterator[av.VideoFrame]:
         """Frames from the current position, as a player shows them: a packet that does not decode
@@ -736,9 +739,10 @@ class PyAVReader(Reader):
                 log.debug("%s: flushing the decoder failed: %s", self._name, exc)
 
     def _index_of(self, frame: av.VideoFrame) -> int:
-        if frame.pts is None or not self._seekable:
+        pts = frame.pts
+        if pts is None or not self._seekable:
             return self._pos + 1
-        return max(int(np.searchsorted(self._pts, frame.pts, side="right")) - 1, 0)
+        return max(bisect_right(self._pts, pts) - 1, 0)
 
     def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
         # One scaler for the reader, on this thread: a frame's own would set up swscale (and start
