@@ -91,6 +91,28 @@ def test_a_file_scanned_whole_is_demuxed_once(
             assert_same_frames(path, "pyav")
 
 
+def test_the_probes_first_frame_is_not_decoded_again(msvd14_videos: list[Path]) -> None:
+    """The probe decoded the first frame (rotation, proof the codec decodes): a reader decoding
+    the packets it kept goes on from there, so read in order every packet is decoded once, and
+    the frames are ffmpeg's."""
+    starts: list[int] = []
+
+    class Recording(list):  # the reader's packets in memory: where each run of decoding starts
+        def __getitem__(self, key: object) -> object:
+            if isinstance(key, slice):
+                starts.append(key.start)
+            return super().__getitem__(key)  # type: ignore[index]
+
+    for path in (next(p for p in msvd14_videos if p.suffix == s) for s in (".gif", ".avi")):
+        starts.clear()
+        with open_video(path) as reader:
+            reader._memory = Recording(reader._memory)
+            frames = reader.get_frames(np.arange(len(reader)))
+        assert len(starts) == 1 and starts[0] >= 1, (path.name, starts)
+        ref = reference_frames(path)
+        assert np.abs(frames.astype(float) - ref).mean() < PIXEL_TOLERANCE, path.name
+
+
 def test_a_scan_over_its_byte_budget_is_decoded_from_the_file(
     msvd14_videos: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

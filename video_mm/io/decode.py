@@ -201,8 +201,11 @@ def open_video(
         opened = (stack.pop_all(), container, stream)
     # A transport stream is decoded from the file as before: its seeks land a keyframe or more
     # early, and on the way a sample meets (and reports) damage an exact seek would pass by.
-    in_memory = None if scan.moved else scan.data
-    return PyAVReader(checked, info, size, limits, index=index, opened=opened, in_memory=in_memory)
+    in_memory, decoded = (None, None) if scan.moved else (scan.data, scan.decoded)
+    return PyAVReader(
+        checked, info, size, limits, index=index, opened=opened, in_memory=in_memory,
+        decoded=decoded,
+    )
 
 
 def _pyav_is_cheaper(scan: Scan) -> bool:
@@ -497,12 +500,15 @@ class PyAVReader(Reader):
         opened: tuple[ExitStack, av.container.InputContainer, av.video.stream.VideoStream]
         | None = None,
         in_memory: list[av.Packet] | None = None,
+        decoded: tuple[int, list[av.VideoFrame]] | None = None,
     ) -> None:
         """``index``: the file's packets as :func:`open_video` demuxed them (None: demux here);
         ``opened``: the container they came from, to decode on (the reader closes it);
         ``in_memory``: with ``opened``, every one of those packets, data included (the probe's
         scan read the file whole): decoded from memory, so the file is not demuxed again and a
-        seek is exact."""
+        seek is exact; ``decoded``: with ``in_memory``, how many of its packets the decoder was
+        fed for the first frame and the frames that came out (:attr:`Scan.decoded`): decoding
+        goes on from there, so the probe's first frame is not decoded again."""
         super().__init__(info, size, limits)
         self._checked = checked
         self._name = describe(checked)
@@ -520,6 +526,7 @@ class PyAVReader(Reader):
         self._memory: list[av.Packet] | None = None
         self._start = 0  # in memory: the place of the packet decoding starts from
         self._at: dict[int, int] = {}  # in memory: timestamp -> place in self._memory
+        self._pending: list[av.VideoFrame] = []  # decoded before self._start: come out first
         if opened is not None:  # at the end of the file, where indexing left it
             self._stack, self._container, self._stream = opened
             if in_memory:
@@ -527,6 +534,9 @@ class PyAVReader(Reader):
                 self._at = {
                     p.pts if p.pts is not None else p.dts: i for i, p in enumerate(in_memory)
                 }
+                if decoded is not None:  # the decoder goes on from the probe's first frame
+                    self._start, self._pending = decoded
+                    self._frames = self._decoded()
         try:
             self._index(index)
         except BaseException:
@@ -706,6 +716,8 @@ class PyAVReader(Reader):
         flushed = False
         self._fresh = False
         skipping: bool | None = None  # as the codec context was left: set on the first packet
+        pending, self._pending = self._pending, []
+        yield from pending
         if self._memory is not None:
             packets: Iterator[av.Packet] = iter(self._memory[self._start :])
         else:
@@ -759,6 +771,7 @@ class PyAVReader(Reader):
         if getattr(self, "_frames", None) is not None:
             self._frames.close()
         self._frames, self._held = None, None
+        self._pending = []
         self._skipped = set()  # a new run of the decoder follows
 
     def close(self) -> None:

@@ -111,6 +111,11 @@ class Scan:
     # The packets themselves (data included), one for each of ``packets``, where the scan read
     # every packet there is to read (complete or stopped) in at most SCAN_KEEP_BYTES; else None.
     data: list[av.Packet] | None = field(default_factory=list)
+    # With ``data``: how many of its packets the decoder was fed for the first frame, and the
+    # frames that came out (the first among them), so a reader decoding ``data`` goes on from
+    # there instead of decoding them again. None without ``data``, or where the decoder was
+    # drained (an empty packet) to get the first frame.
+    decoded: tuple[int, list[av.VideoFrame]] | None = None
 
 
 @contextmanager
@@ -482,12 +487,16 @@ def _scan(
     stamped = 0  # packets with data and a timestamp
     kept = 0  # bytes of scan.data
     nal = nal_length_size(stream.codec_context.name, stream.codec_context.extradata)
+    drained = False  # the decoder was fed an empty packet: it cannot go on decoding
     try:
         for packet in demux(container, stream):
             deadline.check()
             if first is None:
                 frames = stream.decode(packet)
                 first = frames[0] if frames else None
+                drained = drained or not packet.size
+                if first is not None and not drained:
+                    scan.decoded = (len(scan.packets) + 1, frames)  # with this packet, kept below
             if packet.size:
                 scan.packets.append(Packet.of(packet, nal))
                 stamped += packet.pts is not None
@@ -514,6 +523,8 @@ def _scan(
         raise CorruptVideo(
             name, "no frame decodes: the stream is empty or cut before its first frame"
         )
+    if scan.data is None:
+        scan.decoded = None
     return first, scan
 
 
