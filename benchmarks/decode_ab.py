@@ -4,9 +4,11 @@ On a shared, loaded machine two runs of benchmarks/decode.py minutes apart diffe
 any change in the reader; here both revisions run in alternation (a child process each, rounds
 ``--rounds``), each case timed best of ``--repeats`` inside the child, as wall time and as the
 process's CPU time (user + system over all its threads: less sensitive to other people's load).
-The earlier revision is exported with ``git archive`` into a temporary folder.
+The earlier revision is exported with ``git archive`` into a temporary folder. ``--real FOLDER``
+adds each clip there as the peers table of ``decode.py --peers`` reads it: ``sample_frames(path,
+n=16)``, 16 uniform frames at the native size, backend auto.
 
-    .venv/bin/python benchmarks/decode_ab.py --before REV [--rounds 3] [--repeats 3]
+    .venv/bin/python benchmarks/decode_ab.py --before REV [--rounds 3] [--repeats 3] [--real DIR]
 """
 
 from __future__ import annotations
@@ -38,17 +40,26 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def child(workdir: Path, repeats: int) -> None:
+def cases(real: Path | None) -> list[tuple[str, str, str, float]]:
+    """CASES, then each clip in ``real`` (a path, read as the peers table reads it)."""
+    clips = sorted(real.iterdir()) if real else []
+    return CASES + [(str(p), "native", "uniform", 16) for p in clips]
+
+
+def child(workdir: Path, repeats: int, real: Path | None) -> None:
     """Time every case in this process (the revision on PYTHONPATH); print JSON."""
     from video_mm.io import open_video, probe, sample_frames
 
     out = []
-    for clip, backend, sampler, arg in CASES:
+    for clip, backend, sampler, arg in cases(real):
         best_wall = best_cpu = float("inf")
         for _ in range(repeats):
             wall, cpu = time.perf_counter(), _cpu()
-            if backend == "probe":
-                probe(workdir / clip, isolate=False)
+            if backend in ("probe", "native"):
+                if backend == "probe":
+                    probe(workdir / clip, isolate=False)
+                else:  # an absolute path: workdir / clip is clip
+                    sample_frames(workdir / clip, n=int(arg))
                 best_wall = min(best_wall, time.perf_counter() - wall)
                 best_cpu = min(best_cpu, _cpu() - cpu)
                 continue
@@ -72,10 +83,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     default_dir = Path(tempfile.gettempdir()) / "vmm-bench-decode"  # shared with decode.py
     parser.add_argument("--workdir", type=Path, default=default_dir)
+    parser.add_argument("--real", type=Path, default=None, help="a folder of real clips too")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.workdir, args.repeats)
+        child(args.workdir, args.repeats, args.real)
         return
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from decode import CLIPS, make_clip  # the same two clips as benchmarks/decode.py
@@ -99,7 +111,8 @@ def main() -> None:
             for label, tree in trees.items():
                 run = subprocess.run(
                     [sys.executable, __file__, "--before", args.before, "--child",
-                     "--repeats", str(args.repeats), "--workdir", str(args.workdir)],
+                     "--repeats", str(args.repeats), "--workdir", str(args.workdir),
+                     *(["--real", str(args.real.resolve())] if args.real else [])],
                     capture_output=True, text=True, check=True, timeout=900,
                     env={**os.environ, "PYTHONPATH": tree},
                 )  # fmt: skip
@@ -111,10 +124,11 @@ def main() -> None:
     print("| clip | reader | before wall s | after wall s | after/before | "
           "before CPU s | after CPU s | after/before |")  # fmt: skip
     print("|---|---|---:|---:|---:|---:|---:|---:|")
-    rows = zip(CASES, best["before"], best["after"], strict=True)
+    rows = zip(cases(args.real), best["before"], best["after"], strict=True)
     for (clip, backend, sampler, arg), b, a in rows:
         what = f"{backend} {sampler}".strip() + (f" {arg:g}" if arg else "")
-        print(f"| {clip} | {what} | {b['wall']:.3f} | {a['wall']:.3f} | {a['wall'] / b['wall']:.2f}"
+        print(f"| {Path(clip).name} | {what} | {b['wall']:.3f} | {a['wall']:.3f}"
+              f" | {a['wall'] / b['wall']:.2f}"
               f" | {b['cpu']:.3f} | {a['cpu']:.3f} | {a['cpu'] / b['cpu']:.2f} |")
 
 
