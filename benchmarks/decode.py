@@ -19,7 +19,10 @@ included), and its frames are checked against a plain PyAV decode of every frame
 other frames is marked and not counted. ``ours / best`` (over the right ones) is the parity column,
 in wall-clock time and in CPU time (all threads: the less noisy one on a shared machine). The last
 column is ours with FFmpeg's frame threads on every clip, as the same two ratios: the default
-(``io.frame_threads_min_pixels``) decodes frames under 640x360 on one thread.
+(``io.frame_threads_min_pixels``) decodes frames under 640x360 on one thread. ``PyAV bare`` is not
+a peer (not in best): the same frames through PyAV with nothing of ours (:func:`pyav_bare`), so
+``ours / bare`` is what the reader costs over PyAV itself and ``bare / best`` what is left to
+PyAV's FFmpeg build against the best peer's.
 """
 
 from __future__ import annotations
@@ -28,14 +31,16 @@ import argparse
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from video_mm.io import open_video, sample_frames
 from video_mm.io.ffmpeg import ffmpeg_exe, run_ffmpeg
+from video_mm.io.probe import GIF_PROBE_BYTES
 from video_mm.settings import IOSettings
 
 CLIPS = {
@@ -129,6 +134,46 @@ def pyav_seek(path: Path) -> np.ndarray:
         return np.stack(got)
 
 
+def pyav_bare(path: Path) -> np.ndarray:
+    """The floor of a reader on PyAV: no guard, probe, limits or damage handling. Opened as ours
+    opens it (a GIF probed on its first bytes, an AVI without FFmpeg's rate analysis); packets
+    demuxed into memory; each wanted frame decoded forward from the last keyframe at or before
+    it (the decoder flushed there unless decoding already passed it); frames released as they
+    go, the wanted ones converted to RGB with one scaler; threads as ours sets them. Wanted
+    frames are found by timestamp (every packet of these clips has one)."""
+    options = {".gif": {"probesize": str(GIF_PROBE_BYTES)}, ".avi": {"fpsprobesize": "0"}}
+    with av.open(str(path), options=options.get(path.suffix, {})) as c:
+        stream = c.streams.video[0]
+        big = stream.width * stream.height >= IOSettings().frame_threads_min_pixels
+        stream.codec_context.thread_type = "AUTO" if big else "NONE"
+        packets = [p for p in c.demux(stream) if p.size]
+        stamps = sorted(p.pts for p in packets)
+        keys = [(p.pts, i) for i, p in enumerate(packets) if p.is_keyframe]
+        scaler, got = VideoReformatter(), []
+        frames: Iterator[av.VideoFrame] | None = None
+        last = -1  # timestamp of the last frame decoded
+        for target in [stamps[i] for i in uniform(len(stamps))]:
+            key, at = max((k, i) for k, i in keys if k <= target)
+            if frames is None or key > last:
+                stream.codec_context.flush_buffers()
+                frames = _released(stream, [*packets[at:], None])
+            for frame in frames:
+                last = frame.pts
+                if last == target:
+                    got.append(scaler.reformat(frame, format="rgb24", threads=1).to_ndarray())
+                    break
+                del frame  # not held while the next decodes (a GIF's decoder would copy it)
+        return np.stack(got)
+
+
+def _released(stream: av.video.stream.VideoStream, packets: list) -> Iterator[av.VideoFrame]:
+    """Frames of ``packets``, each let go before the next packet is decoded."""
+    for packet in packets:
+        for frame in stream.decode(packet):
+            yield frame
+            del frame
+
+
 def torchcodec_decoder(mode: str) -> Callable[[Path], np.ndarray] | None:
     try:
         from torchcodec.decoders import VideoDecoder
@@ -203,13 +248,15 @@ def peers(paths: list[tuple[str, Path]], repeats: int) -> None:
     missing = [name for name, fn in methods if fn is None]
     live = [(name, fn) for name, fn in methods if fn is not None]
     names = " | ".join(name for name, _ in live)
-    print(f"| clip | {names} | ours | ours / best | CPU: ours / best | ours, frame threads |")
-    print("|---|" + "---:|" * (len(live) + 4))
+    print(f"| clip | {names} | ours | ours / best | CPU: ours / best | ours, frame threads "
+          "| PyAV bare | ours / bare | bare / best |")  # fmt: skip
+    print("|---|" + "---:|" * (len(live) + 7))
     for label, path in paths:
         ref = reference(path)
         results = [attempt(fn, path, repeats, ref) for _, fn in live]
         mine = attempt(ours_uniform, path, repeats, ref)
         threaded = attempt(ours_frame_threads, path, repeats, ref)
+        bare = attempt(pyav_bare, path, repeats, ref)
         cells = [r[0] if r else "fails" for r in results]
         walls = [r[1] for r in results if r and r[1] == r[1]]  # timed, with the right frames
         cpus = [r[2] for r in results if r and r[2] == r[2]]
@@ -222,7 +269,12 @@ def peers(paths: list[tuple[str, Path]], repeats: int) -> None:
             other = f"{threaded[1] / min(walls):.2f}x / {threaded[2] / min(cpus):.2f}x"
         else:
             other = threaded[0] if threaded else "fails"
-        print(f"| {label} | " + " | ".join(cells) + f" | {ours} | {ratios} | {other} |", flush=True)
+        if bare and mine and walls and bare[1] == bare[1] and mine[1] == mine[1]:
+            floor = f"{bare[0]} | {mine[1] / bare[1]:.2f}x | {bare[1] / min(walls):.2f}x"
+        else:
+            floor = f"{bare[0] if bare else 'fails'} | - | -"
+        print(f"| {label} | " + " | ".join(cells) + f" | {ours} | {ratios} | {other} | {floor} |",
+              flush=True)  # fmt: skip
     print(f"\n\u2020 wrong frames (mean pixel difference from a full decode over {WRONG_DIFF:g}): "
           "not counted in best")
     if missing:
