@@ -72,3 +72,42 @@ def test_zero_shot_list_pull_and_load_from_the_hub_cache(
     missing = vmm("models", "pull", "tiny-org/nothing", env=user)
     assert missing.returncode == 2 and "hf download tiny-org/nothing" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_freeze_splits_an_end_to_end_captioner(shared_data: Path, msvd14_captions: dict,
+                                               tmp_path: Path) -> None:
+    """`vmm models freeze`: the end-to-end captioner becomes a frame encoder that other models
+    take as [features] weights (retrieval training reads features through extract_features) and
+    a captioner the pipeline serves on that encoder's features."""
+    import torch
+
+    from video_mm.artifacts import BackboneSpec, FeatureRecipe
+    from video_mm.data.datasets import load_dataset
+    from video_mm.data.features import extract_features
+    from video_mm.data.vocab import Vocabulary
+    from video_mm.models import create_model, from_pretrained, load_config, save_pretrained
+    from video_mm.pipeline.stages import feature_spec
+    from video_mm.settings import Settings
+
+    vocab = Vocabulary.build([c for cs in msvd14_captions.values() for c in cs])
+    torch.manual_seed(0)
+    model = create_model(load_config("lrcn_e2e") | {"frame_size": 64}, len(vocab), 0)
+    e2e = save_pretrained(tmp_path / "e2e", model, vocab,
+                          BackboneSpec("resnet18", "none", model.cnn.weights_id, 512,
+                                       input="frames"),
+                          recipe=FeatureRecipe(n_frames=2, size=64))
+    done = vmm("models", "freeze", str(e2e), "--out", str(tmp_path / "frozen"), "--json", env={})
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    weights = Path(summary["weights"])
+    assert weights == tmp_path / "frozen" / "backbone.safetensors" and weights.is_file()
+
+    records = load_dataset(shared_data / "msvd14")[:2]
+    recipe = FeatureRecipe(backbone="resnet18", weights=str(weights), n_frames=2, size=64)
+    feats = extract_features(records, recipe, progress=False)
+    assert {f.shape for f in feats.values()} == {(2, 512)}
+    served = from_pretrained(summary["captioner"])
+    spec = feature_spec(served, tmp_path / "frozen", Settings(data_dir=tmp_path / "vmm"))
+    assert spec.features.weights == str(weights.resolve())
+    again = vmm("models", "freeze", summary["captioner"], "--out", str(tmp_path / "x"), env={})
+    assert again.returncode != 0 and "already reads features" in again.stderr

@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from video_mm.features.cache import CacheKey, FeatureCache, dumps, file_sha256, loads
+from video_mm.features.cache import (
+    CacheKey,
+    FeatureCache,
+    dumps,
+    file_sha256,
+    frames_key,
+    loads,
+)
 from video_mm.records import ClipFeatures
 from video_mm.settings import Settings
 
@@ -35,6 +42,20 @@ def test_safetensors_round_trip(grid: bool) -> None:
     np.testing.assert_array_equal(a.times, b.times)
     assert b.times.dtype == np.float64 and b.backbone == "resnet18"
     assert (b.grid is None) == (not grid)
+
+
+def test_frames_are_kept_apart_from_features(tmp_path: Path) -> None:
+    """Decoded uint8 frames (end-to-end training) share the cache but never a features key."""
+    cache = FeatureCache(tmp_path)
+    key = frames_key(KEY.video_sha256, KEY.sampler)
+    frames = np.random.default_rng(0).integers(0, 255, (3, 8, 10, 3), dtype=np.uint8)
+    assert cache.get_frames(key) is None and cache.misses == 1
+    cache.put(KEY, feats())
+    cache.put_frames(key, frames)
+    got = cache.get_frames(key)
+    assert got is not None and got.dtype == np.uint8 and np.array_equal(got, frames)
+    assert cache.get(key) is None and cache.get_frames(KEY) is None  # neither reads as the other
+    np.testing.assert_array_equal(cache.get(KEY).features, feats().features)
 
 
 def test_under_data_dir_by_default(settings: Settings) -> None:

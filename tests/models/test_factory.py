@@ -159,25 +159,34 @@ def test_end_to_end_lrcn_saves_its_cnn(tmp_path: Path, vocab) -> None:
 
 
 def test_end_to_end_lrcn_exports_to_a_frozen_backbone(tmp_path: Path, vocab, msvd14_videos):
-    """The exported CNN file, loaded the pipeline's way, gives features on which the exported
-    LRCN captions real frames exactly as the end-to-end model did."""
-    from video_mm.features.backbones import create_backbone
+    """The exported CNN file, loaded the pipeline's way (it carries the frame size the CNN was
+    trained at), gives features that, standardised by the exported recipe as the end-to-end model
+    standardised its CNN's outputs, make the exported LRCN caption real frames exactly as the
+    end-to-end model did."""
+    from video_mm.artifacts import FeatureRecipe
+    from video_mm.features.extract import FeatureExtractor
     from video_mm.io.sampling import sample_frames
     from video_mm.models import export_frozen
+    from video_mm.settings import FeatureSettings
 
     torch.manual_seed(0)
-    model = create_model("lrcn_e2e", len(vocab), 0).eval()
+    model = create_model(load_config("lrcn_e2e") | {"frame_size": 64}, len(vocab), 0).eval()
     with torch.no_grad():
         model.cnn.trunk[0].weight.mul_(1.5)
-    e2e = Captioner(model, vocab, BackboneSpec("resnet18", "none", input="frames"))
+    model.set_feature_stats(torch.rand(512), torch.rand(512) + 0.5)
+    e2e = Captioner(model, vocab, BackboneSpec("resnet18", "none", input="frames"),
+                    recipe=FeatureRecipe(n_frames=3, size=64))
     folder = export_frozen(e2e, tmp_path / "frozen", trained_on="msvd14")
     served = from_pretrained(folder)
     assert served.backbone.input == "features" and not served.model.takes_frames
     assert served.backbone.weights_id.startswith("sha256:") and served.trained_on == "msvd14"
-    cnn = create_backbone(served.backbone.name, served.backbone.weights)
+    recipe = served.recipe
+    assert recipe is not None and recipe.weights == served.backbone.weights
+    assert Path(recipe.weights) == (folder / "backbone.safetensors").resolve()
+    extractor = FeatureExtractor(FeatureSettings(backbone=recipe.backbone, weights=recipe.weights))
+    assert extractor.backbone.preprocess.crop == 64
     frames = [sample_frames(v, n=3, size=64).frames for v in msvd14_videos[:2]]
-    with torch.no_grad():
-        feats = [cnn(cnn.preprocess(f)).numpy() for f in frames]
+    feats = [recipe.apply(extractor.extract_frames(f)) for f in frames]
     assert [c.text for c in served.caption(feats, beam_size=2, max_len=6)] == \
         [c.text for c in e2e.caption(frames, beam_size=2, max_len=6)]
     with pytest.raises(ModelError):

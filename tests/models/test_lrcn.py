@@ -105,6 +105,19 @@ def test_end_to_end_trains_the_cnn(msvd14_videos, vocab) -> None:
     assert losses[-1] < 0.5 * losses[0]
 
 
+def test_a_clip_with_several_captions_is_encoded_once(real_batch) -> None:
+    """``clip_index`` maps captions to clips: the same logits as repeating each clip per caption."""
+    model = _model("both", len(real_batch.vocab))
+    feats, mask, tokens = real_batch.feats, real_batch.mask, real_batch.tokens
+    index = torch.tensor([0, 0, 1, 2, 2])
+    with torch.no_grad():
+        shared = model(feats[:3], mask[:3], tokens[index], clip_index=index).logits
+        repeated = model(feats[index], mask[index], tokens[index]).logits
+    torch.testing.assert_close(shared, repeated)
+    with pytest.raises(ModelError, match="clip_index"):
+        model(feats[:2], mask[:2], tokens[index], clip_index=index)
+
+
 @pytest.mark.parametrize("layers", [1, 2])
 def test_decoding_step_matches_the_decoder_lstm(layers: int) -> None:
     """One decoding step (an LSTM cell with the decoder's weights when it has one layer) gives

@@ -173,3 +173,46 @@ def test_no_validation_split_trains_without_validation_and_says_so(
         train_captioner(tiny_synth, "meanpool", tmp_path / "scst",
                         _config(1, val_split="nosuch", scst_epochs=1), cache_dir=feature_cache)
     assert not (tmp_path / "scst").exists()
+
+
+def test_end_to_end_lrcn_trains_its_cnn_on_frames(tiny_synth: Path, feature_cache: Path,
+                                                  tmp_path: Path) -> None:
+    """``lrcn_e2e`` through the trainer: it reads frames (no features computed), the loss falls,
+    the CNN (the recipe's backbone, at the recipe's frame size) learns with its batch-norm
+    statistics frozen, and the saved model reproduces its best epoch's validation CIDEr-D."""
+    from video_mm.data.datasets import load_dataset
+    from video_mm.data.frames import sample_dataset_frames
+    from video_mm.features.backbones import create_backbone
+    from video_mm.models.factory import from_pretrained
+    from video_mm.train.captioning import decode_all
+    from video_mm.train.metrics import caption_scores
+
+    config = _config(4)
+    config.batch_size = 8  # clips a step, each with all its captions
+    result = train_captioner(tiny_synth, "lrcn", tmp_path / "run", config,
+                             model_config="lrcn_e2e", cache_dir=feature_cache)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
+
+    loaded = from_pretrained(result.best_dir, device="cpu")
+    assert loaded.backbone.input == "frames" and loaded.model.takes_frames
+    cnn, start = loaded.model.cnn, create_backbone(BACKBONE, "none")
+    assert cnn.preprocess.crop == 64
+    moved = [k for k, v in start.state_dict().items() if not torch.equal(v, cnn.state_dict()[k])]
+    assert any(k.endswith("weight") for k in moved)
+    assert not [k for k in moved if "running_" in k or "num_batches" in k]
+
+    records = load_dataset(tiny_synth)
+    frames = sample_dataset_frames(records, loaded.recipe, cache_dir=feature_cache,
+                                   progress=False)
+    refs = {r.video_id: r.captions for r in records if r.video_id in frames and r.captions}
+    preds = decode_all(loaded.model, loaded.vocab, frames, list(refs), config.max_len,
+                       prepare=cnn.preprocess)
+    assert caption_scores(refs, preds, fast=True)["CIDEr"] == pytest.approx(result.best_metric)
+
+
+def test_end_to_end_refuses_grid_cells_before_decoding(tiny_synth: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="grid_pool must be 1"):
+        train_captioner(tiny_synth, "lrcn", tmp_path / "run", _config(1, grid_pool=2),
+                        model_config="lrcn_e2e", cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()

@@ -1,5 +1,6 @@
 """``vmm models``: the installed models with their provenance; pull one from the Hugging Face hub;
-make a zero-shot retrieval model from a CLIP or SigLIP."""
+make a zero-shot retrieval model from a CLIP or SigLIP; freeze an end-to-end captioner into the
+frame encoder and feature-reading captioner the pipeline serves."""
 
 from __future__ import annotations
 
@@ -139,6 +140,32 @@ def zero_shot_cmd(
         return
     print(f"zero-shot retrieval model {info.name} ({info.frame_encoder}) -> {folder}")
     print(f"serve it: VMM_MODELS__RETRIEVAL='{folder}'")
+
+
+@models_app.command("freeze")
+def freeze_cmd(
+    model: Annotated[Path, typer.Argument(help="An end-to-end captioner (a saved folder or a "
+                                          "training run, e.g. from --model-config lrcn_e2e).")],
+    out: Annotated[Path, typer.Option(help="Folder for the frozen pair.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Split an end-to-end captioner into its fine-tuned CNN (OUT/backbone.safetensors: a frame
+    encoder any model can use as [features] weights) and a captioner that reads that CNN's
+    features (OUT itself, servable with VMM_MODELS__CAPTIONERS). Captions stay the same."""
+    from video_mm.models.factory import BACKBONE_FILE, export_frozen, from_pretrained
+
+    captioner = from_pretrained(model, device="cpu")
+    folder = export_frozen(captioner, out)
+    backbone = folder / BACKBONE_FILE
+    summary = {"captioner": str(folder), "backbone": captioner.backbone.name,
+               "weights": str(backbone)}  # fmt: skip
+    if as_json:
+        print(json.dumps(summary))
+        return
+    print(f"frame encoder {summary['backbone']} -> {backbone}\n"
+          f"  use it: [features] backbone = \"{summary['backbone']}\", weights = \"{backbone}\"\n"
+          f"captioner on its features -> {folder}\n"
+          f"  serve it: VMM_MODELS__CAPTIONERS='[\"{folder}\"]'")
 
 
 def register(app: typer.Typer) -> None:

@@ -56,7 +56,8 @@ def train_captioner_cmd(
     config: Annotated[Path | None, typer.Option(help="Training TOML (default: "
                                                 "configs/train/captioner.toml).")] = None,
     model_config: Annotated[str | None, typer.Option(
-        help="Model config name in configs/models or a JSON file (default: the arch's).")] = None,
+        help="Model config name in configs/models or a JSON file (default: the arch's); "
+        "lrcn_e2e trains the CNN on the frames too.")] = None,
     conditioning: Annotated[str | None, typer.Option(
         help="LRCN only: input | init | both.")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Override [train] epochs.")] = None,

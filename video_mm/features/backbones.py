@@ -6,7 +6,8 @@ pooled vector ``[N, D]``. Weights are resolved offline, the torchvision way:
 
 - ``"none"``: random initialisation from a fixed seed, so tests and caches are reproducible;
 - a local file: a state dict (``.pth``/``.pt`` or ``.safetensors``) of the torchvision classifier
-  or of a :class:`Backbone`;
+  or of a :class:`Backbone` (a ``.safetensors`` file's ``resize``/``crop`` metadata, written when
+  an end-to-end model's CNN is exported, is the frame size it was trained at);
 - a torchvision weights name (``"ResNet50_Weights.IMAGENET1K_V2"``, ``"IMAGENET1K_V1"``,
   ``"DEFAULT"``): read from torch hub's checkpoint folder (``$TORCH_HOME/hub/checkpoints``), else
   downloaded there the torchvision way (``weights.py``: mirror, offline mode, hash check);
@@ -22,7 +23,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -243,6 +244,19 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _trained_size(path: Path, preprocess: Preprocess) -> Preprocess:
+    """``preprocess`` at the size a fine-tuned CNN file says it was trained at, if it says."""
+    if path.suffix != ".safetensors":
+        return preprocess
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if "resize" not in meta or "crop" not in meta:
+        return preprocess
+    return replace(preprocess, resize=int(meta["resize"]), crop=int(meta["crop"]))
+
+
 @dataclass(frozen=True)
 class Fetch:
     """How torchvision weight names are fetched when they are not cached (``FeatureSettings``)."""
@@ -295,6 +309,7 @@ def create_backbone(
     elif _is_path(weights):
         path = Path(weights).expanduser()
         state = _read_state_dict(path)
+        preprocess = _trained_size(path, preprocess)
         weights_id = f"sha256:{file_sha256(path)}"
     elif (enum := _weights_enum(name, weights)) is not None:
         path = resolve_weights_file(

@@ -2,7 +2,9 @@
 
 The key is (sha256 of the video's bytes, sampler settings, backbone, weights hash, grid): renaming
 or moving a video still hits, changing any input misses. Entries are safetensors files written
-through fsspec (a local folder, ``s3://``, ``memory://``), one per key, atomically.
+through fsspec (a local folder, ``s3://``, ``memory://``), one per key, atomically. Models that
+train their CNN read decoded frames instead; those are cached the same way (:func:`frames_key`,
+``get_frames``/``put_frames``: uint8 ``[T, H, W, 3]``), since decoding is then the repeated work.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import json
 import os
 import struct
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import fsspec
 import numpy as np
@@ -26,6 +29,7 @@ from video_mm.records import ClipFeatures
 from video_mm.settings import Settings
 
 FORMAT_VERSION = 1
+T = TypeVar("T")
 
 _HASHES: dict[tuple[str, int, int], str] = {}
 
@@ -89,6 +93,12 @@ class CacheKey:
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
+def frames_key(video_sha256: str, sampler: dict[str, Any]) -> CacheKey:
+    """The key of a video's sampled uint8 frames: no backbone, so it never meets a features key."""
+    return CacheKey(video_sha256=video_sha256, sampler=sampler, backbone="frames:uint8",
+                    weights_id="")
+
+
 class FeatureCache:
     """``get``/``put`` ClipFeatures by :class:`CacheKey` under an fsspec root."""
 
@@ -108,26 +118,41 @@ class FeatureCache:
 
     def get(self, key: CacheKey) -> ClipFeatures | None:
         """The cached features, or None; an unreadable entry counts as a miss and is rewritten."""
-        path = self.path(key)
-        try:
-            with self.fs.open(path, "rb") as f:
-                feats = loads(f.read())
-        except Exception:  # absent, truncated or foreign: recompute rather than fail the video
-            feats = None
-        if feats is None:
-            self.misses += 1
-        else:
-            self.hits += 1
-        return feats
+        return self._load(key, loads)
 
     def put(self, key: CacheKey, feats: ClipFeatures) -> str:
         """Write atomically (temporary name, then move) so readers never see half a file."""
+        return self._write(key, dumps(feats, {"key": key.digest(), "weights": key.weights_id}))
+
+    def get_frames(self, key: CacheKey) -> np.ndarray | None:
+        """Cached uint8 frames ``[T, H, W, 3]`` (a :func:`frames_key`), or None."""
+        return self._load(key, lambda data: st_load(data)["frames"])
+
+    def put_frames(self, key: CacheKey, frames: np.ndarray) -> str:
+        """Write uint8 frames atomically, as :meth:`put` writes features."""
+        data = st_save({"frames": np.ascontiguousarray(frames, dtype=np.uint8)},
+                       metadata={"key": key.digest()})
+        return self._write(key, data)
+
+    def _load(self, key: CacheKey, parse: Callable[[bytes], T]) -> T | None:
+        try:
+            with self.fs.open(self.path(key), "rb") as f:
+                value: T | None = parse(f.read())
+        except Exception:  # absent, truncated or foreign: recompute rather than fail the video
+            value = None
+        if value is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return value
+
+    def _write(self, key: CacheKey, data: bytes) -> str:
         path = self.path(key)
         tmp = f"{path}.{uuid.uuid4().hex}.tmp"
         try:
             self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             with self.fs.open(tmp, "wb") as f:
-                f.write(dumps(feats, {"key": key.digest(), "weights": key.weights_id}))
+                f.write(data)
             self.fs.mv(tmp, path)
         except OSError as exc:
             raise StorageError(f"cannot write feature cache entry {path}: {exc}") from exc

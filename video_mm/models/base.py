@@ -52,9 +52,10 @@ class CaptionModel(nn.Module):
 
 def check_inputs(
     model: CaptionModel, feats: Tensor, mask: Tensor, tokens: Tensor | None = None,
-    grid: Tensor | None = None,
+    grid: Tensor | None = None, *, clip_index: Tensor | None = None,
 ) -> None:
-    """Refuse inputs whose shapes disagree, with a message that names the mismatch."""
+    """Refuse inputs whose shapes disagree, with a message that names the mismatch
+    (``clip_index``: which clip each caption describes, when clips have several)."""
     want = 5 if model.takes_frames else 3
     if feats.dim() != want:
         raise ModelError(f"feats must have {want} dims, got shape {tuple(feats.shape)}")
@@ -65,9 +66,13 @@ def check_inputs(
                          f"{tuple(mask.shape)}")
     if not bool(mask.any(1).all()):
         raise ModelError("every clip needs at least one unmasked frame")
-    if tokens is not None and (tokens.dim() != 2 or tokens.shape[0] != feats.shape[0]
+    rows = feats.shape[0] if clip_index is None else len(clip_index)
+    if clip_index is not None and len(clip_index) and (
+            int(clip_index.min()) < 0 or int(clip_index.max()) >= feats.shape[0]):
+        raise ModelError(f"clip_index must index the {feats.shape[0]} clips")
+    if tokens is not None and (tokens.dim() != 2 or tokens.shape[0] != rows
                                or tokens.shape[1] < 2):
-        raise ModelError(f"tokens must be [B={feats.shape[0]}, L>=2], got {tuple(tokens.shape)}")
+        raise ModelError(f"tokens must be [B={rows}, L>=2], got {tuple(tokens.shape)}")
     if model.uses_grid:
         if grid is None:
             raise ModelError("this model attends over the CNN grid: pass grid [B, T, C, h, w]")

@@ -42,6 +42,7 @@ from video_mm.settings import CONFIG_DIR
 
 MODEL_CONFIGS = CONFIG_DIR / "models"
 FORMAT = "video-mm-captioner/1"
+BACKBONE_FILE = "backbone.safetensors"  # an exported fine-tuned CNN, beside the frozen model
 ARCHS: dict[str, tuple[type[CaptionModel], type]] = {
     "meanpool": (MeanPoolCaptioner, MeanPoolConfig),
     "lrcn": (LRCN, LRCNConfig),
@@ -117,6 +118,8 @@ def create_model(
 
         weights = cfg.backbone_weights if load_backbone_weights else "none"
         cnn = create_backbone(cfg.backbone, weights, trainable=True)
+        if cfg.frame_size:
+            cnn.preprocess = replace(cnn.preprocess, resize=cfg.frame_size, crop=cfg.frame_size)
         model: CaptionModel = LRCN(cfg, vocab_size, cnn.dim, cnn=cnn)
     else:
         model = cls(cfg, vocab_size, feat_dim)
@@ -183,34 +186,43 @@ def from_pretrained(directory: str | Path, device: str | None = None) -> Caption
     if missing or unexpected:
         raise ModelError(f"{saved.weights} does not fit {config['model']['name']}: missing "
                          f"{missing}, unexpected {unexpected}")
-    spec = BackboneSpec(**config["backbone"])
+    spec, recipe = BackboneSpec(**config["backbone"]), saved.recipe
     if (folder / spec.weights).is_file():  # a CNN saved beside the model: make it findable
         spec = replace(spec, weights=str((folder / spec.weights).resolve()))
+    if recipe is not None and (folder / recipe.weights).is_file():
+        recipe = replace(recipe, weights=str((folder / recipe.weights).resolve()))
     return Captioner(model, vocab, spec,
                      trained_on=config.get("trained_on", ""), scores=config.get("scores", {}),
-                     device=device, recipe=saved.recipe)
+                     device=device, recipe=recipe)
 
 
 def export_frozen(captioner: Captioner, directory: str | Path, **card: Any) -> Path:
     """Split an end-to-end LRCN into what the pipeline serves: its fine-tuned CNN as
-    ``backbone.safetensors`` (loadable by ``create_backbone(name, path)``) and an LRCN that reads
-    that CNN's features. Captions stay the same; features are then computed once and cached."""
+    ``backbone.safetensors`` (loadable by ``create_backbone(name, path)``, which also reads the
+    frame size it was trained at from the file) and an LRCN that reads that CNN's features,
+    standardised by the recipe as the end-to-end model standardised them. Captions stay the same;
+    features are then computed once and cached."""
     model = captioner.model
     if not model.takes_frames:
         raise ModelError(f"{captioner.name} already reads features; save it as it is")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    cnn_file = out / "backbone.safetensors"
-    save_file({k: v.contiguous() for k, v in model.cnn.state_dict().items()}, str(cnn_file))
+    cnn_file = out / BACKBONE_FILE
+    pre = model.cnn.preprocess
+    save_file({k: v.contiguous() for k, v in model.cnn.state_dict().items()}, str(cnn_file),
+              metadata={"resize": str(pre.resize), "crop": str(pre.crop)})
     digest = hashlib.sha256(cnn_file.read_bytes()).hexdigest()
     config = model_config(model) | {"end_to_end": False}
     frozen = create_model(config, model.vocab_size, model.feat_dim)
     frozen.load_state_dict({k: v for k, v in model.state_dict().items()
-                            if not k.startswith("cnn.")})
+                            if not k.startswith("cnn.") and k not in ("feat_mean", "feat_std")})
     spec = BackboneSpec(model.config.backbone, cnn_file.name, f"sha256:{digest}", model.feat_dim)
+    recipe = replace(captioner.recipe or FeatureRecipe(), backbone=model.config.backbone,
+                     weights=cnn_file.name, grid_pool=1, normalize=True,
+                     mean=model.feat_mean.tolist(), std=model.feat_std.tolist())
     card.setdefault("trained_on", captioner.trained_on)
     card.setdefault("scores", captioner.scores)
-    card.setdefault("recipe", captioner.recipe)
+    card.setdefault("recipe", recipe)
     return save_pretrained(out, frozen, captioner.vocab, spec, **card)
 
 

@@ -3,7 +3,10 @@ Description" (CVPR 2015), as an encoder-decoder for video description.
 
 1. A CNN turns every frame into a feature vector x_t. Usually the features are computed once by
    a frozen backbone; with ``end_to_end`` the CNN is part of this model and trains with it, and
-   the model takes preprocessed frames instead of features.
+   the model takes preprocessed frames instead of features. Its CNN's outputs are standardised
+   with fixed per-dimension statistics (``set_feature_stats``: the training set's, through the
+   CNN it started from), as features are for a frozen backbone, so the encoder starts from inputs
+   of the same scale either way and an exported frozen pair computes the same function.
 2. An encoder LSTM reads x_1..x_T; its final state (h_T, c_T) summarises the clip.
 3. A decoder LSTM generates the caption word by word, conditioned on the clip in one of three ways:
    ``input``: the visual vector v = h_T joins the word embedding at every step (h0 = c0 = 0);
@@ -35,6 +38,7 @@ class LRCNConfig:
     end_to_end: bool = False  # train the CNN with the captioner (feats are then frames)
     backbone: str = "resnet18"  # the CNN used end to end
     backbone_weights: str = "none"  # its starting weights when the model is first built
+    frame_size: int = 0  # end to end: the CNN sees frames at this side (0: its own preprocess)
 
     def __post_init__(self) -> None:
         if self.conditioning not in CONDITIONING:
@@ -54,6 +58,9 @@ class LRCN(CaptionModel):
         # 1. The CNN, when it trains with the captioner.
         self.cnn = cnn if c.end_to_end else None
         self.takes_frames = self.cnn is not None
+        if self.takes_frames:  # x_t = (cnn(frame) - mean) / std, fixed once training starts
+            self.register_buffer("feat_mean", torch.zeros(feat_dim))
+            self.register_buffer("feat_std", torch.ones(feat_dim))
         # 2. The encoder.
         self.encoder = nn.LSTM(feat_dim, c.hidden_dim, c.num_layers, batch_first=True,
                                dropout=c.dropout if c.num_layers > 1 else 0.0)
@@ -67,14 +74,20 @@ class LRCN(CaptionModel):
         self.drop = nn.Dropout(c.dropout)
         self.out = nn.Linear(c.hidden_dim, vocab_size)
 
+    def set_feature_stats(self, mean: Tensor, std: Tensor) -> None:
+        """Fix the standardisation of the CNN's outputs (end to end only)."""
+        self.feat_mean.copy_(mean)
+        self.feat_std.copy_(std)
+
     def frame_features(self, feats: Tensor, mask: Tensor) -> Tensor:
-        """x_t: the given features, or the CNN run over the real frames when end to end."""
+        """x_t: the given features, or the CNN run over the real frames (standardised) when end
+        to end."""
         if self.cnn is None:
             return feats
         pooled = self.cnn(feats[mask])
         pooled = pooled[0] if isinstance(pooled, tuple) else pooled
         x = pooled.new_zeros(*mask.shape, pooled.shape[-1])
-        x[mask] = pooled
+        x[mask] = (pooled - self.feat_mean) / self.feat_std
         return x
 
     def encode(self, feats: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -96,9 +109,14 @@ class LRCN(CaptionModel):
         return torch.zeros_like(h), torch.zeros_like(c)
 
     def forward(self, feats: Tensor, mask: Tensor, tokens: Tensor,
-                grid: Tensor | None = None) -> CaptionerOutput:
-        check_inputs(self, feats, mask, tokens)
+                grid: Tensor | None = None, *, clip_index: Tensor | None = None) -> CaptionerOutput:
+        """Teacher-forced logits. ``clip_index [B']``: caption ``i`` describes clip
+        ``clip_index[i]``, so a clip with several captions goes through the CNN and the encoder
+        once (what makes end-to-end training affordable); None: caption ``i`` is clip ``i``'s."""
+        check_inputs(self, feats, mask, tokens, clip_index=clip_index)
         h, c = self.encode(feats, mask)
+        if clip_index is not None:
+            h, c = h[:, clip_index], c[:, clip_index]
         x = self.drop(self.embed(tokens[:, :-1]))
         if self.feed_visual:
             v = self.drop(h[-1])

@@ -9,6 +9,12 @@ cosine decay, gradient clipping. The best epoch by validation CIDEr-D (greedy de
 Optionally self-critical sequence training (Rennie et al. 2017) follows: sampled captions are
 rewarded by their CIDEr-D minus the mean reward of the other samples of the same video.
 
+An end-to-end model (``end_to_end`` in its config: the LRCN whose CNN trains with it) reads
+frames instead: each clip's sampled frames are decoded once (uint8, cached like features,
+:mod:`video_mm.data.frames`) and preprocessed by the model's CNN per batch, which then holds whole
+clips with all their captions, so each clip goes through the CNN once per step. Its CNN is the
+recipe's ``backbone`` starting from ``weights``, at the recipe's frame ``size``.
+
 ``features.grid_pool`` > 1 pools the backbone's last feature map to ``k x k`` cells and
 concatenates them, so per-frame features keep where things are (global pooling throws that away;
 moving left and moving right then look the same).
@@ -19,7 +25,7 @@ from __future__ import annotations
 import json
 import shutil
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,7 @@ from torch import Tensor
 from video_mm.artifacts import BackboneSpec, FeatureRecipe, load_recipe, pad_features
 from video_mm.data.datasets import VideoRecord, by_split, describe_training_data, load_dataset
 from video_mm.data.features import extract_features
+from video_mm.data.frames import sample_dataset_frames
 from video_mm.data.vocab import Vocabulary
 from video_mm.errors import ConfigError
 from video_mm.models.base import CaptionModel, caption_loss
@@ -112,8 +119,13 @@ class CaptionTrainConfig:
 # --- batches -------------------------------------------------------------------------------------
 
 
+Batch = tuple[Tensor, ...]  # (feats, mask, tokens) or, clips with their captions, + clip_index
+
+
 class CaptionBatches:
-    """Every (video, caption) pair, shuffled per epoch from ``seed + epoch``."""
+    """Every (video, caption) pair, shuffled per epoch from ``seed + epoch``. With ``prepare``
+    (frames: the model's CNN preprocessing, run per batch) a batch is ``batch_size`` clips with
+    all their captions: ``(frames, mask, tokens, clip_index)``."""
 
     def __init__(
         self,
@@ -123,40 +135,72 @@ class CaptionBatches:
         batch_size: int,
         max_len: int,
         seed: int,
+        *,
+        prepare: Callable[[np.ndarray], Tensor] | None = None,
     ) -> None:
-        self.feats, self.vocab = feats, vocab
+        self.feats, self.vocab, self.prepare = feats, vocab, prepare
         self.pairs = [(r.video_id, c) for r in records if r.video_id in feats for c in r.captions]
         if not self.pairs:
             raise ConfigError("no training pairs: no video with both features and captions")
+        self.captions: dict[str, list[str]] = {}
+        for v, c in self.pairs:
+            self.captions.setdefault(v, []).append(c)
+        self.units: list[Any] = list(self.captions) if prepare is not None else self.pairs
         self.batch_size, self.max_len, self.seed = batch_size, max_len, seed
 
     def __len__(self) -> int:
-        return -(-len(self.pairs) // self.batch_size)
+        return -(-len(self.units) // self.batch_size)
 
-    def __call__(self, epoch: int) -> list[tuple[Tensor, Tensor, Tensor]]:
-        order = np.random.default_rng(self.seed + epoch).permutation(len(self.pairs))
-        batches = []
-        for i in range(0, len(order), self.batch_size):
-            chunk = [self.pairs[j] for j in order[i : i + self.batch_size]]
-            feats, mask = pad_features([self.feats[v] for v, _ in chunk])
-            tokens = torch.from_numpy(self.vocab.encode_batch([c for _, c in chunk], self.max_len))
-            batches.append((feats, mask, tokens))
-        return batches
+    def __call__(self, epoch: int) -> Sequence[Batch]:
+        """The epoch's batches, built as they are read (frames are large)."""
+        order = np.random.default_rng(self.seed + epoch).permutation(len(self.units))
+        chunks = [[self.units[j] for j in order[i : i + self.batch_size]]
+                  for i in range(0, len(order), self.batch_size)]
+        return _Lazy(chunks, self._pairs if self.prepare is None else self._clips)
+
+    def _pairs(self, chunk: list[tuple[str, str]]) -> Batch:
+        feats, mask = pad_features([self.feats[v] for v, _ in chunk])
+        tokens = torch.from_numpy(self.vocab.encode_batch([c for _, c in chunk], self.max_len))
+        return feats, mask, tokens
+
+    def _clips(self, chunk: list[str]) -> Batch:
+        assert self.prepare is not None
+        frames, mask = pad_features([self.prepare(self.feats[v]) for v in chunk])
+        caps = [(k, c) for k, v in enumerate(chunk) for c in self.captions[v]]
+        tokens = torch.from_numpy(self.vocab.encode_batch([c for _, c in caps], self.max_len))
+        return frames, mask, tokens, torch.tensor([k for k, _ in caps])
+
+
+class _Lazy(Sequence[Batch]):
+    """Batches made from their chunks when read: a length for the loop, memory for one batch."""
+
+    def __init__(self, chunks: list[Any], make: Callable[[Any], Batch]) -> None:
+        self.chunks, self.make = chunks, make
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i: int) -> Batch:  # type: ignore[override]
+        return self.make(self.chunks[i])
+
+
+def run_model(model: CaptionModel, batch: Batch, tokens: Tensor | None = None) -> Any:
+    """Teacher-forced output on a batch (its own tokens unless given), clip_index passed on."""
+    feats, mask, gold, *rest = batch
+    extra = {"clip_index": rest[0]} if rest else {}
+    return model(feats, mask, gold if tokens is None else tokens, **extra)
 
 
 # --- objectives ----------------------------------------------------------------------------------
 
 
-def scheduled_tokens(
-    model: CaptionModel, feats: Tensor, mask: Tensor, tokens: Tensor, prob: float
-) -> Tensor:
+def scheduled_tokens(model: CaptionModel, batch: Batch, prob: float) -> Tensor:
     """Gold tokens with each input word (after ``<bos>``) swapped, with probability ``prob``, for
     the word the model itself predicts there from a teacher-forced pass (two-pass scheduled
     sampling, Mihaylova & Martins 2019)."""
+    tokens = batch[2]
     with torch.no_grad():
-        predicted = model(feats, mask, tokens).logits.argmax(
-            -1
-        )  # [B, L-1] guesses of tokens[:, 1:]
+        predicted = run_model(model, batch).logits.argmax(-1)  # [B, L-1] guesses of tokens[:, 1:]
     swap = torch.rand(predicted.shape, device=tokens.device) < prob
     swap &= tokens[:, 1:] != 0  # never put words where the caption has ended
     mixed = tokens.clone()
@@ -168,14 +212,12 @@ def xe_loss(label_smoothing: float, sampling_prob: Any) -> Any:
     """Teacher-forcing cross-entropy; ``sampling_prob()`` gives the current scheduled-sampling
     probability."""
 
-    def loss_fn(model: CaptionModel, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
-        feats, mask, tokens = batch
-        inputs = tokens
+    def loss_fn(model: CaptionModel, batch: Batch) -> Tensor:
+        tokens = batch[2]
         prob = sampling_prob()
-        if prob > 0:
-            inputs = scheduled_tokens(model, feats, mask, tokens, prob)
-        output = model(feats, mask, inputs)
-        return caption_loss(output, tokens, label_smoothing=label_smoothing)
+        inputs = scheduled_tokens(model, batch, prob) if prob > 0 else tokens
+        return caption_loss(run_model(model, batch, inputs), tokens,
+                            label_smoothing=label_smoothing)
 
     return loss_fn
 
@@ -235,13 +277,14 @@ def decode_all(
     ids: Sequence[str],
     max_len: int,
     batch_size: int = 128,
+    prepare: Callable[[np.ndarray], Any] | None = None,
 ) -> dict[str, str]:
-    """Greedy captions of ``ids`` (the fast per-epoch decode)."""
+    """Greedy captions of ``ids`` (the fast per-epoch decode); ``prepare``: see CaptionBatches."""
     device = next(model.parameters()).device
     out = {}
     for i in range(0, len(ids), batch_size):
         chunk = list(ids[i : i + batch_size])
-        f, m = pad_features([feats[v] for v in chunk])
+        f, m = pad_features([prepare(feats[v]) if prepare else feats[v] for v in chunk])
         hyps = greedy(model, f.to(device), m.to(device), max_len=max_len)
         out.update({v: vocab.decode(h.tokens) for v, h in zip(chunk, hyps, strict=True)})
     return out
@@ -253,21 +296,24 @@ def validation(
     feats: Mapping[str, np.ndarray],
     records: Sequence[VideoRecord],
     config: CaptionTrainConfig,
+    prepare: Callable[[np.ndarray], Tensor] | None = None,
 ) -> Any:
     """Per-epoch validation: teacher-forced loss and greedy CIDEr-D (fast tokenisation)."""
     recs = [r for r in records if r.video_id in feats and r.captions][: config.eval_max_videos]
     refs = {r.video_id: r.captions for r in recs}
-    batches = CaptionBatches(feats, recs, vocab, config.batch_size, config.max_len, 0)
+    batches = CaptionBatches(feats, recs, vocab, config.batch_size, config.max_len, 0,
+                             prepare=prepare)
 
     def evaluate(m: CaptionModel) -> dict[str, float]:
         device = next(m.parameters()).device
         total, count = 0.0, 0
-        for f, mask, tokens in batches(0):
-            out = m(f.to(device), mask.to(device), tokens.to(device))
+        for batch in batches(0):
+            batch = tuple(t.to(device) for t in batch)
+            tokens = batch[2]
             n = int((tokens[:, 1:] != 0).sum())
-            total += float(caption_loss(out, tokens.to(device))) * n
+            total += float(caption_loss(run_model(m, batch), tokens)) * n
             count += n
-        preds = decode_all(m, vocab, feats, list(refs), config.max_len)
+        preds = decode_all(m, vocab, feats, list(refs), config.max_len, prepare=prepare)
         scores = caption_scores(refs, preds, fast=True)
         return {
             "val_loss": total / max(count, 1),
@@ -292,6 +338,33 @@ def subset(records: Sequence[VideoRecord], name: str | None) -> list[VideoRecord
 
 def _split_records(records: list[VideoRecord], split: str) -> list[VideoRecord]:
     return list(records) if split == "all" else by_split(records, split)
+
+
+def _check_end_to_end(model_cfg: dict[str, Any], recipe: FeatureRecipe) -> None:
+    """Fit an end-to-end model's config to the recipe (its CNN is the recipe's backbone, from the
+    recipe's weights, at the recipe's frame size), refusing what cannot work before any decoding."""
+    if recipe.grid_pool != 1:
+        raise ConfigError(
+            f"an end-to-end model pools each frame itself: features.grid_pool must be 1 "
+            f"(--grid-pool 1), got {recipe.grid_pool}")
+    if recipe.backbone.startswith("hf:"):
+        raise ConfigError(
+            f"end-to-end training takes a torchvision backbone, got {recipe.backbone!r}")
+    model_cfg.update(backbone=recipe.backbone, backbone_weights=recipe.weights,
+                     frame_size=recipe.size)
+
+
+def _fit_feature_stats(model: CaptionModel, frames: list[np.ndarray], recipe: FeatureRecipe,
+                       max_clips: int = 64) -> None:
+    """Standardise the CNN's outputs with their statistics over (up to ``max_clips``) training
+    clips, as a frozen backbone's features are; the recipe itself keeps none (it reads frames)."""
+    cnn = model.cnn
+    with torch.no_grad():
+        pooled = [cnn(cnn.preprocess(f)) for f in frames[:max_clips]]
+    stats = replace(recipe)
+    stats.fit_normalization([p[0].numpy() if isinstance(p, tuple) else p.numpy() for p in pooled])
+    assert stats.mean is not None and stats.std is not None
+    model.set_feature_stats(torch.tensor(stats.mean), torch.tensor(stats.std))
 
 
 def train_captioner(
@@ -320,38 +393,54 @@ def train_captioner(
             f"{data}: no videos in the validation split {config.val_split!r}, and self-critical "
             "training keeps its model only if validation CIDEr-D improves: pass --val-split "
             "(e.g. all) or --scst-epochs 0")
-    out.mkdir(parents=True, exist_ok=True)
-    feats = extract_features(
-        [*train_recs, *val_recs],
-        config.features,
-        settings=feature_settings,
-        cache_dir=cache_dir,
-        progress=config.train.progress,
-    )
-    config.features.fit_normalization(
-        [feats[r.video_id] for r in train_recs if r.video_id in feats]
-    )
-    feats = {k: config.features.apply(v) for k, v in feats.items()}
-    vocab = Vocabulary.build([c for r in train_recs for c in r.captions], config.min_count)
-    feat_dim = next(iter(feats.values())).shape[1]
     model_cfg = {**load_config(model_config or ARCH_CONFIGS.get(arch, arch)), **config.model}
+    takes_frames = bool(model_cfg.get("end_to_end"))
+    if takes_frames:
+        _check_end_to_end(model_cfg, config.features)
     if model_cfg.get("spatial"):  # attend over the k x k cells the features are made of
         if config.features.grid_pool < 2:
             raise ConfigError(
                 "spatial attention needs cells to attend over: features.grid_pool >= 2"
             )
         model_cfg["cells"] = config.features.grid_pool
+    out.mkdir(parents=True, exist_ok=True)
+    if takes_frames:
+        feats = sample_dataset_frames([*train_recs, *val_recs], config.features,
+                                      cache_dir=cache_dir, progress=config.train.progress)
+    else:
+        feats = extract_features(
+            [*train_recs, *val_recs],
+            config.features,
+            settings=feature_settings,
+            cache_dir=cache_dir,
+            progress=config.train.progress,
+        )
+        config.features.fit_normalization(
+            [feats[r.video_id] for r in train_recs if r.video_id in feats]
+        )
+        feats = {k: config.features.apply(v) for k, v in feats.items()}
+    if not feats:
+        raise ConfigError(f"{data}: no video could be read")
+    vocab = Vocabulary.build([c for r in train_recs for c in r.captions], config.min_count)
+    feat_dim = 0 if takes_frames else next(iter(feats.values())).shape[1]  # e2e: the CNN's
     torch.manual_seed(config.train.seed)
     model = create_model(model_cfg, len(vocab), feat_dim)
     spec = BackboneSpec(config.features.backbone, config.features.weights, dim=feat_dim)
+    prepare = None
+    if takes_frames:
+        prepare = model.cnn.preprocess
+        spec = BackboneSpec(config.features.backbone, config.features.weights,
+                            model.cnn.weights_id, model.feat_dim, input="frames")
+        if config.features.normalize:
+            _fit_feature_stats(model, [feats[r.video_id] for r in train_recs
+                                       if r.video_id in feats], config.features)
     trained_on = describe_training_data(data, config.train_split)
 
     def save_best(m: CaptionModel, best_dir: Path) -> None:
         save_pretrained(best_dir, m, vocab, spec, trained_on=trained_on, recipe=config.features)
 
-    batches = CaptionBatches(
-        feats, train_recs, vocab, config.batch_size, config.max_len, config.train.seed
-    )
+    batches = CaptionBatches(feats, train_recs, vocab, config.batch_size, config.max_len,
+                             config.train.seed, prepare=prepare)
     progress = {"step": 0}
     total_steps = len(batches) * config.train.epochs
 
@@ -360,7 +449,7 @@ def train_captioner(
         return config.scheduled_sampling * min(1.0, progress["step"] / max(1, total_steps))
 
     val_recs = [r for r in val_recs if r.video_id in feats and r.captions]
-    evaluate = validation(model, vocab, feats, val_recs, config) if val_recs else None
+    evaluate = validation(model, vocab, feats, val_recs, config, prepare) if val_recs else None
     unvalidated = "" if val_recs else (
         f"{data} has no videos with captions in the validation split {config.val_split!r}; "
         "training without validation, best/ is the last epoch (to pick the best epoch: "
@@ -380,7 +469,8 @@ def train_captioner(
     )
     if config.scst_epochs > 0:
         result = _self_critical(
-            out, result, feats, train_recs, val_recs, vocab, config, evaluate, save_best, resume
+            out, result, feats, train_recs, val_recs, vocab, config, evaluate, save_best, resume,
+            prepare,
         )
     return result
 
@@ -396,6 +486,7 @@ def _self_critical(
     evaluate: Any,
     save_best: Any,
     resume: bool,
+    prepare: Callable[[np.ndarray], Tensor] | None,
 ) -> TrainResult:
     """SCST from the best cross-entropy model; its best replaces ``out/best`` if it is better."""
     model = from_pretrained(out / "best", device=config.train.device).model
@@ -407,7 +498,7 @@ def _self_critical(
         out_b = []
         for i in range(0, len(order), config.scst_batch_size):
             chunk = [ids[j] for j in order[i : i + config.scst_batch_size]]
-            f, m = pad_features([feats[v] for v in chunk])
+            f, m = pad_features([prepare(feats[v]) if prepare else feats[v] for v in chunk])
             out_b.append((f, m, chunk))
         return out_b
 
@@ -473,10 +564,13 @@ def evaluate_captioner(
             + (f" subset {subset_name!r}" if subset_name else "")
         )
     recipe = captioner.recipe or load_recipe(model_dir)
-    feats = extract_features(
-        records, recipe, settings=feature_settings, cache_dir=cache_dir, progress=progress
-    )
-    feats = {k: recipe.apply(v) for k, v in feats.items()}
+    if captioner.model.takes_frames:
+        feats = sample_dataset_frames(records, recipe, cache_dir=cache_dir, progress=progress)
+    else:
+        feats = extract_features(
+            records, recipe, settings=feature_settings, cache_dir=cache_dir, progress=progress
+        )
+        feats = {k: recipe.apply(v) for k, v in feats.items()}
     ids = [r.video_id for r in records if r.video_id in feats]
     captions = captioner.caption([feats[v] for v in ids], decoding)
     preds = {v: c.text for v, c in zip(ids, captions, strict=True)}

@@ -37,18 +37,22 @@ def explain_video(
     sampling = recipe.sampling()
     batch = sample_frames(video, sampler=sampling.sampler, n=sampling.n_frames,
                           size=sampling.size)  # fmt: skip
-    settings = (feature_settings or FeatureSettings()).model_copy(
-        update={"backbone": recipe.backbone, "weights": recipe.weights})
-    use_grid = recipe.grid_pool > 1 or captioner.model.uses_grid
-    extractor = FeatureExtractor(settings, grid=use_grid)
-    clip = next(iter(extractor.extract([batch])))
-    feats = recipe.apply(pool_grid(clip.grid, recipe.grid_pool) if recipe.grid_pool > 1
-                         else clip.features)
-    grids = [clip.grid] if captioner.model.uses_grid else None
-    caption = captioner.caption([feats], decoding, grids=grids)[0]
+    grid = None
+    if captioner.model.takes_frames:  # an end-to-end model reads the frames themselves
+        feats = batch.frames
+    else:
+        settings = (feature_settings or FeatureSettings()).model_copy(
+            update={"backbone": recipe.backbone, "weights": recipe.weights})
+        use_grid = recipe.grid_pool > 1 or captioner.model.uses_grid
+        extractor = FeatureExtractor(settings, grid=use_grid)
+        clip = next(iter(extractor.extract([batch])))
+        feats = recipe.apply(pool_grid(clip.grid, recipe.grid_pool) if recipe.grid_pool > 1
+                             else clip.features)
+        grid = clip.grid if captioner.model.uses_grid else None
+    caption = captioner.caption([feats], decoding, grids=[grid] if grid is not None else None)[0]
 
     words = caption.text.split()[:MAX_WORDS]
-    temporal, spatial = _attention(captioner, feats, clip.grid if grids else None, words)
+    temporal, spatial = _attention(captioner, feats, grid, words)
     draw(batch, caption.text, words, temporal, spatial, Path(out), captioner.name)
     return caption
 
