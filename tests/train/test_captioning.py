@@ -185,6 +185,7 @@ def test_end_to_end_lrcn_trains_its_cnn_on_frames(tiny_synth: Path, feature_cach
     from video_mm.features.backbones import create_backbone
     from video_mm.models.factory import from_pretrained
     from video_mm.train.captioning import decode_all
+    from video_mm.train.explain import explain_video
     from video_mm.train.metrics import caption_scores
 
     config = _config(4)
@@ -209,6 +210,10 @@ def test_end_to_end_lrcn_trains_its_cnn_on_frames(tiny_synth: Path, feature_cach
     preds = decode_all(loaded.model, loaded.vocab, frames, list(refs), config.max_len,
                        prepare=cnn.preprocess)
     assert caption_scores(refs, preds, fast=True)["CIDEr"] == pytest.approx(result.best_metric)
+    video = next((tiny_synth / "videos").glob("*.mp4"))
+    caption = explain_video(video, result.best_dir, tmp_path / "x.png",
+                            decoding=Decoding(beam_size=1))
+    assert caption.text and (tmp_path / "x.png").is_file()
 
 
 def test_end_to_end_refuses_grid_cells_before_decoding(tiny_synth: Path, tmp_path: Path) -> None:
