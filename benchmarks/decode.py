@@ -22,7 +22,7 @@ column is ours with FFmpeg's frame threads on every clip, as the same two ratios
 (``io.frame_threads_min_pixels``) decodes frames under 640x360 on one thread. ``PyAV bare`` is not
 a peer (not in best): the same frames through PyAV with nothing of ours (:func:`pyav_bare`), so
 ``ours / bare`` is what the reader costs over PyAV itself and ``bare / best`` what is left to
-PyAV's FFmpeg build against the best peer's.
+PyAV's FFmpeg build against the best peer's (both in wall-clock / CPU time).
 """
 
 from __future__ import annotations
@@ -270,7 +270,8 @@ def peers(paths: list[tuple[str, Path]], repeats: int) -> None:
         else:
             other = threaded[0] if threaded else "fails"
         if bare and mine and walls and bare[1] == bare[1] and mine[1] == mine[1]:
-            floor = f"{bare[0]} | {mine[1] / bare[1]:.2f}x | {bare[1] / min(walls):.2f}x"
+            floor = (f"{bare[0]} | {mine[1] / bare[1]:.2f}x / {mine[2] / bare[2]:.2f}x"
+                     f" | {bare[1] / min(walls):.2f}x / {bare[2] / min(cpus):.2f}x")  # fmt: skip
         else:
             floor = f"{bare[0] if bare else 'fails'} | - | -"
         print(f"| {label} | " + " | ".join(cells) + f" | {ours} | {ratios} | {other} | {floor} |",
