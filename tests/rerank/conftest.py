@@ -103,14 +103,16 @@ def trained(
     return _train({"name": "tiny", **TINY}, tiny_train, tiny_val, out)
 
 
-def _train(config: dict, train: ClipSet, val: ClipSet, out: Path) -> tuple[Any, Any]:
+def _train(
+    config: dict, train: ClipSet, val: ClipSet, out: Path, **run_opts: Any
+) -> tuple[Any, Any]:
     from video_mm.rerank.training import RerankTrainConfig, train_reranker
     from video_mm.train.loop import TrainConfig
 
     torch.manual_seed(0)
     run = RerankTrainConfig(
         train=TrainConfig(epochs=8, lr=2e-3, warmup_steps=10, progress=False, device="cpu"),
-        negatives=["in_batch", "swapped"], batch_size=32, pairs_per_clip=4,
+        negatives=["in_batch", "swapped"], batch_size=32, pairs_per_clip=4, **run_opts,
     )  # fmt: skip
     return train_reranker(config, train, val, None, out_dir=out, run=run)
 

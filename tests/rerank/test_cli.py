@@ -60,3 +60,6 @@ def test_train_reranker_then_eval_with_and_without(isolated, shared_data, grid_p
     # re-ranking the top 5 moves nothing across rank 5: R@5 and R@10 are the first stage's
     assert scores["rerank_t2v_R@5"] == scores["dual_t2v_R@5"]
     assert scores["rerank_t2v_R@10"] == scores["dual_t2v_R@10"]
+    for stage in ("dual", "rerank"):
+        assert scores[f"{stage}_t2v_R@1"] <= scores[f"{stage}_t2v_shared_R@1"] <= 100
+    assert scores["dual_t2v_R@1_ceiling"] == scores["rerank_t2v_R@1_ceiling"] > 0

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.rerank.conftest import held_out_accuracy
+from tests.rerank.conftest import _train, held_out_accuracy
 from video_mm.errors import ConfigError, ModelError
 from video_mm.rerank.model import (
     Reranker,
@@ -21,8 +21,10 @@ from video_mm.rerank.model import (
 from video_mm.rerank.negatives import order_swapped
 from video_mm.rerank.training import (
     Epoch,
+    FirstStage,
     RerankTrainConfig,
     WordCache,
+    listwise_loss,
     loss_fn,
 )
 from video_mm.retrieval.training import ClipSet
@@ -89,6 +91,10 @@ def test_bad_configs_and_inputs_are_typed_errors() -> None:
         pad_clips([np.zeros((0, 4), np.float32)])
     with pytest.raises(ConfigError, match="negatives"):
         RerankTrainConfig.load(negatives=["nearest"])
+    with pytest.raises(ConfigError, match="loss"):
+        RerankTrainConfig.load(loss="pointwise")
+    with pytest.raises(ConfigError, match="hard_per_row"):
+        RerankTrainConfig.load(hard_per_row=0)
 
 
 def test_first_stage_prior_is_added_with_its_saved_weight(trained, tiny_test: ClipSet,
@@ -228,3 +234,68 @@ def test_cells_are_tokens_with_their_place(tiny_train: ClipSet) -> None:
         Reranker(load_config({**TINY, "grid_pool": 2}), 30)
     with pytest.raises(ConfigError, match="grid_pool"):
         load_config({"grid_pool": 2, "frames": "retrieval"})
+
+
+def test_listwise_loss_is_a_softmax_over_each_rows_pairs() -> None:
+    # two rows: a matched pair and two negatives, then a matched pair and one negative
+    logits = torch.tensor([2.0, 0.5, 1.0, 3.0, 0.0])
+    labels = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0])
+    first = -torch.log_softmax(torch.tensor([2.0, 0.5, 1.0]), 0)[0]
+    second = -torch.log_softmax(torch.tensor([3.0, 0.0]), 0)[0]
+    assert torch.isclose(listwise_loss(logits, labels), (first + second) / 2)
+
+
+def test_listwise_training_ranks_own_captions_first_on_held_out_clips(
+    tiny_train: ClipSet, tiny_val: ClipSet, tiny_test: ClipSet, tmp_path: Path
+) -> None:
+    model, result = _train({"name": "tiny-listwise", **TINY}, tiny_train, tiny_val, tmp_path,
+                           loss="listwise")  # fmt: skip
+    losses = [row["train_loss"] for row in result.history]
+    assert losses[-1] < 0.7 * losses[0]
+    n = len(tiny_test)
+    # each clip's own caption against the next clip's, on the clip: a ranking, not a sign
+    right = [model.score(tiny_test.captions[i][0], [tiny_test.features[i]])[0]
+             > model.score(tiny_test.captions[(i + 1) % n][0], [tiny_test.features[i]])[0]
+             for i in range(n)]  # fmt: skip
+    assert np.mean(right) >= 0.75  # chance: 0.5
+    assert "listwise loss" in (result.best_dir / "README.md").read_text()
+
+
+def test_rows_get_hard_per_row_hard_negatives(tiny_train: ClipSet) -> None:
+    model = Reranker(load_config(TINY), tiny_train.features[0].shape[1])
+    hard = [[np.array([(i + j) % len(tiny_train) for j in range(1, 6)])
+             for _ in caps] for i, caps in enumerate(tiny_train.captions)]  # fmt: skip
+    run = RerankTrainConfig(negatives=["hard"], batch_size=8, hard_per_row=3, loss="listwise")
+    batch = next(iter(Epoch(model, tiny_train, run, 0, hard, WordCache(model))))
+    labels = batch["labels"]
+    assert int(labels.sum()) == 8 and len(labels) == 8 * 4  # each row: its pair + 3 hard
+
+
+def test_first_stage_logits_join_the_training_pairs(tiny_train: ClipSet) -> None:
+    """train_prior: each pair's dual-encoder logit (its clip played backwards for a reversed
+    negative), times the weight, is what the loss adds to the match logit."""
+    from video_mm.data.vocab import Vocabulary
+    from video_mm.rerank.training import dual_logit_scale
+    from video_mm.retrieval.model import RetrievalModel
+    from video_mm.retrieval.model import load_config as retrieval_config
+
+    torch.manual_seed(0)
+    vocab = Vocabulary.build([c for caps in tiny_train.captions for c in caps], min_count=1)
+    dual = RetrievalModel(retrieval_config({"embed_dim": 32, "video": {
+        "pooling": "transformer", "hidden": 32, "layers": 1, "heads": 2}}),
+        tiny_train.features[0].shape[1], vocab).eval()  # fmt: skip
+    stage = FirstStage(dual, tiny_train)
+    text, clip = tiny_train.captions[3][0], tiny_train.features[3]
+    got = stage([(text, 3, 1.0, False), (text, 3, 0.0, True)]).numpy()
+    t = dual.embed_texts([text])[0]
+    want = dual_logit_scale(dual) * np.array([t @ dual.embed_videos([clip])[0],
+                                              t @ dual.embed_videos([clip[::-1].copy()])[0]])
+    assert np.allclose(got, want, atol=1e-5) and abs(got[0] - got[1]) > 1e-6
+
+    model = Reranker(load_config(TINY), tiny_train.features[0].shape[1])
+    run = RerankTrainConfig(negatives=["in_batch", "reversed"], batch_size=8, train_prior=0.5)
+    batch = next(iter(Epoch(model, tiny_train, run, 0, None, WordCache(model), first_stage=stage)))
+    assert batch["prior"].shape == batch["labels"].shape
+    with torch.no_grad():
+        plain = loss_fn(model, {k: v for k, v in batch.items() if k != "prior"})
+        assert not torch.isclose(loss_fn(model, batch), plain)

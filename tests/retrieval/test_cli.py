@@ -43,6 +43,15 @@ def test_train_then_eval_with_held_out_captions(isolated, shared_data):
     assert set(METRICS) <= set(scores)
     assert scores["n_clips"] == 14 and scores["n_queries"] > 14 * 10  # the held-out captions
     assert 0 <= scores["t2v_R@1"] <= scores["t2v_R@5"] <= scores["t2v_R@10"] <= 100
+    # a hit on any clip the sentence was written for counts too: never below the own-clip R@1
+    assert scores["t2v_R@1"] <= scores["t2v_shared_R@1"] <= scores["t2v_shared_R@5"] <= 100
+    assert 0 < scores["t2v_R@1_ceiling"] <= 100
+
+    table = runner.invoke(app, [
+        "eval", "retrieval", "--model", str(out / "best"), "--data", str(data), "--split", "all",
+    ])  # fmt: skip
+    assert table.exit_code == 0, table.output
+    assert "t2v, shared" in table.stdout and "R@1 can be at most" in table.stdout
 
 
 def test_unknown_text_tower_is_a_clear_error(isolated, shared_data):

@@ -18,6 +18,7 @@ from video_mm.retrieval.training import (
     evaluate,
     nearest_other_clips,
     rank_metrics,
+    shared_sentences,
     train_retrieval,
 )
 from video_mm.train.loop import TrainConfig
@@ -52,6 +53,25 @@ def test_rank_metrics_on_a_hand_made_matrix():
     assert m["rsum"] == pytest.approx(
         sum(m[f"{d}_R@{k}"] for d in ("t2v", "v2t") for k in (1, 5, 10))
     )
+
+
+def test_a_sentence_written_for_several_clips_finds_any_of_them() -> None:
+    # "a dog runs" was written for clips 0 and 1; "a cat sits" for clip 2 only
+    captions = [["a dog runs", "a brown dog runs"], ["a dog runs"], ["a cat sits"]]
+    texts = ["a dog runs", "a brown dog runs", "a dog runs", "a cat sits"]
+    owners = shared_sentences(texts, captions)
+    assert owners.tolist() == [[True, True, False], [True, False, False], [True, True, False],
+                               [False, False, True]]  # fmt: skip
+    sim = np.array([
+        [0.2, 0.9, 0.1],  # own clip 0 is 2nd, but clip 1 has the same sentence: a shared hit
+        [0.2, 0.9, 0.1],  # own clip 0 is 2nd, and clip 1 lacks this sentence: a miss
+        [0.1, 0.9, 0.3],  # own clip 1 is 1st
+        [0.5, 0.4, 0.1],  # own clip 2 is 3rd
+    ])  # fmt: skip
+    m = rank_metrics(sim, np.array([0, 0, 1, 2]), owners)
+    assert m["t2v_R@1"] == 25.0 and m["t2v_shared_R@1"] == 50.0
+    assert m["t2v_shared_MedR"] == 1.5
+    assert m["t2v_R@1_ceiling"] == pytest.approx(100 * (0.5 + 1 + 0.5 + 1) / 4)
 
 
 def test_training_lifts_recall_far_above_chance(tiny_train, tiny_test, tmp_path):

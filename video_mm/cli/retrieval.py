@@ -141,7 +141,20 @@ def eval_retrieval_cmd(
         table.add_column(name, justify="right")
     for direction in ("t2v", "v2t"):
         table.add_row(direction, *(f"{scores[f'{direction}_{m}']:.1f}" for m in METRIC_ORDER))
+    table.add_row("t2v, shared", *_shared_cells(scores, ""))
     Console().print(table)
+    _print_ceiling(scores, "")
+
+
+def _shared_cells(scores: dict[str, float], stage: str) -> list[str]:
+    """The shared-sentence text->video row (no mean rank: only the first holder's is kept)."""
+    return [f"{scores[f'{stage}t2v_shared_{m}']:.1f}" if m != "MeanR" else "-"
+            for m in METRIC_ORDER]  # fmt: skip
+
+
+def _print_ceiling(scores: dict[str, float], stage: str) -> None:
+    print(f"shared: a hit is any clip the query's sentence was written for. R@1 can be at most "
+          f"{scores[f'{stage}t2v_R@1_ceiling']:.1f} here (sentences written for several clips).")
 
 
 def _eval_rerank(
@@ -172,7 +185,10 @@ def _eval_rerank(
         pairs = int(scores.get("order_pairs", 0))
         row.append("-" if right is None or not pairs else f"{right:.1f}% of {pairs}")
         table.add_row(label, *row)
+    for stage, label in (("dual", "retrieval model, shared"), ("rerank", "re-ranked, shared")):
+        table.add_row(label, *_shared_cells(scores, f"{stage}_"), "")
     Console().print(table)
+    _print_ceiling(scores, "dual_")
 
 
 def register(app: typer.Typer) -> None:

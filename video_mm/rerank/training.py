@@ -15,13 +15,21 @@ a clip with one of its captions (the matched pair) and up to four mismatched one
   events in order, an action with a direction in time): the same frames, so what the clip shows
   cannot tell them apart, only when it shows it.
 
-The loss is binary cross-entropy with positives and negatives weighted equally; with
-``mlm_weight > 0`` the matched pairs also go through with ``mask_prob`` of their words masked and
-the model predicts them (VL-BERT's masked-word loss). Batches are drawn from a generator seeded by
-the epoch, so a resumed run matches. The shared loop (:func:`video_mm.train.loop.fit`) trains;
-the epoch kept is the best by validation t2v R@1 after re-ranking the dual encoder's top ``k``
-by the re-ranker's score alone; then the weight of the dual encoder's logit added to it (one of
-``prior_weights``) is chosen on the same validation queries and saved with the model.
+The loss (``loss``) is ``binary``: cross-entropy of each pair on its own, positives and
+negatives weighted equally; or ``listwise``: each matched pair against its own row's negatives,
+a softmax over the group with the matched pair as the answer (the localised contrastive loss of
+Gao et al. 2021 for cross-encoder re-rankers). Listwise asks what re-ranking asks (which of
+these candidates is the one), and ``hard_per_row`` (several of the dual encoder's top clips a
+row) gives each group the candidates re-ranking will meet. Search adds the dual encoder's logit
+to the match logit; with ``train_prior`` > 0 training adds it too (times that weight), so the
+re-ranker is trained as the correction it will be used as. With ``mlm_weight > 0`` the matched
+pairs also go through with ``mask_prob`` of their words masked and the model predicts them
+(VL-BERT's masked-word loss). Batches are drawn from a generator seeded by the epoch, so a
+resumed run matches. The shared loop (:func:`video_mm.train.loop.fit`) trains; the epoch kept is
+the best by validation t2v R@1 after re-ranking the dual encoder's top ``k`` by the re-ranker's
+score (plus ``train_prior`` times the dual encoder's logit); then the weight of the dual
+encoder's logit added to the match logit (one of ``prior_weights``) is chosen on the same
+validation queries and saved with the model.
 """
 
 from __future__ import annotations
@@ -46,12 +54,19 @@ from video_mm.rerank.model import Reranker, from_pretrained, load_config, pad_cl
 from video_mm.rerank.negatives import order_swapped, reversal_changes, swapped
 from video_mm.retrieval.model import RetrievalModel
 from video_mm.retrieval.model import from_pretrained as retrieval_from_pretrained
-from video_mm.retrieval.training import RECALLS, ClipSet, clip_set
+from video_mm.retrieval.training import (
+    RECALLS,
+    ClipSet,
+    clip_set,
+    shared_sentences,
+    shared_t2v_metrics,
+)
 from video_mm.settings import CONFIG_DIR, FeatureSettings
 from video_mm.train.loop import TrainConfig, TrainResult, fit
 
 TRAIN_CONFIGS = CONFIG_DIR / "train"
 NEGATIVES = ("in_batch", "hard", "swapped", "reversed")
+LOSSES = ("binary", "listwise")
 
 
 @dataclass
@@ -64,6 +79,11 @@ class RerankTrainConfig:
     pairs_per_clip: int = 2  # matched pairs per clip and epoch
     negatives: list[str] = field(default_factory=lambda: list(NEGATIVES))
     hard_k: int = 10  # hard negatives come from the dual encoder's top hard_k
+    hard_per_row: int = 1  # hard negatives a row, drawn from those hard_k without repeats
+    loss: str = "binary"  # binary | listwise (a softmax over each row's matched + negatives)
+    # the first stage's logit times this is added to each pair's match logit in the loss, so the
+    # re-ranker learns what the dual encoder gets wrong rather than what it already knows (0: off)
+    train_prior: float = 0.0
     mlm_weight: float = 0.0  # masked-word loss weight; 0 turns it off
     mask_prob: float = 0.15
     rerank_k: int = 20  # validation: the dual encoder's top k are re-ranked
@@ -95,6 +115,10 @@ class RerankTrainConfig:
         run = cls(train=TrainConfig.from_dict(train), **data)
         if bad := sorted(set(run.negatives) - set(NEGATIVES)):
             raise ConfigError(f"{path}: unknown negatives {bad}; known: {list(NEGATIVES)}")
+        if run.loss not in LOSSES:
+            raise ConfigError(f"{path}: loss {run.loss!r}; known: {list(LOSSES)}")
+        if run.hard_per_row < 1:
+            raise ConfigError(f"{path}: hard_per_row must be at least 1, got {run.hard_per_row}")
         return run
 
 
@@ -151,14 +175,34 @@ class WordCache:
         return out, mask
 
 
+class FirstStage:
+    """The dual encoder's logits for training pairs (caption, clip, played backwards), on the
+    features it reads: what search adds to the re-ranker's score (``train_prior``)."""
+
+    def __init__(self, dual: RetrievalModel, clips: ClipSet) -> None:
+        self.dual, self.scale = dual, dual_logit_scale(dual)
+        backwards = [f[::-1].copy() for f in clips.features]
+        self.videos = {False: dual.embed_videos(clips.features), True: dual.embed_videos(backwards)}
+        self.texts: dict[str, np.ndarray] = {}
+
+    def __call__(self, pairs: Sequence[tuple[str, int, float, bool]]) -> Tensor:
+        todo = list(dict.fromkeys(t for t, *_ in pairs if t not in self.texts))
+        if todo:
+            self.texts.update(zip(todo, self.dual.embed_texts(todo), strict=True))
+        return torch.tensor([self.scale * float(self.texts[t] @ self.videos[back][i])
+                             for t, i, _, back in pairs])  # fmt: skip
+
+
 class Epoch:
     """The batches of one epoch, built lazily (``len()`` for the progress bar and scheduler)."""
 
     def __init__(
         self, model: Reranker, clips: ClipSet, opts: RerankTrainConfig, epoch: int,
         hard: list[list[np.ndarray]] | None, words: WordCache | None, seed: int = 0,
+        first_stage: FirstStage | None = None,
     ) -> None:  # fmt: skip
         self.model, self.clips, self.opts, self.hard, self.words = model, clips, opts, hard, words
+        self.first_stage = first_stage
         self.rng = np.random.default_rng([seed, epoch])
         self.order = np.concatenate(
             [self.rng.permutation(len(clips)) for _ in range(opts.pairs_per_clip)]
@@ -186,15 +230,16 @@ class Epoch:
         captions = [self.clips.captions[i][p] for i, p in zip(rows, picks, strict=True)]
         pairs: list[tuple[str, int, float, bool]] = []  # (text, clip, label, played backwards)
         for r, (i, caption) in enumerate(zip(rows, captions, strict=True)):
-            pairs.append((caption, i, 1.0, False))
+            pairs.append((caption, i, 1.0, False))  # a row's matched pair first, then its negatives
             if "in_batch" in negs and len(rows) > 1:
                 other = captions[(r + 1 + int(self.rng.integers(len(rows) - 1))) % len(rows)]
                 if other not in self.own[i]:
                     pairs.append((other, i, 0.0, False))
             if "hard" in negs and self.hard is not None:
                 top = self.hard[i][picks[r]]
-                if len(top):
-                    pairs.append((caption, int(top[int(self.rng.integers(len(top)))]), 0.0, False))
+                n = min(self.opts.hard_per_row, len(top))
+                pairs.extend((caption, int(j), 0.0, False)
+                             for j in self.rng.choice(top, size=n, replace=False))  # fmt: skip
             if "swapped" in negs:
                 text = swapped(caption, self.rng)
                 if text and text not in self.own[i]:
@@ -210,6 +255,8 @@ class Epoch:
             "words": words, "word_mask": word_mask, "feats": feats, "times": times,
             "frame_mask": frame_mask, "labels": torch.tensor([y for _, _, y, _ in pairs]),
         }  # fmt: skip
+        if self.first_stage is not None:
+            batch["prior"] = self.opts.train_prior * self.first_stage(pairs)
         if self.opts.mlm_weight > 0:
             batch["mlm"] = self._masked(captions, rows)
         return batch
@@ -236,21 +283,43 @@ class Epoch:
                 "frame_mask": frame_mask, "targets": targets}  # fmt: skip
 
 
-def loss_fn(model: Reranker, batch: dict[str, Any], mlm_weight: float = 0.0) -> Tensor:
-    """Balanced binary cross-entropy of matched vs mismatched (+ the masked-word loss)."""
+def listwise_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean over rows of -log softmax(row)[matched]: pairs come row by row, each row's matched
+    pair (label 1) first, then its negatives."""
+    groups = torch.cumsum(labels > 0.5, 0) - 1
+    n = int(groups[-1]) + 1
+    first = torch.searchsorted(groups, torch.arange(n, device=groups.device))
+    place = torch.arange(len(groups), device=groups.device) - first[groups]
+    table = logits.new_full((n, int(place.max()) + 1), float("-inf"))
+    table[groups, place] = logits
+    return F.cross_entropy(table, torch.zeros(n, dtype=torch.long, device=logits.device))
+
+
+def loss_fn(
+    model: Reranker, batch: dict[str, Any], mlm_weight: float = 0.0, loss: str = "binary"
+) -> Tensor:
+    """Balanced binary cross-entropy of matched vs mismatched, or the listwise softmax over each
+    row's group (+ the masked-word loss), of the match logits plus the batch's ``prior`` (the
+    first stage's weighted logits) when it has one."""
     match = model(batch["words"], batch["word_mask"], batch["feats"], batch["times"],
                   batch["frame_mask"])  # fmt: skip
-    y = batch["labels"]
-    bce = F.binary_cross_entropy_with_logits(match.logits, y, reduction="none")
-    pos, neg = y > 0.5, y < 0.5
-    loss = bce[pos].mean() + (bce[neg].mean() if neg.any() else bce.new_zeros(()))
+    logits = match.logits
+    if "prior" in batch:
+        logits = logits + batch["prior"].to(logits)
+    y = batch["labels"].to(logits.device)
+    if loss == "listwise":
+        total = listwise_loss(logits, y)
+    else:
+        bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+        pos, neg = y > 0.5, y < 0.5
+        total = bce[pos].mean() + (bce[neg].mean() if neg.any() else bce.new_zeros(()))
     if "mlm" in batch and mlm_weight > 0:
         m = batch["mlm"]
         out = model(m["words"], m["word_mask"], m["feats"], m["times"], m["frame_mask"])
         chosen = m["targets"] >= 0  # score the vocabulary at the masked places only
         logits = model.masked_word_logits(out.text_states[chosen])
-        loss = loss + mlm_weight * F.cross_entropy(logits, m["targets"][chosen])
-    return loss
+        total = total + mlm_weight * F.cross_entropy(logits, m["targets"][chosen])
+    return total
 
 
 # -- evaluation ---------------------------------------------------------------------------------
@@ -309,18 +378,27 @@ def evaluate_rerank(
     logits = score_pairs(reranker, pairs, clips, words).reshape(len(texts), k)
     prior = np.take_along_axis(sim, orders[:, :k], 1)
 
-    def ranks(scores: np.ndarray) -> np.ndarray:
-        return np.array([int(np.nonzero(rerank_order(scores[q], orders[q], k) == own)[0][0]) + 1
-                         for q, own in enumerate(owner)])  # fmt: skip
+    def reranked(scores: np.ndarray) -> list[np.ndarray]:
+        return [rerank_order(scores[q], orders[q], k) for q in range(len(texts))]
 
-    ranks_first = np.array([int(np.nonzero(o == own)[0][0]) + 1
-                            for o, own in zip(orders, owner, strict=True)])  # fmt: skip
+    def ranks(rows: Sequence[np.ndarray]) -> np.ndarray:
+        return np.array([int(np.nonzero(row == own)[0][0]) + 1
+                         for row, own in zip(rows, owner, strict=True)])  # fmt: skip
+
+    def shared_ranks(rows: Sequence[np.ndarray]) -> np.ndarray:  # the first clip with the sentence
+        return np.array([int(np.argmax(owners[q, row])) + 1 for q, row in enumerate(rows)])
+
     weight = reranker.prior_weight
     if prior_weights:
-        recall = {w: float(np.mean(ranks(logits + w * prior) <= 1)) for w in sorted(prior_weights)}
+        recall = {w: float(np.mean(ranks(reranked(logits + w * prior)) <= 1))
+                  for w in sorted(prior_weights)}  # fmt: skip
         weight = max(recall, key=lambda w: (recall[w], -w))
-    out = {**t2v_metrics(ranks_first, "dual_"),
-           **t2v_metrics(ranks(logits + weight * prior), "rerank_"), "prior_weight": weight}
+    owners = shared_sentences(texts, clips.captions)
+    final = reranked(logits + weight * prior)
+    out = {**t2v_metrics(ranks(orders), "dual_"), **t2v_metrics(ranks(final), "rerank_"),
+           **shared_t2v_metrics(shared_ranks(orders), owners, "dual_"),
+           **shared_t2v_metrics(shared_ranks(final), owners, "rerank_"),
+           "prior_weight": weight}  # fmt: skip
     if order_pairs:
         swaps = [(t, order_swapped(t), int(own)) for t, own in zip(texts, owner, strict=True)]
         swaps = [(t, o, own) for t, o, own in swaps if o and o not in clips.captions[own]]
@@ -364,7 +442,8 @@ def train_reranker(
     first_stage: tuple[ClipSet, ClipSet] | None = None,
 ) -> tuple[Reranker, TrainResult]:
     """Train with the shared loop; ``out_dir/best`` is a saved re-ranker, loaded and returned.
-    Without a ``dual`` encoder there are no hard negatives and validation re-ranks every clip.
+    Without a ``dual`` encoder there are no hard negatives nor first-stage logits
+    (``train_prior``), and validation re-ranks every clip.
     ``first_stage``: the ``dual`` encoder's inputs for the same training and validation clips
     when the re-ranker reads other features (cells); default ``train`` and ``val``."""
     run = run or RerankTrainConfig()
@@ -384,6 +463,9 @@ def train_reranker(
     model.backbone, model.retrieval, model.trained_on = backbone, retrieval_name, trained_on
     model.fit_feature_stats(train.features)
     hard = mine_hard(dual, dual_train, run.hard_k) if dual and "hard" in run.negatives else None
+    first = FirstStage(dual, dual_train) if run.train_prior and dual is not None else None
+    if first is not None:
+        model.prior_weight = run.train_prior  # epochs are chosen on the score trained for
     per_clip = max(1, run.val_max_queries // len(val))
     val = ClipSet(val.ids, val.features, [c[:per_clip] for c in val.captions])
     if dual is not None:
@@ -395,8 +477,10 @@ def train_reranker(
     val_words = WordCache(model)
 
     def save_best(m: torch.nn.Module, directory: Path) -> None:
-        notes = (f"Negatives: {run.negatives} (hard: dual encoder top {run.hard_k}); "
-                 f"masked-word loss weight {run.mlm_weight}.")  # fmt: skip
+        notes = (f"Negatives: {run.negatives} (hard: {run.hard_per_row} a row from the dual "
+                 f"encoder's top {run.hard_k}); {run.loss} loss; first-stage logit weight in "
+                 f"training {run.train_prior}; masked-word loss weight "
+                 f"{run.mlm_weight}.")  # fmt: skip
         save_pretrained(directory, m, recipe=recipe, notes=notes)  # type: ignore[arg-type]
 
     def evaluate(m: torch.nn.Module) -> dict[str, float]:
@@ -408,8 +492,9 @@ def train_reranker(
 
     result = fit(
         model,
-        train_batches=lambda epoch: Epoch(model, train, run, epoch, hard, words, run.train.seed),
-        loss_fn=lambda m, batch: loss_fn(m, batch, run.mlm_weight),  # type: ignore[arg-type]
+        train_batches=lambda epoch: Epoch(model, train, run, epoch, hard, words, run.train.seed,
+                                          first),
+        loss_fn=lambda m, batch: loss_fn(m, batch, run.mlm_weight, run.loss),  # type: ignore[arg-type]
         evaluate=evaluate,
         select_metric=run.select_metric,
         out_dir=out_dir,
