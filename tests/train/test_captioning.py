@@ -210,6 +210,10 @@ def test_end_to_end_lrcn_trains_its_cnn_on_frames(tiny_synth: Path, feature_cach
     preds = decode_all(loaded.model, loaded.vocab, frames, list(refs), config.max_len,
                        prepare=cnn.preprocess)
     assert caption_scores(refs, preds, fast=True)["CIDEr"] == pytest.approx(result.best_metric)
+    some = [frames[v] for v in list(refs)[:4]]
+    f, m, _ = loaded.batch(some)
+    with torch.no_grad():  # standardised CNN outputs stay of order one: the CNN has not blown up
+        assert float(loaded.model.frame_features(f, m)[m].abs().mean()) < 10
     video = next((tiny_synth / "videos").glob("*.mp4"))
     caption = explain_video(video, result.best_dir, tmp_path / "x.png",
                             decoding=Decoding(beam_size=1))

@@ -26,6 +26,7 @@ def _run(
     crash_at: int | None = None,
     patience: int | None = None,
     target_noise: bool = False,
+    lr_scales: dict[str, float] | None = None,
 ):
     x, y = _data()
 
@@ -63,7 +64,20 @@ def _run(
         select_metric="val_loss",
         out_dir=out,
         config=config,
+        lr_scales=lr_scales,
     )
+
+
+def test_lr_scales_give_parts_of_the_model_their_own_rate(tmp_path: Path) -> None:
+    """A prefix scaled to 0 keeps its weights; the rest learn at the configured rate."""
+    torch.manual_seed(123)
+    start = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.2), nn.Linear(8, 1)).state_dict()
+    model, result = _run(tmp_path, lr_scales={"0.": 0.0})
+    assert torch.equal(model[0].weight, start["0.weight"])
+    assert not torch.equal(model[2].weight, start["2.weight"])
+    assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert sorted(g["initial_lr"] for g in ckpt["optimizer"]["param_groups"]) == [0.0, 0.05]
 
 
 def test_fit_learns_and_logs(tmp_path: Path) -> None:

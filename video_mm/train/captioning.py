@@ -81,6 +81,7 @@ class CaptionTrainConfig:
     scst_lr: float = 5e-5
     scst_samples: int = 5
     scst_batch_size: int = 32
+    cnn_lr_scale: float = 0.02  # end to end: the CNN's learning rate relative to [train] lr
 
     @classmethod
     def load(cls, path: Path | str | None = None, **overrides: Any) -> CaptionTrainConfig:
@@ -466,6 +467,7 @@ def train_captioner(
         resume=resume,
         save_best=save_best,
         unvalidated=unvalidated,
+        lr_scales={"cnn.": config.cnn_lr_scale},
     )
     if config.scst_epochs > 0:
         result = _self_critical(
@@ -520,6 +522,7 @@ def _self_critical(
         config=scst_config,
         resume=resume,
         save_best=save_best,
+        lr_scales={"cnn.": config.cnn_lr_scale},
     )
     if (
         scst.best_metric is not None

@@ -166,6 +166,19 @@ def _write_csv(path: Path, history: Sequence[dict[str, float]]) -> None:
     os.replace(tmp, path)
 
 
+def param_groups(
+    model: nn.Module, lr: float, lr_scales: Mapping[str, float]
+) -> list[dict[str, Any]]:
+    """The trainable parameters, one optimizer group per learning rate (the first matching
+    prefix of ``lr_scales`` scales ``lr``; the rest train at ``lr``)."""
+    groups: dict[float, list[Tensor]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            scale = next((s for prefix, s in lr_scales.items() if name.startswith(prefix)), 1.0)
+            groups.setdefault(lr * scale, []).append(p)
+    return [{"params": ps, "lr": group_lr} for group_lr, ps in groups.items()]
+
+
 def _is_better(value: float, best: float | None, config: TrainConfig) -> bool:
     if best is None:
         return True
@@ -186,6 +199,7 @@ def fit(
     resume: bool = True,
     save_best: Callable[[nn.Module, Path], None] = save_state_dict,
     unvalidated: str = "",
+    lr_scales: Mapping[str, float] | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``config.epochs`` epochs (``train_batches`` gets the 0-based epoch).
 
@@ -193,6 +207,10 @@ def fit(
     scalar. ``evaluate(model)`` runs in eval mode under ``torch.no_grad()`` and returns metrics that
     must include ``select_metric``. ``save_best(model, out_dir / "best")`` writes the best model
     (a state dict by default; captioners pass their ``save_pretrained``).
+
+    ``lr_scales`` (parameter-name prefix -> multiplier of ``config.lr``) gives parts of the model
+    their own learning rate, e.g. a pretrained or randomly initialised CNN trained end to end,
+    which Adam at the head's rate would move by a large share of its weights at every step.
 
     ``evaluate=None`` trains without validation (``unvalidated`` says why, and is printed): every
     epoch's model is saved as ``best/``, so it holds the last one, and nothing stops early.
@@ -213,7 +231,7 @@ def fit(
     total_steps = max(1, steps_per_epoch * config.epochs)
 
     optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad],
+        param_groups(model, config.lr, lr_scales or {}),
         lr=config.lr,
         betas=config.betas,
         weight_decay=config.weight_decay,
