@@ -26,6 +26,7 @@ PARSED_BY = {
     "models list": "cli/test_models.py",
     "models pull": "cli/test_models.py",
     "models zero-shot": "cli/test_models.py",
+    "models freeze": "cli/test_models.py",
     "index": "pipeline/test_cli_service.py",
     "status": "pipeline/test_cli_service.py",
     "search": "search/test_search.py",
