@@ -78,6 +78,8 @@ def test_lr_scales_give_parts_of_the_model_their_own_rate(tmp_path: Path) -> Non
     assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
     ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
     assert sorted(g["initial_lr"] for g in ckpt["optimizer"]["param_groups"]) == [0.0, 0.05]
+    _, unscaled = _run(tmp_path / "unscaled")
+    assert [h["lr"] for h in result.history] == [h["lr"] for h in unscaled.history]  # logged: lr
 
 
 def test_fit_learns_and_logs(tmp_path: Path) -> None:

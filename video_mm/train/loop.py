@@ -293,7 +293,7 @@ def fit(
         row = {
             "epoch": epoch + 1,
             "train_loss": total / max(count, 1),
-            "lr": scheduler.get_last_lr()[0],
+            "lr": max(scheduler.get_last_lr()),  # the configured rate, not a scaled group's
             **{k: float(v) for k, v in metrics.items()},
         }
         history.append(row)
