@@ -136,13 +136,10 @@ def mine_hard(dual: RetrievalModel, clips: ClipSet, k: int) -> list[list[np.ndar
     ``k``), clips that have the same caption left out."""
     texts, owner = caption_index(clips)
     sim = dual.embed_texts(texts) @ dual.embed_videos(clips.features).T
-    holders: dict[str, set[int]] = {}
-    for t, i in zip(texts, owner, strict=True):
-        holders.setdefault(t, set()).add(int(i))
+    holders = shared_sentences(texts, clips.captions)
     out: list[list[np.ndarray]] = [[] for _ in range(len(clips))]
     for q, row in enumerate(sim):
-        top = [j for j in np.argsort(-row)[: k + len(holders[texts[q]])]
-               if j not in holders[texts[q]]][:k]  # fmt: skip
+        top = [j for j in np.argsort(-row)[: k + int(holders[q].sum())] if not holders[q, j]][:k]
         out[owner[q]].append(np.asarray(top, np.int64))
     return out
 
