@@ -23,7 +23,8 @@ def test_msrvtt_real_annotations(shared_data: Path) -> None:
     assert "a black lamborghini turns on a road" in clip.captions
     assert clip.path is not None and clip.path.name == "video8560.mp4"  # the one video on disk
     first = next(r for r in records if r.video_id == "video0")
-    assert (first.start, first.end) == (137.72, 149.44)
+    # times in the YouTube source; video0.mp4 is already cut to them, so it is read whole
+    assert (first.start, first.end, first.extra["source_span"]) == (None, None, (137.72, 149.44))
 
 
 def test_msvd_tsv_real_files(shared_data: Path) -> None:
@@ -32,7 +33,7 @@ def test_msvd_tsv_real_files(shared_data: Path) -> None:
     clip = next(r for r in records if r.video_id == "eyhzdC936uk_15_27")
     assert clip.split == "test"
     assert clip.captions[0] == "a boy playing with dog"
-    assert (clip.start, clip.end) == (15.0, 27.0)
+    assert (clip.start, clip.end, clip.extra["source_span"]) == (None, None, (15.0, 27.0))
 
 
 def test_msvd14_manifest_real_videos(shared_data: Path) -> None:
@@ -51,7 +52,8 @@ def test_msvd_all_video_descriptions(tmp_path: Path) -> None:
     records = {r.video_id: r for r in load_dataset(tmp_path)}
     assert records["mv89psg6zh4_33_46"].captions == ["A bird is bathing in a sink.",
                                                      "a bird splashes"]
-    assert records["mv89psg6zh4_33_46"].start == 33.0
+    assert records["mv89psg6zh4_33_46"].extra["source_span"] == (33.0, 46.0)
+    assert records["60x_yxy7Sfw_1_7"].start is None  # a YouTubeClips file is the cut clip
     assert records["60x_yxy7Sfw_1_7"].path == tmp_path / "videos" / "60x_yxy7Sfw_1_7.avi"
     assert records["mv89psg6zh4_33_46"].path is None
     assert all(r.split == "train" for r in records.values())  # the first 1200 in id order
@@ -65,16 +67,37 @@ def test_vatex_json(tmp_path: Path) -> None:
     (record,) = load_dataset(tmp_path)
     assert record.video_id == "Ptf_2VRj-V0_000122_000132" and record.split == "val"
     assert record.captions == ["a man plays", "someone plays"]
-    assert (record.start, record.end) == (122.0, 132.0)
+    assert (record.start, record.end, record.extra["source_span"]) == (None, None, (122.0, 132.0))
 
 
 def test_jsonl_manifest(tmp_path: Path) -> None:
     rows = [{"video": "a.mp4", "captions": ["x y"], "split": "validate", "start": 1.5, "end": 3},
+            {"video": "a.mp4", "captions": ["x z"], "start": 3},
             {"video": "/abs/b.mp4", "captions": ["z"], "id": "bee"}]
     (tmp_path / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    a, b = load_dataset(tmp_path)
-    assert (a.video_id, a.path, a.split, a.start, a.end) == ("a", tmp_path / "a.mp4", "val", 1.5, 3)
-    assert (b.video_id, b.path, b.split) == ("bee", Path("/abs/b.mp4"), "train")
+    a, a2, b = load_dataset(tmp_path)
+    # windows within the file; spans of one file without ids get ids of their own
+    assert (a.video_id, a.path, a.split, a.start, a.end) == (
+        "a_1.5_3", tmp_path / "a.mp4", "val", 1.5, 3.0)
+    assert (a2.video_id, a2.start, a2.end) == ("a_3_end", 3.0, None)
+    assert (b.video_id, b.path, b.split, b.start, b.end) == (
+        "bee", Path("/abs/b.mp4"), "train", None, None)
+
+
+@pytest.mark.parametrize("window", [{"start": 3, "end": 2}, {"start": -1}, {"end": 0},
+                                    {"start": "soon"}])  # fmt: skip
+def test_a_manifest_window_that_is_not_a_span_is_a_config_error(
+    tmp_path: Path, window: dict
+) -> None:
+    (tmp_path / "manifest.jsonl").write_text(json.dumps({"video": "a.mp4", "captions": ["x"],
+                                                         **window}) + "\n")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"manifest\.jsonl:1"):
+        load_dataset(tmp_path)
+    (tmp_path / "manifest.jsonl").unlink()
+    (tmp_path / "captions.json").write_text(json.dumps({"videos": [
+        {"video_id": "a", "file": "a.mp4", "captions": ["x"], **window}]}))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"captions\.json: a"):
+        load_dataset(tmp_path)
 
 
 def test_bad_inputs_raise_typed_errors(tmp_path: Path) -> None:

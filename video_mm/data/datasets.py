@@ -2,20 +2,34 @@
 
 Every loader returns ``list[VideoRecord]``; splits are normalised to ``train`` / ``val`` / ``test``
 (MSR-VTT's ``validate`` becomes ``val``) and other names (``compositional``) pass through.
+
+A record's ``start``/``end`` are the window *within the file on disk* that its captions describe
+(None: the whole file); features and frames are sampled within it. Times that locate a clip in its
+source YouTube video are not that: the standard datasets ship their clips already cut, so those
+times are kept as ``extra["source_span"]`` (seconds in the source video) and the file is read whole.
+
 Formats:
 
 - MSR-VTT ``videodatainfo.json``: ``videos`` (``video_id``, ``split``, ``start time``,
   ``end time``) and ``sentences`` (``video_id``, ``caption``); our synthetic benchmark uses it too.
+  ``start time``/``end time`` are in the source video; ``video<N>.mp4`` is already cut to them:
+  ``source_span``, whole file.
 - MSVD ``AllVideoDescriptions.txt``: ``<clip id> <caption>`` per line, ``#`` comments; the clip id
   is ``<youtube id>_<start>_<end>``. No split in the file: the standard 1200/100/670 split is
   applied in sorted clip-id order unless a split file says otherwise.
 - MSVD TSV (``MSVD_{train,val,test}.tsv``): captions joined by ``", "``, a tab, the clip id; the
-  split is in the file name.
+  split is in the file name. For both MSVD formats the file named by the clip id (YouTubeClips)
+  is the cut clip: the id's span is ``source_span``, whole file.
 - VATEX JSON: a list of ``{"videoID": "<ytid>_<start>_<end>", "enCap": [...]}``; the split is in the
-  file name (``vatex_training``, ``vatex_validation``, ``vatex_public_test``).
-- JSON manifest (``captions.json``): ``{"videos": [{"video_id", "file", "captions", "split"?}]}``.
+  file name (``vatex_training``, ``vatex_validation``, ``vatex_public_test``). The file found is the
+  one named by the id, i.e. the cut clip: the id's span is ``source_span``, whole file. To caption
+  spans of uncut source videos, write a JSONL manifest with ``start``/``end``.
+- JSON manifest (``captions.json``): ``{"videos": [{"video_id", "file"?, "captions", "split"?,
+  "start"?, "end"?}]}``; ``start``/``end``: seconds within the file.
 - JSONL manifest: one ``{"video": path, "captions": [...], "split"?, "start"?, "end"?, "id"?}``
-  per line.
+  per line; ``start``/``end``: seconds within ``video``, so several lines may caption spans of one
+  long file. A line with a window and no ``id`` gets ``<file stem>_<start>_<end>`` (its spans would
+  otherwise share one id, and features are kept by id).
 """
 
 from __future__ import annotations
@@ -42,6 +56,8 @@ class VideoRecord:
     path: Path | None  # None when the video file is not on disk (annotation-only datasets)
     captions: list[str]
     split: str = "train"
+    # The window of ``path`` the captions describe, seconds within that file (None: from its
+    # start / to its end). Not a clip's time in its source video: that is extra["source_span"].
     start: float | None = None
     end: float | None = None
     extra: dict = field(default_factory=dict)
@@ -65,6 +81,23 @@ def find_video(root: Path, video_id: str) -> Path | None:
     return None
 
 
+def _window(item: dict, where: str) -> tuple[float | None, float | None]:
+    """A manifest entry's ``start``/``end`` in seconds, checked: a window must be a span."""
+    try:
+        start, end = (None if item.get(k) is None else float(item[k]) for k in ("start", "end"))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: 'start'/'end' must be seconds ({exc})") from exc
+    if (start is not None and start < 0) or (end is not None and end <= (start or 0.0)):
+        raise ConfigError(f"{where}: the window {start}-{end} s is not a span of the video")
+    return start, end
+
+
+def _window_id(stem: str, start: float | None, end: float | None) -> str:
+    if start is None and end is None:
+        return stem
+    return f"{stem}_{start or 0:g}_{'end' if end is None else format(end, 'g')}"
+
+
 def _read_json(path: Path) -> object:
     try:
         return json.loads(path.read_text())
@@ -84,15 +117,18 @@ def load_msrvtt(path: Path, video_root: Path | None = None) -> list[VideoRecord]
     for v in data["videos"]:
         vid = str(v["video_id"])
         extra = {k: v[k] for k in ("synth", "category") if k in v}
+        if "start time" in v and "end time" in v:
+            extra["source_span"] = (float(v["start time"]), float(v["end time"]))
         records.append(VideoRecord(vid, find_video(root, vid), captions.get(vid, []),
                                    normalise_split(str(v.get("split", "train"))),
-                                   v.get("start time"), v.get("end time"), extra))  # fmt: skip
+                                   extra=extra))  # fmt: skip
     return records
 
 
-def _msvd_span(clip_id: str) -> tuple[float | None, float | None]:
+def _source_span(clip_id: str) -> dict:
+    """``{"source_span": (start, end)}`` of a ``<youtube id>_<start>_<end>`` clip id, or nothing."""
     match = re.fullmatch(r".+_(\d+)_(\d+)", clip_id)
-    return (float(match[1]), float(match[2])) if match else (None, None)
+    return {"source_span": (float(match[1]), float(match[2]))} if match else {}
 
 
 def _standard_msvd_split(ids: list[str]) -> dict[str, str]:
@@ -116,7 +152,7 @@ def load_msvd_descriptions(path: Path, video_root: Path | None = None) -> list[V
         raise ConfigError(f"{path}: no '<clip id> <caption>' lines")
     root = video_root or path.parent
     splits = _standard_msvd_split(list(captions))
-    return [VideoRecord(vid, find_video(root, vid), caps, splits[vid], *_msvd_span(vid))
+    return [VideoRecord(vid, find_video(root, vid), caps, splits[vid], extra=_source_span(vid))
             for vid, caps in captions.items()]  # fmt: skip
 
 
@@ -135,7 +171,7 @@ def load_msvd_tsv(paths: Iterable[Path], video_root: Path | None = None) -> list
             caps = [c.strip() for c in text.split(", ") if c.strip()]
             clip_id = clip_id.strip()
             records.append(VideoRecord(clip_id, find_video(root, clip_id), caps, split,
-                                       *_msvd_span(clip_id)))  # fmt: skip
+                                       extra=_source_span(clip_id)))  # fmt: skip
     return records
 
 
@@ -149,14 +185,14 @@ def load_vatex(path: Path, video_root: Path | None = None) -> list[VideoRecord]:
     records = []
     for item in data:
         vid = str(item["videoID"])
-        start, end = _msvd_span(vid)
         records.append(VideoRecord(vid, find_video(root, vid), list(item.get("enCap", [])),
-                                   split, start, end))  # fmt: skip
+                                   split, extra=_source_span(vid)))  # fmt: skip
     return records
 
 
 def load_json_manifest(path: Path, video_root: Path | None = None) -> list[VideoRecord]:
-    """``{"videos": [{"video_id", "file"?, "captions", "split"?}]}`` (msvd14 captions.json)."""
+    """``{"videos": [{"video_id", "file"?, "captions", "split"?, "start"?, "end"?}]}`` (msvd14
+    captions.json); ``start``/``end`` are seconds within the file."""
     data = _read_json(path)
     if not isinstance(data, dict) or not all("captions" in v for v in data.get("videos", [])):
         raise ConfigError(f"{path}: not a caption manifest ('videos' with 'captions')")
@@ -167,11 +203,12 @@ def load_json_manifest(path: Path, video_root: Path | None = None) -> list[Video
         file = root / v["file"] if v.get("file") else find_video(root, vid)
         split = normalise_split(str(v.get("split", v.get("msvd_split", "train"))))
         records.append(VideoRecord(vid, file, list(v["captions"]), split,
-                                   v.get("start"), v.get("end")))  # fmt: skip
+                                   *_window(v, f"{path}: {vid}")))  # fmt: skip
     return records
 
 
 def load_jsonl(path: Path, video_root: Path | None = None) -> list[VideoRecord]:
+    """One record a line; ``start``/``end`` are seconds within ``video`` (spans of one file)."""
     root = video_root or path.parent
     records = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
@@ -184,9 +221,10 @@ def load_jsonl(path: Path, video_root: Path | None = None) -> list[VideoRecord]:
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ConfigError(f"{path}:{n}: expected {{'video': ..., 'captions': [...]}}") from exc
         video = video if video.is_absolute() else root / video
-        records.append(VideoRecord(str(item.get("id", video.stem)), video, caps,
-                                   normalise_split(str(item.get("split", "train"))),
-                                   item.get("start"), item.get("end")))  # fmt: skip
+        start, end = _window(item, f"{path}:{n}")
+        records.append(VideoRecord(str(item.get("id", _window_id(video.stem, start, end))), video,
+                                   caps, normalise_split(str(item.get("split", "train"))),
+                                   start, end))  # fmt: skip
     return records
 
 
