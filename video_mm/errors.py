@@ -51,6 +51,12 @@ class DecodeTimeout(VideoError):
     code = "decode_timeout"
 
 
+class WindowPastEnd(VideoError):
+    """A time window asked of a video (a dataset record's span) starts after its last frame."""
+
+    code = "window_past_end"
+
+
 class ForbiddenSource(VideoError):
     """URLs, playlists and non-file protocols are refused before ffmpeg sees them."""
 

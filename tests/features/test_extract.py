@@ -64,6 +64,7 @@ def test_cache_hits_on_second_run_and_misses_when_a_key_part_changes(
     changes = [
         dict(source=avi_clips[1]),  # the video
         dict(sampling=SamplingSettings(n_frames=5)),  # the sampler
+        dict(start=1.0, end=2.0),  # a window of the video
         dict(extractor=FeatureExtractor(SMALL, grid=True)),  # grid requested
         dict(extractor=FeatureExtractor(SMALL.model_copy(update={"weights": str(weights)}))),
         dict(extractor=FeatureExtractor(SMALL.model_copy(update={"backbone": "regnet_y_400mf"}))),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tests.io.conftest import reference_frames
+from video_mm.errors import WindowPastEnd
 from video_mm.io import open_video, sample_frames
 from video_mm.io.sampling import sample_indices
 
@@ -101,3 +102,14 @@ def test_span(corpus: dict[str, Path]) -> None:
     batch = sample_frames(corpus["h264.mp4"], n=4, start=0.2, end=0.6, size=32)
     assert batch.indices.tolist() == [5, 8, 11, 14]
     assert batch.frames.shape == (4, 32, 57, 3)
+
+
+def test_a_window_past_the_end(corpus: dict[str, Path]) -> None:
+    """1 s at 25 fps: a span from 1.5 s yields the last frame, or with ``strict_window`` (a dataset
+    record's window) a typed error; a span inside the last frame's 40 ms is still the video."""
+    clip = corpus["h264.mp4"]
+    assert sample_frames(clip, n=2, start=1.5, end=2.0, size=32).indices.tolist() == [24, 24]
+    with pytest.raises(WindowPastEnd, match=r"window 1\.5-2 s starts after the video ends"):
+        sample_frames(clip, n=2, start=1.5, end=2.0, size=32, strict_window=True)
+    tail = sample_frames(clip, n=2, start=0.97, end=2.0, size=32, strict_window=True)
+    assert tail.indices.tolist() == [24, 24]

@@ -53,6 +53,7 @@ STATUS = {
     "bad_video": 422,
     "corrupt_video": 422,
     "decode_timeout": 422,
+    "window_past_end": 422,
     "rate_limited": 429,
     "busy": 503,
     "insufficient_storage": 507,

@@ -1,9 +1,11 @@
 """Per-frame features of a dataset's videos, computed the way a model's recipe says.
 
 Training and evaluation (captioners and retrieval alike) read a dataset through here: each
-record's video (or its start/end window) goes through :mod:`video_mm.features` (batched, decode
-overlapped, cached by video sha256) and is reduced as the :class:`~video_mm.artifacts.FeatureRecipe`
-says (globally pooled, or the CNN grid pooled to k x k cells).
+record's video, or its ``start``/``end`` window within the file when it has one (see
+:class:`~video_mm.data.datasets.VideoRecord`), goes through :mod:`video_mm.features` (batched,
+decode overlapped, cached by video sha256 plus the window) and is reduced as the
+:class:`~video_mm.artifacts.FeatureRecipe` says (globally pooled, or the CNN grid pooled to k x k
+cells).
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ def extract_features(
 ) -> dict[str, np.ndarray]:
     """``[T, D]`` features of each record's video (or its start/end window), by video id.
 
-    Goes through :mod:`video_mm.features` (batched, decode overlapped, cached by video sha256).
-    A video that cannot be read is skipped with a warning line rather than ending the run.
+    Goes through :mod:`video_mm.features` (batched, decode overlapped, cached by video sha256 and
+    window). A video that cannot be read, or whose window starts after the file ends, is skipped
+    with a warning line rather than ending the run.
     """
     from video_mm.features.cache import FeatureCache
-    from video_mm.features.extract import FeatureExtractor, extract_videos
+    from video_mm.features.extract import FeatureExtractor, Window, extract_videos
 
     settings = (settings or FeatureSettings()).model_copy(
         update={"backbone": recipe.backbone, "weights": recipe.weights}
@@ -46,7 +49,8 @@ def extract_features(
     todo = [r for r in records if r.path is not None]
     missing = len(records) - len(todo)
     bar = tqdm(total=len(todo), desc="features", disable=not progress)
-    runs = extract_videos([r.path for r in todo], recipe.sampling(), extractor, cache=cache)
+    windows = [Window(r.path, r.start, r.end) for r in todo]
+    runs = extract_videos(windows, recipe.sampling(), extractor, cache=cache)
     for r, (_, feats) in zip(todo, runs, strict=True):
         bar.update()
         if isinstance(feats, VideoMMError):

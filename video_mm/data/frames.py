@@ -1,9 +1,10 @@
 """Sampled frames of a dataset's videos, for models that train their CNN (an end-to-end LRCN).
 
 Such a model reads frames, not features, so what a training run would otherwise compute again
-every epoch is the decoding: each record's frames are sampled once as the recipe says (uniform,
-``n_frames``, short side ``size``), kept as uint8 ``[T, H, W, 3]`` and cached by video sha256 beside
-the features (:func:`video_mm.features.cache.frames_key`). The model's own ``preprocess`` turns
+every epoch is the decoding: each record's frames (within its ``start``/``end`` window when it has
+one) are sampled once as the recipe says (uniform, ``n_frames``, short side ``size``), kept as uint8
+``[T, H, W, 3]`` and cached by video sha256 and window beside the features
+(:func:`video_mm.features.cache.frames_key`). The model's own ``preprocess`` turns
 them into its input per batch.
 """
 
@@ -28,10 +29,11 @@ def sample_dataset_frames(
     cache_dir: Path | None = None,
     progress: bool = True,
 ) -> dict[str, np.ndarray]:
-    """uint8 frames ``[T, H, W, 3]`` of each record's video, by video id, sampled as
-    :func:`video_mm.data.features.extract_features` samples them for features. A video that cannot
-    be read is skipped with a warning line rather than ending the run."""
-    from video_mm.features.cache import FeatureCache, file_sha256, frames_key
+    """uint8 frames ``[T, H, W, 3]`` of each record's video (or window of it), by video id,
+    sampled as :func:`video_mm.data.features.extract_features` samples them for features. A video
+    that cannot be read, or whose window starts after the file ends, is skipped with a warning
+    line rather than ending the run."""
+    from video_mm.features.cache import FeatureCache, file_sha256, frames_key, window_sampler
     from video_mm.io.sampling import sample_frames
 
     cache = FeatureCache(cache_dir) if cache_dir else None
@@ -40,14 +42,23 @@ def sample_dataset_frames(
     todo = [r for r in records if r.path is not None]
     for r in tqdm(todo, desc="frames", disable=not progress):
         try:
-            key = frames_key(file_sha256(r.path), sampling.model_dump())
+            key = frames_key(file_sha256(r.path),
+                             window_sampler(sampling.model_dump(), r.start, r.end))  # fmt: skip
         except OSError:
             key = None  # unreadable: sample_frames below raises the typed error
         frames = cache.get_frames(key) if cache is not None and key is not None else None
         if frames is None:
             try:
-                frames = sample_frames(r.path, sampler=sampling.sampler, n=sampling.n_frames,
-                                       size=sampling.size).frames
+                frames = sample_frames(
+                    r.path,
+                    sampler=sampling.sampler,
+                    n=sampling.n_frames,
+                    fps=sampling.fps,
+                    start=r.start,
+                    end=r.end,
+                    size=sampling.size,
+                    strict_window=True,
+                ).frames
             except VideoMMError as exc:
                 tqdm.write(f"skipped {r.video_id}: {exc}", file=sys.stderr)
                 continue

@@ -3,7 +3,7 @@ and a content-keyed cache."""
 
 from video_mm.features.backbones import Backbone, Preprocess, create_backbone, list_backbones
 from video_mm.features.cache import CacheKey, FeatureCache
-from video_mm.features.extract import FeatureExtractor, extract_video, extract_videos
+from video_mm.features.extract import FeatureExtractor, Window, extract_video, extract_videos
 
 __all__ = [
     "Backbone",
@@ -11,6 +11,7 @@ __all__ = [
     "FeatureCache",
     "FeatureExtractor",
     "Preprocess",
+    "Window",
     "create_backbone",
     "extract_video",
     "extract_videos",

@@ -1,10 +1,12 @@
 """A feature cache keyed by what the features depend on, so nothing is computed twice.
 
 The key is (sha256 of the video's bytes, sampler settings, backbone, weights hash, grid): renaming
-or moving a video still hits, changing any input misses. Entries are safetensors files written
-through fsspec (a local folder, ``s3://``, ``memory://``), one per key, atomically. Models that
-train their CNN read decoded frames instead; those are cached the same way (:func:`frames_key`,
-``get_frames``/``put_frames``: uint8 ``[T, H, W, 3]``), since decoding is then the repeated work.
+or moving a video still hits, changing any input misses. Features of a time window of a file add
+the window to the sampler settings (:func:`window_sampler`); a whole file's key has no window.
+Entries are safetensors files written through fsspec (a local folder, ``s3://``, ``memory://``),
+one per key, atomically. Models that train their CNN read decoded frames instead; those are cached
+the same way (:func:`frames_key`, ``get_frames``/``put_frames``: uint8 ``[T, H, W, 3]``), since
+decoding is then the repeated work.
 """
 
 from __future__ import annotations
@@ -91,6 +93,15 @@ class CacheKey:
     def digest(self) -> str:
         doc = {"v": FORMAT_VERSION, **asdict(self)}
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def window_sampler(
+    sampler: dict[str, Any], start: float | None = None, end: float | None = None
+) -> dict[str, Any]:
+    """The sampler part of a key for ``[start, end)`` of a file: two windows of one file never
+    share an entry, and a whole file (no window) keeps the key it had before windows existed."""
+    window = {k: float(v) for k, v in (("start", start), ("end", end)) if v is not None}
+    return {**sampler, **window}
 
 
 def frames_key(video_sha256: str, sampler: dict[str, Any]) -> CacheKey:

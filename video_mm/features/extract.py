@@ -25,7 +25,7 @@ import torch
 from video_mm.artifacts import resolve_device
 from video_mm.errors import ConfigError, VideoMMError
 from video_mm.features.backbones import Backbone, create_backbone, fetch_settings
-from video_mm.features.cache import CacheKey, FeatureCache, file_sha256
+from video_mm.features.cache import CacheKey, FeatureCache, file_sha256, window_sampler
 from video_mm.io.sampling import sample_frames
 from video_mm.records import ClipFeatures, FrameBatch
 from video_mm.settings import FeatureSettings, IOSettings, SamplingSettings
@@ -258,17 +258,28 @@ class FeatureExtractor:
         return clip.job, ClipFeatures(feats, times, self.name, grid=grid, warning=result.warning)
 
 
-# --- whole videos, with the cache ----------------------------------------------------------------
+# --- whole videos (or windows of them), with the cache -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """``[start, end)`` seconds of one video file (None: from its start / to its end). Sampled
+    within the window; one that starts after the file ends is a
+    :class:`~video_mm.errors.WindowPastEnd`, and one that runs past the end stops there."""
+
+    source: str | Path
+    start: float | None = None
+    end: float | None = None
 
 
 def cache_key(
-    source: str | Path, sampling: SamplingSettings, extractor: FeatureExtractor, **window: Any
+    source: str | Path | Window, sampling: SamplingSettings, extractor: FeatureExtractor
 ) -> CacheKey:
-    """What the features of ``source`` depend on; ``window`` is ``start``/``end`` when given."""
-    sampler = {**sampling.model_dump(), **{k: v for k, v in window.items() if v is not None}}
+    """What the features of ``source`` depend on, its window included when it has one."""
+    window = source if isinstance(source, Window) else Window(source)
     return CacheKey(
-        video_sha256=file_sha256(source),
-        sampler=sampler,
+        video_sha256=file_sha256(window.source),
+        sampler=window_sampler(sampling.model_dump(), window.start, window.end),
         backbone=extractor.name,
         weights_id=extractor.backbone.weights_id,
         grid=extractor.grid,
@@ -276,24 +287,24 @@ def cache_key(
 
 
 def extract_videos(
-    sources: Iterable[str | Path],
+    sources: Iterable[str | Path | Window],
     sampling: SamplingSettings,
     extractor: FeatureExtractor,
     *,
     cache: FeatureCache | None = None,
     limits: IOSettings | None = None,
-    start: float | None = None,
-    end: float | None = None,
-) -> Iterator[tuple[str | Path, ClipFeatures | VideoMMError]]:
-    """Features of each video, in order, decode overlapped with inference; cached results are
-    read instead of computed. A bad video yields its error; the others continue."""
+) -> Iterator[tuple[str | Path | Window, ClipFeatures | VideoMMError]]:
+    """Features of each video (or :class:`Window` of one), in order, decode overlapped with
+    inference; cached results are read instead of computed. A bad video yields its error; the
+    others continue."""
     misses: dict[int, CacheKey] = {}  # written by the producer before the job is queued
 
-    def load(job: tuple[int, str | Path]) -> FrameBatch | ClipFeatures:
+    def load(job: tuple[int, str | Path | Window]) -> FrameBatch | ClipFeatures:
         i, source = job
+        window = source if isinstance(source, Window) else Window(source)
         if cache is not None:
             try:
-                key = cache_key(source, sampling, extractor, start=start, end=end)
+                key = cache_key(window, sampling, extractor)
             except OSError:
                 pass  # unreadable: sample_frames below raises the typed error
             else:
@@ -301,14 +312,15 @@ def extract_videos(
                     return hit
                 misses[i] = key
         return sample_frames(
-            source,
+            window.source,
             sampler=sampling.sampler,
             n=sampling.n_frames,
             fps=sampling.fps,
-            start=start,
-            end=end,
+            start=window.start,
+            end=window.end,
             size=sampling.size,
             limits=limits,
+            strict_window=True,
         )
 
     for (i, source), out in extractor.run(enumerate(sources), load):
@@ -332,9 +344,8 @@ def extract_video(
     """Features of one video (or of its ``start``-``end`` window); raises its VideoError."""
     extractor = extractor or FeatureExtractor(settings)
     sampling = sampling or SamplingSettings()
-    runs = extract_videos(
-        [source], sampling, extractor, cache=cache, limits=limits, start=start, end=end
-    )
+    runs = extract_videos([Window(source, start, end)], sampling, extractor, cache=cache,
+                          limits=limits)  # fmt: skip
     _, out = next(iter(runs))
     if isinstance(out, Exception):
         raise out

@@ -5,6 +5,10 @@
 - ``fps``: the frame shown at each multiple of ``1/fps`` seconds from the span's start.
 - ``keyframes``: only the keyframes in the span: no decoding of the frames between them, so it is
   the fast choice on long-GOP files, and approximate (keyframes fall where the encoder put them).
+
+A span that starts after the last frame is shown still yields that last frame (the tail clip of a
+file whose header promises more than its frames hold), unless ``strict_window`` asks for
+:class:`~video_mm.errors.WindowPastEnd`: a dataset record's window that its file does not have.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ from typing import Literal
 
 import numpy as np
 
+from video_mm.errors import WindowPastEnd
 from video_mm.io.decode import Reader, open_video
 from video_mm.io.guard import Source
-from video_mm.records import FrameBatch
+from video_mm.records import FrameBatch, VideoInfo
 from video_mm.settings import IOSettings
 
 Sampler = Literal["uniform", "fps", "keyframes"]
@@ -32,15 +37,27 @@ def sample_frames(
     end: float | None = None,
     size: int | None = None,
     limits: IOSettings | None = None,
+    strict_window: bool = False,
 ) -> FrameBatch:
     """Sample frames of ``[start, end)`` seconds (default: the whole video) into a FrameBatch.
 
     A reader passed in is used as is (its ``size`` applies); a source is opened and closed here.
+    ``strict_window``: a ``start`` at or after the end of the video raises
+    :class:`~video_mm.errors.WindowPastEnd` instead of yielding the last frame.
     """
     if isinstance(source_or_reader, Reader):
-        return _sample(source_or_reader, sampler, n, fps, start, end)
+        return _sample(source_or_reader, sampler, n, fps, start, end, strict_window)
     with open_video(source_or_reader, size=size, limits=limits) as reader:
-        return _sample(reader, sampler, n, fps, start, end)
+        return _sample(reader, sampler, n, fps, start, end, strict_window)
+
+
+def _video_end(times: np.ndarray, info: VideoInfo) -> float:
+    """When the last frame stops being shown: its time plus the usual frame interval."""
+    if len(times) == 0:
+        return 0.0
+    if len(times) > 1:
+        return float(times[-1] + np.median(np.diff(times)))
+    return float(times[-1]) + (1.0 / info.fps if info.fps > 0 else 0.0)
 
 
 def sample_indices(
@@ -86,9 +103,20 @@ def sample_indices(
 
 
 def _sample(
-    reader: Reader, sampler: Sampler, n: int, fps: float, start: float | None, end: float | None
+    reader: Reader,
+    sampler: Sampler,
+    n: int,
+    fps: float,
+    start: float | None,
+    end: float | None,
+    strict_window: bool,
 ) -> FrameBatch:
     times = reader.frame_times()
+    if strict_window and start is not None and start >= (last := _video_end(times, reader.info)):
+        span = f"{start:g}-{end:g} s" if end is not None else f"from {start:g} s"
+        raise WindowPastEnd(
+            reader.info.path, f"the window {span} starts after the video ends ({last:.2f} s)"
+        )
     keys = reader.keyframe_indices() if sampler == "keyframes" else np.zeros(0, np.int64)
     idx = sample_indices(times, keys, sampler=sampler, n=n, fps=fps, start=start, end=end)
     frames = reader.get_frames(idx)
