@@ -27,6 +27,7 @@ PARSED_BY = {
     "models pull": "cli/test_models.py",
     "models zero-shot": "cli/test_models.py",
     "models freeze": "cli/test_models.py",
+    "models adapt-bn": "train/test_batchnorm.py",
     "index": "pipeline/test_cli_service.py",
     "status": "pipeline/test_cli_service.py",
     "search": "search/test_search.py",

@@ -1,6 +1,7 @@
 """``vmm models``: the installed models with their provenance; pull one from the Hugging Face hub;
 make a zero-shot retrieval model from a CLIP or SigLIP; freeze an end-to-end captioner into the
-frame encoder and feature-reading captioner the pipeline serves."""
+frame encoder and feature-reading captioner the pipeline serves; estimate a frame encoder's
+batch-norm statistics on a dataset's frames."""
 
 from __future__ import annotations
 
@@ -166,6 +167,48 @@ def freeze_cmd(
           f"  use it: [features] backbone = \"{summary['backbone']}\", weights = \"{backbone}\"\n"
           f"captioner on its features -> {folder}\n"
           f"  serve it: VMM_MODELS__CAPTIONERS='[\"{folder}\"]'")
+
+
+@models_app.command("adapt-bn")
+def adapt_bn_cmd(
+    data: Annotated[Path, typer.Option(help="Dataset folder whose frames the statistics are "
+                                       "estimated on (videos + an annotation file).")],
+    out: Annotated[Path, typer.Option(help="Weights file to write (.safetensors).")],
+    backbone: Annotated[str, typer.Option(help="torchvision frame encoder.")] = "resnet18",
+    weights: Annotated[str, typer.Option(help="Its weights: none (random), a state-dict file or "
+                                         "a torchvision weights name.")] = "none",
+    n_frames: Annotated[int, typer.Option(min=1, help="Frames sampled per video, as the "
+                                          "training recipe samples them.")] = 8,
+    size: Annotated[int, typer.Option(min=16, help="Short side of the sampled frames.")] = 112,
+    split: Annotated[str, typer.Option(help="Split to read (train | all | ...).")] = "train",
+    max_frames: Annotated[int, typer.Option(min=1, help="At most this many frames, spread over "
+                                            "the videos.")] = 4096,
+    batch_size: Annotated[int, typer.Option(min=2, help="Frames per forward pass; each batch's "
+                                            "statistics are averaged.")] = 64,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Estimate a frame encoder's batch-norm statistics on a dataset's frames (AdaBN) and write
+    the result as a weights file for [features] weights: random weights (none) get the
+    normalisation they never had; pretrained ones are adapted to videos unlike their images."""
+    from video_mm.artifacts import FeatureRecipe
+    from video_mm.features.backbones import fetch_settings
+    from video_mm.train.batchnorm import adapt_batchnorm
+
+    settings = get_settings()
+    recipe = FeatureRecipe(backbone=backbone, weights=weights, n_frames=n_frames, size=size)
+    done = adapt_batchnorm(data, recipe, out, split=split, max_frames=max_frames,
+                           batch_size=batch_size,
+                           cache_dir=settings.data_dir / "features",
+                           fetch=fetch_settings(settings.features), progress=not as_json)
+    summary = {"backbone": done.backbone, "weights_from": done.weights_from,
+               "weights": str(done.path), "videos": done.videos, "frames": done.frames,
+               "batchnorm_layers": done.layers}  # fmt: skip
+    if as_json:
+        print(json.dumps(summary))
+        return
+    print(f"{done.backbone}: {done.layers} batch norms estimated on {done.frames} frames of "
+          f"{done.videos} videos -> {done.path}\n"
+          f"  use it: [features] backbone = \"{done.backbone}\", weights = \"{done.path}\"")
 
 
 def register(app: typer.Typer) -> None:

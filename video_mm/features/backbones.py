@@ -257,6 +257,19 @@ def _trained_size(path: Path, preprocess: Preprocess) -> Preprocess:
     return replace(preprocess, resize=int(meta["resize"]), crop=int(meta["crop"]))
 
 
+def save_backbone(backbone: Backbone, path: str | Path) -> Path:
+    """Write ``backbone``'s state as a weights file :func:`create_backbone` loads by path, with
+    the frame size it reads (``_trained_size``) in the file's metadata."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pre = backbone.preprocess
+    save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, str(path),
+              metadata={"resize": str(pre.resize), "crop": str(pre.crop)})
+    return path
+
+
 @dataclass(frozen=True)
 class Fetch:
     """How torchvision weight names are fetched when they are not cached (``FeatureSettings``)."""

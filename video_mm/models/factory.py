@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_file
+from safetensors.torch import load_model
 
 from video_mm.artifacts import (
     BackboneSpec,
@@ -32,6 +32,7 @@ from video_mm.artifacts import (
 )
 from video_mm.data.vocab import Vocabulary
 from video_mm.errors import ConfigError, ModelError
+from video_mm.features.backbones import save_backbone
 from video_mm.models.base import CaptionModel
 from video_mm.models.decoding import Decoding, Hypothesis
 from video_mm.models.lrcn import LRCN, LRCNConfig
@@ -207,10 +208,7 @@ def export_frozen(captioner: Captioner, directory: str | Path, **card: Any) -> P
         raise ModelError(f"{captioner.name} already reads features; save it as it is")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    cnn_file = out / BACKBONE_FILE
-    pre = model.cnn.preprocess
-    save_file({k: v.contiguous() for k, v in model.cnn.state_dict().items()}, str(cnn_file),
-              metadata={"resize": str(pre.resize), "crop": str(pre.crop)})
+    cnn_file = save_backbone(model.cnn, out / BACKBONE_FILE)
     digest = hashlib.sha256(cnn_file.read_bytes()).hexdigest()
     config = model_config(model) | {"end_to_end": False}
     frozen = create_model(config, model.vocab_size, model.feat_dim)
