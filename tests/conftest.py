@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,27 @@ def msvd14_captions(shared_data: Path) -> dict[str, list[str]]:
 def settings(tmp_path: Path) -> Settings:
     """Settings whose every file lives under this test's temporary directory."""
     return Settings(data_dir=tmp_path / "vmm")
+
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic benchmark: 16 videos of 64 px, 12 train and 4 test, no val split."""
+    from video_mm.data.synth import SynthConfig, generate
+
+    out = tmp_path_factory.mktemp("synth")
+    generate(out, 16, seed=3, config=SynthConfig(size=64, frames=8, fps=4), progress=False)
+    return out
+
+@pytest.fixture
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The CLI reads the process settings: point their data_dir (and the caches) at tmp_path."""
+    from video_mm.settings import get_settings
+
+    monkeypatch.setenv("VMM_DATA_DIR", str(tmp_path / "vmm"))
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
 
 
 # --- tiny randomly initialised transformers models, written with save_pretrained ---------------

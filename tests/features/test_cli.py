@@ -6,23 +6,12 @@ import json
 import re
 from pathlib import Path
 
-import pytest
 from safetensors.numpy import load_file
 from typer.testing import CliRunner
 
 from video_mm.cli import app
 from video_mm.errors import WeightsNotFound
 from video_mm.features.cache import loads
-from video_mm.settings import get_settings
-
-
-@pytest.fixture
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The CLI reads the process settings: point their data_dir (and the cache) at tmp_path."""
-    monkeypatch.setenv("VMM_DATA_DIR", str(tmp_path / "vmm"))
-    get_settings.cache_clear()
-    yield tmp_path
-    get_settings.cache_clear()
 
 
 def test_folder_with_a_bad_video(isolated: Path, avi_clips: list[Path], gif_clip: Path) -> None:

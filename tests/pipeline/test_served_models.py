@@ -26,16 +26,6 @@ CAPTIONERS = {
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from video_mm.data.synth import SynthConfig, generate
-
-    out = tmp_path_factory.mktemp("synth")
-    # 16 videos: 12 train, 4 test, no val split (too small a dataset for one)
-    generate(out, 16, seed=3, config=SynthConfig(size=64, frames=8, fps=4), progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
 def runs(synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run folders trained through the CLI, 1-2 epochs each, without validation (there is no
     val split), which the trainers say."""

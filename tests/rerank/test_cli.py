@@ -8,15 +8,6 @@ import pytest
 from typer.testing import CliRunner
 
 from video_mm.cli import app
-from video_mm.settings import get_settings
-
-
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("VMM_DATA_DIR", str(tmp_path / "vmm"))
-    get_settings.cache_clear()
-    yield tmp_path
-    get_settings.cache_clear()
 
 
 @pytest.mark.parametrize("grid_pool", [1, 2], ids=["frames", "cells"])

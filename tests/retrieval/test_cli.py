@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from typer.testing import CliRunner
 
 from video_mm.cli import app
-from video_mm.settings import get_settings
 
 METRICS = [f"{d}_{m}" for d in ("t2v", "v2t") for m in ("R@1", "R@5", "R@10", "MedR", "MeanR")]
 
-
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("VMM_DATA_DIR", str(tmp_path / "vmm"))
-    get_settings.cache_clear()
-    yield tmp_path
-    get_settings.cache_clear()
 
 
 def test_train_then_eval_with_held_out_captions(isolated, shared_data):

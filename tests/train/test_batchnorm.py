@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -18,24 +17,6 @@ from video_mm.data.frames import sample_dataset_frames
 from video_mm.errors import ConfigError
 from video_mm.features.backbones import create_backbone
 from video_mm.features.batchnorm import batchnorms, estimate_batchnorm
-from video_mm.settings import get_settings
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from video_mm.data.synth import SynthConfig, generate
-
-    out = tmp_path_factory.mktemp("synth")
-    generate(out, 16, seed=3, config=SynthConfig(size=64, frames=8, fps=4), progress=False)
-    return out
-
-
-@pytest.fixture
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("VMM_DATA_DIR", str(tmp_path / "vmm"))
-    get_settings.cache_clear()
-    yield tmp_path
-    get_settings.cache_clear()
 
 
 def test_adapt_bn_writes_weights_a_recipe_loads(synth: Path, isolated: Path) -> None:
