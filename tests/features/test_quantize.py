@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from video_mm.errors import ConfigError
-from video_mm.features.extract import FeatureExtractor
+from video_mm.features.extract import FeatureExtractor, cache_key
 from video_mm.features.quantize import synthetic_frames
 from video_mm.io.sampling import sample_frames
-from video_mm.settings import FeatureSettings
+from video_mm.settings import FeatureSettings, SamplingSettings
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -55,6 +55,23 @@ def test_int8_calibrates_on_the_users_videos(avi_clips: list[Path], tmp_path: Pa
     assert np.isfinite(ex.extract_frames(synthetic_frames(2))).all()
     with pytest.raises(ConfigError, match="no videos"):
         FeatureExtractor(settings.model_copy(update={"calibration": str(tmp_path)}), device="cpu")
+
+
+def test_int8_cache_key_names_the_calibration(avi_clips: list[Path]) -> None:
+    """Another calibration is another int8 model: its features must not be served from a cache
+    filled with the first one's (the key was the backbone and weights alone)."""
+    base = FeatureSettings(backbone="resnet18", precision="int8", calibration_frames=8)
+    sampling = SamplingSettings(n_frames=2, size=64)
+
+    def key(settings: FeatureSettings) -> str:
+        return cache_key(avi_clips[0], sampling, FeatureExtractor(settings, device="cpu")).digest()
+
+    same, fp32 = key(base), FeatureExtractor(
+        base.model_copy(update={"precision": "float32"}), device="cpu")
+    assert key(base) == same  # deterministic: the same settings hit the same entries
+    assert key(base.model_copy(update={"calibration_frames": 4})) != same
+    assert key(base.model_copy(update={"calibration": str(avi_clips[0])})) != same
+    assert fp32.weights_id == fp32.backbone.weights_id  # float32 keys are unchanged
 
 
 def test_synthetic_calibration_images_are_deterministic() -> None:

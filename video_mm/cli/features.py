@@ -108,7 +108,7 @@ def features(
             meta = {
                 "source": str(source),
                 "video_sha256": file_sha256(source),
-                "weights": extractor.backbone.weights_id,
+                "weights": extractor.weights_id,
                 "sampling": json.dumps(s.model_dump()),
             }
             target = out / f"{vid}.safetensors"

@@ -11,6 +11,7 @@ int8, see :mod:`video_mm.features.quantize`); ``features.compile`` adds ``torch.
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import threading
 from collections import deque
@@ -79,6 +80,7 @@ class FeatureExtractor:
         # a backbone passed in is frozen for inference (and moved to the device)
         self.backbone = backbone.fine_tune(False).to(self.device, memory_format=torch.channels_last)
         self.amp_dtype = getattr(torch, settings.amp_dtype) if self.cuda and settings.amp else None
+        self.calibration_id = ""  # int8: the sha256 of the frames it was calibrated on
         if self.precision == "int8":
             model = self._int8_model()
         else:
@@ -99,7 +101,16 @@ class FeatureExtractor:
 
         s = self.settings
         frames = calibration_frames(s.calibration, s.calibration_frames)
+        self.calibration_id = hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest()
         return quantize_int8(self.backbone, self.backbone.preprocess(frames), s.batch_size)
+
+    @property
+    def weights_id(self) -> str:
+        """The backbone's weights and, for int8, its calibration: another calibration (another
+        ``features.calibration`` or ``calibration_frames``) is another model, and caches keep its
+        features apart."""
+        wid = self.backbone.weights_id
+        return f"{wid}+calibration:{self.calibration_id[:16]}" if self.calibration_id else wid
 
     @property
     def grid(self) -> bool:
@@ -281,7 +292,7 @@ def cache_key(
         video_sha256=file_sha256(window.source),
         sampler=window_sampler(sampling.model_dump(), window.start, window.end),
         backbone=extractor.name,
-        weights_id=extractor.backbone.weights_id,
+        weights_id=extractor.weights_id,
         grid=extractor.grid,
     )
 
