@@ -1,12 +1,12 @@
 """A feature cache keyed by what the features depend on, so nothing is computed twice.
 
-The key is (sha256 of the video's bytes, sampler settings, backbone, weights hash, grid): renaming
-or moving a video still hits, changing any input misses. Features of a time window of a file add
-the window to the sampler settings (:func:`window_sampler`); a whole file's key has no window.
-Entries are safetensors files written through fsspec (a local folder, ``s3://``, ``memory://``),
-one per key, atomically. Models that train their CNN read decoded frames instead; those are cached
-the same way (:func:`frames_key`, ``get_frames``/``put_frames``: uint8 ``[T, H, W, 3]``), since
-decoding is then the repeated work.
+The key is (sha256 of the video's bytes, sampler settings, backbone, weights hash, grid; an int8
+backbone's weights id names its calibration too): renaming or moving a video still hits, changing
+any input misses. Features of a time window of a file add the window to the sampler settings
+(:func:`window_sampler`); a whole file's key has no window. Entries are safetensors files written
+through fsspec (a local folder, ``s3://``, ``memory://``), one per key, atomically. Models that
+train their CNN read decoded frames instead; those are cached the same way (:func:`frames_key`,
+``get_frames``/``put_frames``: uint8 ``[T, H, W, 3]``), since decoding is then the repeated work.
 """
 
 from __future__ import annotations
