@@ -34,7 +34,7 @@ def sample_dataset_frames(
     that cannot be read, or whose window starts after the file ends, is skipped with a warning
     line rather than ending the run."""
     from video_mm.features.cache import FeatureCache, file_sha256, frames_key, window_sampler
-    from video_mm.io.sampling import sample_frames
+    from video_mm.features.extract import Window, sample_window
 
     cache = FeatureCache(cache_dir) if cache_dir else None
     sampling = recipe.sampling()
@@ -45,20 +45,11 @@ def sample_dataset_frames(
             key = frames_key(file_sha256(r.path),
                              window_sampler(sampling.model_dump(), r.start, r.end))  # fmt: skip
         except OSError:
-            key = None  # unreadable: sample_frames below raises the typed error
+            key = None  # unreadable: sample_window below raises the typed error
         frames = cache.get_frames(key) if cache is not None and key is not None else None
         if frames is None:
             try:
-                frames = sample_frames(
-                    r.path,
-                    sampler=sampling.sampler,
-                    n=sampling.n_frames,
-                    fps=sampling.fps,
-                    start=r.start,
-                    end=r.end,
-                    size=sampling.size,
-                    strict_window=True,
-                ).frames
+                frames = sample_window(Window(r.path, r.start, r.end), sampling).frames
             except VideoMMError as exc:
                 tqdm.write(f"skipped {r.video_id}: {exc}", file=sys.stderr)
                 continue

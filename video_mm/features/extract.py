@@ -283,6 +283,16 @@ class Window:
     end: float | None = None
 
 
+def sample_window(
+    window: Window, sampling: SamplingSettings, limits: IOSettings | None = None
+) -> FrameBatch:
+    """The frames ``sampling`` picks within ``window`` (a window that starts after its file ends
+    raises :class:`~video_mm.errors.WindowPastEnd`)."""
+    return sample_frames(window.source, sampler=sampling.sampler, n=sampling.n_frames,
+                         fps=sampling.fps, start=window.start, end=window.end, size=sampling.size,
+                         limits=limits, strict_window=True)  # fmt: skip
+
+
 def cache_key(
     source: str | Path | Window, sampling: SamplingSettings, extractor: FeatureExtractor
 ) -> CacheKey:
@@ -317,22 +327,12 @@ def extract_videos(
             try:
                 key = cache_key(window, sampling, extractor)
             except OSError:
-                pass  # unreadable: sample_frames below raises the typed error
+                pass  # unreadable: sample_window below raises the typed error
             else:
                 if (hit := cache.get(key)) is not None:
                     return hit
                 misses[i] = key
-        return sample_frames(
-            window.source,
-            sampler=sampling.sampler,
-            n=sampling.n_frames,
-            fps=sampling.fps,
-            start=window.start,
-            end=window.end,
-            size=sampling.size,
-            limits=limits,
-            strict_window=True,
-        )
+        return sample_window(window, sampling, limits)
 
     for (i, source), out in extractor.run(enumerate(sources), load):
         key = misses.pop(i, None)
