@@ -3,6 +3,7 @@ travels with the model, and padding and device choice behave the same for every 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from video_mm.artifacts import (
 from video_mm.data.vocab import Vocabulary
 from video_mm.errors import ConfigError, ModelError
 from video_mm.models import create_model, from_pretrained, save_pretrained
+from video_mm.provenance import describe
 from video_mm.records import Clip, clip_id
 from video_mm.retrieval import RetrievalModel, load_config
 from video_mm.retrieval import from_pretrained as retrieval_from_pretrained
@@ -86,6 +88,19 @@ def test_default_recipe_follows_the_saved_backbone(tmp_path: Path, vocab: Vocabu
     recipe = load_recipe(tmp_path)
     assert (recipe.backbone, recipe.weights, recipe.mean) == ("resnet50", "w.pt", None)
     assert from_pretrained(tmp_path).recipe is None
+
+
+def test_a_recipe_saved_before_precision_was_recorded_loads_as_float32(
+    tmp_path: Path, vocab: Vocabulary
+) -> None:
+    model = create_model({"arch": "meanpool", "embed_dim": 16, "hidden_dim": 16}, len(vocab), 8)
+    save_pretrained(tmp_path, model, vocab, SPEC, recipe=RECIPE, trained_on="nothing")
+    recipe = json.loads((tmp_path / "features.json").read_text())
+    del recipe["precision"]
+    (tmp_path / "features.json").write_text(json.dumps(recipe))
+    assert load_recipe(tmp_path).precision == "float32"
+    info = describe(tmp_path)
+    assert info is not None and info.precision == "float32"  # vmm models list shows it
 
 
 def test_pad_features_masks_the_padding() -> None:

@@ -6,7 +6,8 @@ Captioners and retrieval models are saved the same way, as a folder that needs n
     model.safetensors  the weights
     vocab.json         the vocabulary (when the model has one)
     features.json      the feature recipe: how its input features are computed (sampling,
-                       pooling, the training set's normalisation); absent in hand-made folders
+                       pooling, the training set's normalisation, the precision they had);
+                       absent in hand-made folders
     README.md          the model card: YAML metadata (``provenance.front_matter``: frame encoder,
                        data, metrics and the command, date) then a short description, so the
                        folder can be pushed to the Hugging Face hub unchanged
@@ -23,6 +24,7 @@ feature layer can share :func:`resolve_device` too.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +46,8 @@ VOCAB_FILE = "vocab.json"
 FEATURES_FILE = "features.json"
 CARD_FILE = "README.md"
 BEST = "best"  # a training run keeps its best model here
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,9 @@ class FeatureRecipe:
     normalize: bool = True  # standardise each dimension with the training set's statistics
     mean: list[float] | None = None  # filled in by training when normalize is on
     std: list[float] | None = None
+    # the features.precision training computed them in (float32 | int8 | bfloat16). Folders saved
+    # before it was recorded load as float32, which they were unless int8 or bfloat16 was set.
+    precision: str = "float32"
 
     def sampling(self) -> SamplingSettings:
         return SamplingSettings(sampler="uniform", n_frames=self.n_frames, size=self.size)
@@ -87,6 +94,24 @@ class FeatureRecipe:
         if self.mean is None or self.std is None:
             return feats.astype(np.float32)
         return ((feats - np.asarray(self.mean)) / np.asarray(self.std)).astype(np.float32)
+
+
+_precision_warned: set[tuple[str, str]] = set()
+
+
+def warn_precision(name: str, recipe: FeatureRecipe | None, served: str) -> None:
+    """Say (once per model and served precision, per process) that model ``name`` is served
+    features of another precision than it was trained on. Not refused: int8 serving of a float32
+    model is the intended speed option, but its cost in quality should be a choice, not silent."""
+    if recipe is None or recipe.precision == served or (name, served) in _precision_warned:
+        return
+    _precision_warned.add((name, served))
+    log.warning(
+        "%s was trained on %s features but is served %s ones (features.precision): int8 is "
+        "faster on CPU at a measured cost in quality (BENCHMARKS.md, 'int8 features: caption and "
+        "search quality'); set features.precision = %r to serve what it was trained on",
+        name, recipe.precision, served, recipe.precision,
+    )
 
 
 def pool_grid(grid: np.ndarray, k: int) -> np.ndarray:

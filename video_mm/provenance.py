@@ -125,6 +125,7 @@ class ModelInfo:
     frame_encoder: str
     weights: str
     trained_on: str
+    precision: str = ""  # of the frame encoder's features in training ("": no features.json)
     scores: dict[str, float] = field(default_factory=dict)
     created: str = ""
     command: str = ""
@@ -139,7 +140,13 @@ def describe(folder: Path, *, served: bool = False) -> ModelInfo | None:
     """The provenance of the saved model in ``folder`` (a run's ``best/`` too); None when the
     folder holds no video-mm model."""
     # artifacts stamps and writes cards through this module: read folders through its rule here
-    from video_mm.artifacts import CONFIG_FILE, model_folder, model_name
+    from video_mm.artifacts import (
+        CONFIG_FILE,
+        FEATURES_FILE,
+        FeatureRecipe,
+        model_folder,
+        model_name,
+    )
 
     config_file = model_folder(folder) / CONFIG_FILE
     try:
@@ -150,9 +157,14 @@ def describe(folder: Path, *, served: bool = False) -> ModelInfo | None:
         return None
     name, weights = frame_encoder(config)
     prov = config.get("provenance", {})
+    try:
+        recipe = json.loads((config_file.parent / FEATURES_FILE).read_text())
+        precision = str(recipe.get("precision", FeatureRecipe.precision))
+    except (OSError, ValueError, AttributeError):
+        precision = ""
     return ModelInfo(
         name=model_name(folder), kind=kind_of(config), path=str(folder), frame_encoder=name,
-        weights=weights, trained_on=str(config.get("trained_on", "")),
+        weights=weights, trained_on=str(config.get("trained_on", "")), precision=precision,
         scores=dict(config.get("scores", {})), created=prov.get("created", ""),
         command=prov.get("command", ""), notes=notes(config), served=served,
     )

@@ -4,16 +4,20 @@ the frames the features decode."""
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from video_mm.artifacts import FeatureRecipe
+from video_mm.artifacts import BackboneSpec, FeatureRecipe
 from video_mm.io.sampling import sample_frames
 from video_mm.pipeline.stages import (
     FeatureSpec,
     Models,
+    feature_spec,
     features_stage,
     probe_stage,
     rerank_features_stage,
@@ -32,6 +36,25 @@ def test_models_inputs_apply_the_standardisation_saved_with_the_model() -> None:
     )
     np.testing.assert_allclose(models.inputs("trained", {spec.key: raw})[0], [[1, 1], [0, 0]])
     np.testing.assert_array_equal(models.inputs("plain", {spec.key: raw})[0], raw[0].features)
+
+
+def test_serving_features_of_another_precision_is_said_once_per_model(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """int8 serving of a float32 model is allowed (it is the speed option), but not silent."""
+    spec = BackboneSpec("resnet18", "none", dim=512)
+    float32 = SimpleNamespace(backbone=spec, recipe=FeatureRecipe())
+    int8 = SimpleNamespace(backbone=spec, recipe=FeatureRecipe(precision="int8"))
+    served = settings.model_copy(update={"features": FeatureSettings(precision="int8")})
+    with caplog.at_level(logging.WARNING, logger="video_mm.artifacts"):
+        for _ in range(2):
+            assert feature_spec(float32, Path("/m/f32_served_int8"), served).features.precision \
+                == "int8"
+        feature_spec(int8, Path("/m/int8_served_int8"), served)
+    [record] = caplog.records
+    message = record.getMessage()
+    assert "f32_served_int8 was trained on float32 features but is served int8" in message
+    assert "BENCHMARKS.md" in message
 
 
 def _thumbnail_array(data: bytes) -> np.ndarray:

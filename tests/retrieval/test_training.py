@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +18,14 @@ from video_mm.retrieval.training import (
     RetrievalTrainConfig,
     build_model,
     evaluate,
+    evaluate_on_dataset,
     nearest_other_clips,
     rank_metrics,
     shared_sentences,
+    train_on_dataset,
     train_retrieval,
 )
+from video_mm.settings import FeatureSettings
 from video_mm.train.loop import TrainConfig
 
 SMALL = {"name": "tiny", "embed_dim": 64, "video": {"pooling": "transformer", "hidden": 128,
@@ -160,3 +165,22 @@ def test_too_small_a_validation_split_trains_without_validation_and_says_so(
     assert all("rsum" not in row for row in result.history)
     assert model.scores == {}
     assert evaluate(model, tiny_test)["t2v_R@1"] > 8 * 100.0 / len(tiny_test)
+
+
+def test_float32_training_is_recorded_and_int8_serving_is_said_once(
+    synth: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = RetrievalTrainConfig.load(epochs=1, n_frames=2, size=64, backbone="mobilenet_v3_small",
+                                    val_split="all", batch_size=8, progress=False)
+    run.model = {"embed_dim": 16, "video": {"pooling": "mean"},
+                 "text": {"word_dim": 16, "hidden": 16}}
+    out, cache = tmp_path / "f32_run", tmp_path / "cache"
+    train_on_dataset(synth, "learned", out, run, cache_dir=cache, resume=False)
+    assert json.loads((out / "best" / "features.json").read_text())["precision"] == "float32"
+    int8 = FeatureSettings(precision="int8", calibration_frames=8)
+    with caplog.at_level(logging.WARNING, logger="video_mm.artifacts"):
+        for _ in range(2):
+            evaluate_on_dataset(out / "best", synth, "test", feature_settings=int8,
+                                cache_dir=cache, progress=False)
+    [record] = caplog.records
+    assert "f32_run was trained on float32 features but is served int8" in record.getMessage()

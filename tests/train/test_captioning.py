@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,13 @@ from typer.testing import CliRunner
 
 from video_mm.errors import ConfigError
 from video_mm.models.decoding import Decoding
-from video_mm.train.captioning import CaptionBatches, CaptionTrainConfig, train_captioner
+from video_mm.settings import FeatureSettings
+from video_mm.train.captioning import (
+    CaptionBatches,
+    CaptionTrainConfig,
+    evaluate_captioner,
+    train_captioner,
+)
 from video_mm.train.loop import TrainConfig
 
 BACKBONE = "mobilenet_v3_small"  # random weights; the cheapest backbone keeps these tests fast
@@ -107,6 +114,28 @@ def test_cli_train_then_eval_json(tiny_synth: Path, tmp_path: Path,
         assert 0.0 <= scores[key] <= 10.0
     predictions = json.loads((run / "best" / "predictions_train.json").read_text())
     assert len(predictions["predictions"]) == scores["n_videos"] > 0
+
+
+def test_int8_training_is_recorded_and_float32_serving_is_said_once(
+    tiny_synth: Path, feature_cache: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    int8 = FeatureSettings(precision="int8", calibration_frames=8)
+    run = tmp_path / "int8_run"
+    train_captioner(tiny_synth, "attention", run, _config(1), feature_settings=int8,
+                    cache_dir=feature_cache)
+    assert json.loads((run / "best" / "features.json").read_text())["precision"] == "int8"
+
+    def evaluate(settings: FeatureSettings) -> None:
+        evaluate_captioner(run / "best", tiny_synth, "test", feature_settings=settings,
+                           cache_dir=feature_cache, fast=True, progress=False)
+
+    with caplog.at_level(logging.WARNING, logger="video_mm.artifacts"):
+        evaluate(int8)
+        assert not caplog.records  # served as trained
+        evaluate(FeatureSettings())
+        evaluate(FeatureSettings())
+    [record] = caplog.records
+    assert "int8_run was trained on int8 features but is served float32" in record.getMessage()
 
 
 def test_bad_config_is_a_typed_error(tmp_path: Path) -> None:

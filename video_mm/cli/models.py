@@ -65,7 +65,8 @@ def list_cmd(
         return
     for i in infos:
         print(f"{i.name}  {i.kind}{'  [served]' if i.served else ''}  {i.path}")
-        print(f"  frame encoder: {i.frame_encoder} (weights {i.weights})")
+        features = f"; {i.precision} features" if i.precision else ""
+        print(f"  frame encoder: {i.frame_encoder} (weights {i.weights}{features})")
         print(f"  trained on: {i.trained_on or 'not recorded'}")
         if i.scores:
             print("  scores: " + ", ".join(f"{k} {v:.4g}" for k, v in i.scores.items()))

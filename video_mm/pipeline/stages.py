@@ -29,6 +29,7 @@ from video_mm.artifacts import (
     pool_grid,
     read_saved,
     reranker_dir,
+    warn_precision,
 )
 from video_mm.errors import ConfigError, CorruptVideo, ModelError
 from video_mm.records import Caption, Clip, ClipFeatures, FrameBatch, VideoInfo, clip_id
@@ -127,7 +128,8 @@ class Models:
 def feature_spec(model: Any, folder: Path, settings: Settings) -> FeatureSpec:
     """The features a loaded model expects: its backbone spec and, when training saved one, its
     recipe (``model.recipe``, from ``features.json``: sampling, and grid_pool k > 1 for k x k
-    cells of the grid); else the configured features and sampling."""
+    cells of the grid); else the configured features and sampling. The precision stays the
+    configured one (int8 serving is a speed option), said once when it is not the model's."""
     features, sampling = settings.features, settings.sampling
     spec = getattr(model, "backbone", None)
     if spec is not None:
@@ -144,6 +146,7 @@ def feature_spec(model: Any, folder: Path, settings: Settings) -> FeatureSpec:
         if recipe.grid_pool > 1:
             features = features.model_copy(update={"grid": True})
         sampling = SamplingSettings(sampler="uniform", n_frames=recipe.n_frames, size=recipe.size)
+        warn_precision(model_name(folder), recipe, features.precision)
     return FeatureSpec(features, sampling)
 
 

@@ -46,7 +46,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from video_mm.artifacts import BackboneSpec, FeatureRecipe, load_recipe, model_name
+from video_mm.artifacts import (
+    BackboneSpec,
+    FeatureRecipe,
+    load_recipe,
+    model_name,
+    warn_precision,
+)
 from video_mm.data.datasets import VideoRecord, by_split, load_dataset
 from video_mm.data.features import extract_features
 from video_mm.errors import ConfigError
@@ -525,15 +531,18 @@ def _clips(
     return clip_set(records, {k: recipe.apply(v) for k, v in feats.items()})
 
 
-def reranker_recipe(retrieval: FeatureRecipe, grid_pool: int) -> FeatureRecipe:
-    """The features a re-ranker with ``grid_pool`` reads: the retrieval model's recipe (one
-    token a frame), or its backbone and sampling pooled to k x k cells, not standardised by the
-    recipe (the re-ranker standardises its input with its training set's statistics)."""
+def reranker_recipe(
+    retrieval: FeatureRecipe, grid_pool: int, precision: str = "float32"
+) -> FeatureRecipe:
+    """The features a re-ranker with ``grid_pool`` reads, computed in ``precision``: the retrieval
+    model's recipe (one token a frame), or its backbone and sampling pooled to k x k cells, not
+    standardised by the recipe (the re-ranker standardises its input with its training set's
+    statistics)."""
     if grid_pool == 1:
-        return retrieval
+        return replace(retrieval, precision=precision)
     return FeatureRecipe(backbone=retrieval.backbone, weights=retrieval.weights,
                          n_frames=retrieval.n_frames, size=retrieval.size, grid_pool=grid_pool,
-                         normalize=False)  # fmt: skip
+                         normalize=False, precision=precision)  # fmt: skip
 
 
 def train_on_dataset(
@@ -560,10 +569,12 @@ def train_on_dataset(
     if not train_recs:
         raise ConfigError(f"{data}: no videos in split {run.train_split!r}")
     progress = run.train.progress
+    precision = (feature_settings or FeatureSettings()).precision
+    warn_precision(model_name(retrieval), recipe, precision)  # its first stage
     first = tuple(_clips(recs, recipe, feature_settings, cache_dir, progress)
                   for recs in (train_recs, val_recs))  # fmt: skip
-    own = reranker_recipe(recipe, cfg.grid_pool)
-    train, val = first if own is recipe else (
+    own = reranker_recipe(recipe, cfg.grid_pool, precision)
+    train, val = first if cfg.grid_pool == 1 else (
         _clips(recs, own, feature_settings, cache_dir, progress) for recs in (train_recs, val_recs)
     )  # fmt: skip
     spec = dual.backbone or BackboneSpec(recipe.backbone, recipe.weights,
@@ -602,11 +613,15 @@ def evaluate_on_dataset(
         records = [replace(r, captions=held[r.video_id]) for r in records if r.video_id in held]
     if not records:
         raise ConfigError(f"{data}: no videos in split {split!r}")
+    served = (feature_settings or FeatureSettings()).precision
+    warn_precision(model_name(retrieval), recipe, served)
+    warn_precision(model_name(reranker), model.recipe, served)
     clips = _clips(records, recipe, feature_settings, cache_dir, progress)
     if len(clips) < 2:
         raise ConfigError("evaluation needs at least two clips")
     own = model.recipe or recipe  # the re-ranker's features: cells, or the retrieval model's
-    cells = clips if own == recipe else _clips(records, own, feature_settings, cache_dir, progress)
+    same = replace(own, precision=recipe.precision) == recipe  # both served alike
+    cells = clips if same else _clips(records, own, feature_settings, cache_dir, progress)
     video = dual.embed_videos(clips.features)
     scale = dual_logit_scale(dual)
 

@@ -23,7 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from video_mm.artifacts import BackboneSpec, FeatureRecipe, load_recipe, pad_features
+from video_mm.artifacts import (
+    BackboneSpec,
+    FeatureRecipe,
+    load_recipe,
+    model_name,
+    pad_features,
+    warn_precision,
+)
 from video_mm.data.datasets import VideoRecord, by_split, describe_training_data, load_dataset
 from video_mm.data.features import extract_features
 from video_mm.data.vocab import Vocabulary
@@ -68,7 +75,8 @@ class RetrievalTrainConfig:
             raise ConfigError(f"{path}: not a readable TOML file ({exc})") from exc
         train, feats = dict(data.pop("train", {})), dict(data.pop("features", {}))
         train_keys = {f.name for f in fields(TrainConfig)}
-        feat_keys = {f.name for f in fields(FeatureRecipe)}
+        # precision is what training computes the features in (features.precision), not a choice
+        feat_keys = {f.name for f in fields(FeatureRecipe)} - {"precision"}
         for key, value in overrides.items():
             if value is None:
                 continue
@@ -337,6 +345,7 @@ def train_on_dataset(
     val_recs = _split(records, run.val_split)
     if not train_recs:
         raise ConfigError(f"{data}: no videos in split {run.train_split!r}")
+    run.features.precision = (feature_settings or FeatureSettings()).precision
     feats = extract_features(
         [*train_recs, *val_recs], run.features, settings=feature_settings, cache_dir=cache_dir,
         progress=run.train.progress,
@@ -377,9 +386,10 @@ def evaluate_on_dataset(
         records = [replace(r, captions=held[r.video_id]) for r in records if r.video_id in held]
     if not records:
         raise ConfigError(f"{data}: no videos in split {split!r}")
+    recipe = model.recipe or load_recipe(model_dir)
+    warn_precision(model_name(model_dir), recipe, (feature_settings or FeatureSettings()).precision)
     feats = extract_features(
-        records, model.recipe or load_recipe(model_dir), settings=feature_settings,
-        cache_dir=cache_dir, progress=progress,
+        records, recipe, settings=feature_settings, cache_dir=cache_dir, progress=progress,
     )  # fmt: skip
     clips = clip_set(records, feats)
     scores = evaluate(model, clips)

@@ -34,7 +34,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from video_mm.artifacts import BackboneSpec, FeatureRecipe, load_recipe, pad_features
+from video_mm.artifacts import (
+    BackboneSpec,
+    FeatureRecipe,
+    load_recipe,
+    model_name,
+    pad_features,
+    warn_precision,
+)
 from video_mm.data.datasets import VideoRecord, by_split, describe_training_data, load_dataset
 from video_mm.data.features import extract_features
 from video_mm.data.frames import sample_dataset_frames
@@ -95,7 +102,8 @@ class CaptionTrainConfig:
         train = dict(data.pop("train", {}))
         feats = dict(data.pop("features", {}))
         train_keys = {f.name for f in fields(TrainConfig)}
-        feat_keys = {f.name for f in fields(FeatureRecipe)}
+        # precision is what training computes the features in (features.precision), not a choice
+        feat_keys = {f.name for f in fields(FeatureRecipe)} - {"precision"}
         for key, value in overrides.items():
             if value is None:
                 continue
@@ -405,6 +413,9 @@ def train_captioner(
             )
         model_cfg["cells"] = config.features.grid_pool
     out.mkdir(parents=True, exist_ok=True)
+    # end to end, the model's own CNN reads the frames in float32
+    config.features.precision = ("float32" if takes_frames
+                                 else (feature_settings or FeatureSettings()).precision)
     if takes_frames:
         feats = sample_dataset_frames([*train_recs, *val_recs], config.features,
                                       cache_dir=cache_dir, progress=config.train.progress)
@@ -570,6 +581,8 @@ def evaluate_captioner(
     if captioner.model.takes_frames:
         feats = sample_dataset_frames(records, recipe, cache_dir=cache_dir, progress=progress)
     else:
+        warn_precision(model_name(model_dir), recipe,
+                       (feature_settings or FeatureSettings()).precision)
         feats = extract_features(
             records, recipe, settings=feature_settings, cache_dir=cache_dir, progress=progress
         )
