@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from video_mm import provenance
 from video_mm.errors import ConfigError, ModelError, WeightsNotFound
-from video_mm.settings import SamplingSettings, Settings
+from video_mm.settings import FeatureSettings, SamplingSettings, Settings
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -81,6 +81,12 @@ class FeatureRecipe:
 
     def sampling(self) -> SamplingSettings:
         return SamplingSettings(sampler="uniform", n_frames=self.n_frames, size=self.size)
+
+    def feature_settings(self, base: FeatureSettings | None = None) -> FeatureSettings:
+        """``base`` (the configured features: device, batch size, precision) computing this
+        recipe's backbone and weights."""
+        return (base or FeatureSettings()).model_copy(
+            update={"backbone": self.backbone, "weights": self.weights})
 
     def fit_normalization(self, feats: Sequence[np.ndarray]) -> None:
         """Per-dimension mean and std over every training frame."""

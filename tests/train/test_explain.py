@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +11,14 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from video_mm.settings import FeatureSettings
 from video_mm.train.captioning import CaptionTrainConfig, train_captioner
+from video_mm.train.explain import explain_video
 
 
 def test_explain_writes_png(tiny_synth: Path, feature_cache: Path, tmp_path: Path,
-                            monkeypatch: pytest.MonkeyPatch) -> None:
+                            monkeypatch: pytest.MonkeyPatch,
+                            caplog: pytest.LogCaptureFixture) -> None:
     from video_mm.cli import app
     from video_mm.settings import get_settings
 
@@ -25,7 +29,7 @@ def test_explain_writes_png(tiny_synth: Path, feature_cache: Path, tmp_path: Pat
                                      size=64, backbone="mobilenet_v3_small", batch_size=16,
                                      val_split="all")
     config.model = {"embed_dim": 32, "hidden_dim": 64}
-    result = train_captioner(tiny_synth, "attention", tmp_path / "run", config,
+    result = train_captioner(tiny_synth, "attention", tmp_path / "explained", config,
                              cache_dir=feature_cache)
     out = tmp_path / "explain.png"
     video = next((tiny_synth / "videos").glob("*.mp4"))
@@ -37,3 +41,11 @@ def test_explain_writes_png(tiny_synth: Path, feature_cache: Path, tmp_path: Pat
     image = np.asarray(Image.open(out))
     assert image.shape[0] > 300 and image.shape[1] > 600  # a real figure, not an empty canvas
     assert image.std() > 10
+
+    # Explained with features of another precision than it was trained on: said, once.
+    with caplog.at_level(logging.WARNING, logger="video_mm.artifacts"):
+        for _ in range(2):
+            explain_video(video, result.best_dir, tmp_path / "bf16.png",
+                          feature_settings=FeatureSettings(precision="bfloat16"))
+    [record] = caplog.records
+    assert "explained was trained on float32 features but is served bfloat16" in record.getMessage()

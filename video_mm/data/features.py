@@ -40,9 +40,7 @@ def extract_features(
     from video_mm.features.cache import FeatureCache
     from video_mm.features.extract import FeatureExtractor, Window, extract_videos
 
-    settings = (settings or FeatureSettings()).model_copy(
-        update={"backbone": recipe.backbone, "weights": recipe.weights}
-    )
+    settings = recipe.feature_settings(settings)
     extractor = FeatureExtractor(settings, grid=recipe.grid_pool > 1)
     cache = FeatureCache(cache_dir) if cache_dir else None
     out: dict[str, np.ndarray] = {}
