@@ -25,6 +25,7 @@ from video_mm.features.backbones import Backbone
 
 
 def batchnorms(backbone: Backbone) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every batch norm of ``backbone``, in module order."""
     return [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
@@ -42,7 +43,7 @@ def estimate_batchnorm(
 ) -> int:
     """Replace every batch norm's running mean and variance in ``backbone`` (in place) with their
     average over uint8 ``frames`` ``[N, H, W, 3]``, fed through its own preprocessing in shuffled
-    batches; returns how many frames were read. Weights and every other buffer stay as they were.
+    batches; returns how many frames were read. The weights stay as they were.
     """
     norms = batchnorms(backbone)
     if not norms:
