@@ -84,6 +84,28 @@ def test_jsonl_manifest(tmp_path: Path) -> None:
         "bee", Path("/abs/b.mp4"), "train", None, None)
 
 
+def test_a_manifest_id_names_one_clip(tmp_path: Path) -> None:
+    """Features, predictions and metrics are kept by id: one id, one clip."""
+    again = [{"video": "a.mp4", "captions": ["x y"], "start": 1, "end": 2},
+             {"video": "b.mp4", "captions": ["z"]},
+             {"video": "a.mp4", "captions": ["x z", "x y"], "start": 1, "end": 2}]
+    (tmp_path / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in again) + "\n")
+    a, b = load_dataset(tmp_path)  # the same clip listed twice: one record, all its captions
+    assert (a.video_id, a.captions, b.video_id) == ("a_1_2", ["x y", "x z"], "b")
+
+    clash = [{"video": "a.mp4", "captions": ["x"], "id": "clip"},
+             {"video": "a.mp4", "captions": ["y"], "id": "clip", "start": 2}]
+    (tmp_path / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in clash) + "\n")
+    with pytest.raises(ConfigError, match="id 'clip' names two different clips"):
+        load_dataset(tmp_path)
+    (tmp_path / "manifest.jsonl").unlink()
+    (tmp_path / "captions.json").write_text(json.dumps({"videos": [
+        {"video_id": "v", "file": "a.mp4", "captions": ["x"], "split": "train"},
+        {"video_id": "v", "file": "a.mp4", "captions": ["x"], "split": "test"}]}))  # fmt: skip
+    with pytest.raises(ConfigError, match="id 'v' names two different clips"):
+        load_dataset(tmp_path)
+
+
 @pytest.mark.parametrize("window", [{"start": 3, "end": 2}, {"start": -1}, {"end": 0},
                                     {"start": "soon"}])  # fmt: skip
 def test_a_manifest_window_that_is_not_a_span_is_a_config_error(

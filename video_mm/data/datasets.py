@@ -29,7 +29,9 @@ Formats:
 - JSONL manifest: one ``{"video": path, "captions": [...], "split"?, "start"?, "end"?, "id"?}``
   per line; ``start``/``end``: seconds within ``video``, so several lines may caption spans of one
   long file. A line with a window and no ``id`` gets ``<file stem>_<start>_<end>`` (its spans would
-  otherwise share one id, and features are kept by id).
+  otherwise share one id, and features are kept by id). In both manifests a clip listed twice
+  under one id (same file, window and split) is one record with both lines' captions; one id for
+  two different clips is a ``ConfigError``.
 """
 
 from __future__ import annotations
@@ -96,6 +98,25 @@ def _window_id(stem: str, start: float | None, end: float | None) -> str:
     if start is None and end is None:
         return stem
     return f"{stem}_{start or 0:g}_{'end' if end is None else format(end, 'g')}"
+
+
+def _one_record_per_id(records: list[VideoRecord], where: Path) -> list[VideoRecord]:
+    """A manifest's entries by id: the same clip listed again (same file, window and split) adds
+    its captions to the first entry; the same id for another file, window or split is refused,
+    since features, predictions and metrics are all kept by id and would be silently shared."""
+    first: dict[str, VideoRecord] = {}
+    for r in records:
+        seen = first.setdefault(r.video_id, r)
+        if seen is r:
+            continue
+        if (seen.path, seen.start, seen.end, seen.split) != (r.path, r.start, r.end, r.split):
+            raise ConfigError(
+                f"{where}: id {r.video_id!r} names two different clips ({seen.path} "
+                f"{seen.start}-{seen.end} s, {seen.split}; {r.path} {r.start}-{r.end} s, "
+                f"{r.split}): give each its own id"
+            )
+        seen.captions.extend(c for c in r.captions if c not in seen.captions)
+    return list(first.values())
 
 
 def _read_json(path: Path) -> object:
@@ -204,7 +225,7 @@ def load_json_manifest(path: Path, video_root: Path | None = None) -> list[Video
         split = normalise_split(str(v.get("split", v.get("msvd_split", "train"))))
         records.append(VideoRecord(vid, file, list(v["captions"]), split,
                                    *_window(v, f"{path}: {vid}")))  # fmt: skip
-    return records
+    return _one_record_per_id(records, path)
 
 
 def load_jsonl(path: Path, video_root: Path | None = None) -> list[VideoRecord]:
@@ -225,7 +246,7 @@ def load_jsonl(path: Path, video_root: Path | None = None) -> list[VideoRecord]:
         records.append(VideoRecord(str(item.get("id", _window_id(video.stem, start, end))), video,
                                    caps, normalise_split(str(item.get("split", "train"))),
                                    start, end))  # fmt: skip
-    return records
+    return _one_record_per_id(records, path)
 
 
 def load_dataset(folder: Path | str, *, annotation: Path | str | None = None) -> list[VideoRecord]:
