@@ -77,7 +77,7 @@ def split_inputs(folder, data, split):
 
     settings = get_settings()
     records = load_dataset(data)
-    records = records if split == "all" else by_split(records, split)
+    records = by_split(records, split)
     recipe = load_recipe(folder)
     cache = settings.features.cache_url or settings.data_dir / "features"
     feats = extract_features(records, recipe, settings=settings.features, cache_dir=cache,

@@ -105,10 +105,14 @@ class FeatureRecipe:
 _precision_warned: set[tuple[str, str]] = set()
 
 
-def warn_precision(name: str, recipe: FeatureRecipe | None, served: str) -> None:
-    """Say (once per model and served precision, per process) that model ``name`` is served
-    features of another precision than it was trained on. Not refused: int8 serving of a float32
-    model is the intended speed option, but its cost in quality should be a choice, not silent."""
+def warn_precision(
+    model: str | Path, recipe: FeatureRecipe | None, settings: FeatureSettings | None
+) -> None:
+    """Say (once per model and served precision, per process) that the model saved in ``model``
+    is served features (``settings``; None: the defaults) of another precision than it was
+    trained on. Not refused: int8 serving of a float32 model is the intended speed option, but
+    its cost in quality should be a choice, not silent."""
+    name, served = model_name(model), (settings or FeatureSettings()).precision
     if recipe is None or recipe.precision == served or (name, served) in _precision_warned:
         return
     _precision_warned.add((name, served))

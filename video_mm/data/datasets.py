@@ -299,6 +299,9 @@ def load_annotation_file(path: Path, video_root: Path | None = None) -> list[Vid
 
 
 def by_split(records: Iterable[VideoRecord], split: str) -> list[VideoRecord]:
+    """The records of ``split`` (its aliases too: ``validate`` is ``val``); ``"all"``: every one."""
+    if split == "all":
+        return list(records)
     split = normalise_split(split)
     return [r for r in records if r.split == split]
 

@@ -146,7 +146,7 @@ def feature_spec(model: Any, folder: Path, settings: Settings) -> FeatureSpec:
         if recipe.grid_pool > 1:
             features = features.model_copy(update={"grid": True})
         sampling = SamplingSettings(sampler="uniform", n_frames=recipe.n_frames, size=recipe.size)
-        warn_precision(model_name(folder), recipe, features.precision)
+        warn_precision(folder, recipe, features)
     return FeatureSpec(features, sampling)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from video_mm.artifacts import load_recipe, model_name, pool_grid, warn_precision
+from video_mm.artifacts import load_recipe, pool_grid, warn_precision
 from video_mm.errors import ConfigError
 from video_mm.settings import FeatureSettings
 
@@ -40,7 +40,7 @@ def explain_match(
     sampling = recipe.sampling()
     batch = sample_frames(video, sampler=sampling.sampler, n=sampling.n_frames, size=sampling.size)
     settings = recipe.feature_settings(feature_settings)
-    warn_precision(model_name(model_dir), recipe, settings.precision)
+    warn_precision(model_dir, recipe, settings)
     k = recipe.grid_pool
     clip = next(iter(FeatureExtractor(settings, grid=k > 1).extract([batch])))
     start, end = float(batch.times[0]), float(batch.times[-1])

@@ -518,10 +518,6 @@ def train_reranker(
 # -- whole runs on a dataset folder (what the CLI calls) ----------------------------------------
 
 
-def _split(records: list[VideoRecord], split: str) -> list[VideoRecord]:
-    return list(records) if split == "all" else by_split(records, split)
-
-
 def _clips(
     records: Sequence[VideoRecord], recipe: Any, feature_settings: FeatureSettings | None,
     cache_dir: Path | None, progress: bool,
@@ -564,13 +560,13 @@ def train_on_dataset(
     dual = retrieval_from_pretrained(retrieval, device=run.train.device)
     recipe = dual.recipe or load_recipe(retrieval)
     records = load_dataset(data)
-    train_recs = _split(records, run.train_split)
-    val_recs = _split(records, run.val_split) or train_recs
+    train_recs = by_split(records, run.train_split)
+    val_recs = by_split(records, run.val_split) or train_recs
     if not train_recs:
         raise ConfigError(f"{data}: no videos in split {run.train_split!r}")
     progress = run.train.progress
     precision = (feature_settings or FeatureSettings()).precision
-    warn_precision(model_name(retrieval), recipe, precision)  # its first stage
+    warn_precision(retrieval, recipe, feature_settings)  # its first stage
     first = tuple(_clips(recs, recipe, feature_settings, cache_dir, progress)
                   for recs in (train_recs, val_recs))  # fmt: skip
     own = reranker_recipe(recipe, cfg.grid_pool, precision)
@@ -606,16 +602,15 @@ def evaluate_on_dataset(
     dual = retrieval_from_pretrained(retrieval, device=device)
     model = from_pretrained(reranker, device=device)
     recipe = dual.recipe or load_recipe(retrieval)
-    records = _split(load_dataset(data), split)
+    records = by_split(load_dataset(data), split)
     if queries is not None:
         held = {r.video_id: r.captions for r in load_dataset(Path(queries).parent,
                                                              annotation=queries)}  # fmt: skip
         records = [replace(r, captions=held[r.video_id]) for r in records if r.video_id in held]
     if not records:
         raise ConfigError(f"{data}: no videos in split {split!r}")
-    served = (feature_settings or FeatureSettings()).precision
-    warn_precision(model_name(retrieval), recipe, served)
-    warn_precision(model_name(reranker), model.recipe, served)
+    warn_precision(retrieval, recipe, feature_settings)
+    warn_precision(reranker, model.recipe, feature_settings)
     clips = _clips(records, recipe, feature_settings, cache_dir, progress)
     if len(clips) < 2:
         raise ConfigError("evaluation needs at least two clips")

@@ -27,7 +27,6 @@ from video_mm.artifacts import (
     BackboneSpec,
     FeatureRecipe,
     load_recipe,
-    model_name,
     pad_features,
     warn_precision,
 )
@@ -307,10 +306,6 @@ def train_retrieval(
 # -- whole runs on a dataset folder (what the CLI calls) ---------------------------------------
 
 
-def _split(records: list[VideoRecord], split: str) -> list[VideoRecord]:
-    return list(records) if split == "all" else by_split(records, split)
-
-
 def train_on_dataset(
     data: Path | str,
     text_tower: str,
@@ -341,8 +336,8 @@ def train_on_dataset(
         raise ConfigError(f"text tower must be one of {sorted(MODEL_CONFIGS)} (or --init "
                           f"hf:<CLIP or SigLIP>), got {text_tower!r}")
     records = load_dataset(data)
-    train_recs = _split(records, run.train_split)
-    val_recs = _split(records, run.val_split)
+    train_recs = by_split(records, run.train_split)
+    val_recs = by_split(records, run.val_split)
     if not train_recs:
         raise ConfigError(f"{data}: no videos in split {run.train_split!r}")
     run.features.precision = (feature_settings or FeatureSettings()).precision
@@ -379,7 +374,7 @@ def evaluate_on_dataset(
     """Retrieval metrics of a saved model on a split (``all``: every video). ``queries``: take
     the captions from this annotation file instead (e.g. msvd14's held-out captions)."""
     model = from_pretrained(model_dir, device=device)
-    records = _split(load_dataset(data), split)
+    records = by_split(load_dataset(data), split)
     if queries is not None:
         held = {r.video_id: r.captions for r in load_dataset(Path(queries).parent,
                                                              annotation=queries)}  # fmt: skip
@@ -387,7 +382,7 @@ def evaluate_on_dataset(
     if not records:
         raise ConfigError(f"{data}: no videos in split {split!r}")
     recipe = model.recipe or load_recipe(model_dir)
-    warn_precision(model_name(model_dir), recipe, (feature_settings or FeatureSettings()).precision)
+    warn_precision(model_dir, recipe, feature_settings)
     feats = extract_features(
         records, recipe, settings=feature_settings, cache_dir=cache_dir, progress=progress,
     )  # fmt: skip

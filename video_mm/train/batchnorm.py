@@ -49,8 +49,7 @@ def adapt_batchnorm(
     evenly over the videos) frames of ``split`` of dataset ``data``, sampled as ``recipe`` says,
     and save the result to ``out``. Only a held-in split should be used: the statistics are
     learnt from it."""
-    records = load_dataset(data)
-    chosen = list(records) if split == "all" else by_split(records, split)
+    chosen = by_split(load_dataset(data), split)
     if not chosen:
         raise ConfigError(f"dataset {data} has no {split!r} videos")
     backbone = create_backbone(recipe.backbone, recipe.weights, fetch=fetch)

@@ -38,7 +38,6 @@ from video_mm.artifacts import (
     BackboneSpec,
     FeatureRecipe,
     load_recipe,
-    model_name,
     pad_features,
     warn_precision,
 )
@@ -345,10 +344,6 @@ def subset(records: Sequence[VideoRecord], name: str | None) -> list[VideoRecord
 # --- the whole run -------------------------------------------------------------------------------
 
 
-def _split_records(records: list[VideoRecord], split: str) -> list[VideoRecord]:
-    return list(records) if split == "all" else by_split(records, split)
-
-
 def _check_end_to_end(model_cfg: dict[str, Any], recipe: FeatureRecipe) -> None:
     """Fit an end-to-end model's config to the recipe (its CNN is the recipe's backbone, from the
     recipe's weights, at the recipe's frame size), refusing what cannot work before any decoding."""
@@ -393,8 +388,8 @@ def train_captioner(
     config = config or CaptionTrainConfig.load()
     out = Path(out)
     records = load_dataset(data)
-    train_recs = _split_records(records, config.train_split)
-    val_recs = _split_records(records, config.val_split)
+    train_recs = by_split(records, config.train_split)
+    val_recs = by_split(records, config.val_split)
     if not train_recs:
         raise ConfigError(f"{data}: no videos in split {config.train_split!r}")
     if not val_recs and config.scst_epochs > 0:
@@ -565,7 +560,7 @@ def evaluate_captioner(
     (default: :class:`Decoding`'s defaults, which are the shipped settings), and score against its
     references (or those of another annotation file, e.g. msvd14's held-out captions)."""
     captioner: Captioner = from_pretrained(model_dir, device=device)
-    records = subset(_split_records(load_dataset(data), split), subset_name)
+    records = subset(by_split(load_dataset(data), split), subset_name)
     if references is not None:
         held = {
             r.video_id: r.captions
@@ -581,8 +576,7 @@ def evaluate_captioner(
     if captioner.model.takes_frames:
         feats = sample_dataset_frames(records, recipe, cache_dir=cache_dir, progress=progress)
     else:
-        warn_precision(model_name(model_dir), recipe,
-                       (feature_settings or FeatureSettings()).precision)
+        warn_precision(model_dir, recipe, feature_settings)
         feats = extract_features(
             records, recipe, settings=feature_settings, cache_dir=cache_dir, progress=progress
         )

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from video_mm.artifacts import load_recipe, model_name, pool_grid, warn_precision
+from video_mm.artifacts import load_recipe, pool_grid, warn_precision
 from video_mm.errors import ModelError
 from video_mm.models.decoding import Decoding
 from video_mm.records import Caption, FrameBatch
@@ -42,7 +42,7 @@ def explain_video(
         feats = batch.frames
     else:
         settings = recipe.feature_settings(feature_settings)
-        warn_precision(model_name(model_dir), recipe, settings.precision)
+        warn_precision(model_dir, recipe, settings)
         use_grid = recipe.grid_pool > 1 or captioner.model.uses_grid
         extractor = FeatureExtractor(settings, grid=use_grid)
         clip = next(iter(extractor.extract([batch])))
